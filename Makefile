@@ -1,0 +1,37 @@
+# make run   - build .venv and serve the embedded default on ws://127.0.0.1:4000
+# make test  - build .venv with the test extras (and the JS client) and run lint + the whole suite
+# make lint  - ruff and mypy
+
+PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
+	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' && { echo $$p; break; }; done)
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test lint cluster clean
+
+$(BIN)/python:
+	@test -n "$(PYTHON)" || { echo "DPS needs Python 3.11 or newer (none found on PATH)" >&2; exit 2; }
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.run-deps: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e .
+	@touch $@
+
+$(VENV)/.test-deps: pyproject.toml tests/clients/package.json tests/clients/package-lock.json | $(BIN)/python
+	$(BIN)/pip install -q -e '.[test]'
+	cd tests/clients && PATH="$(CURDIR)/$(BIN):$$PATH" npm ci --silent --no-audit --no-fund
+	@touch $(VENV)/.run-deps $@
+
+run: $(VENV)/.run-deps
+	$(BIN)/dps
+
+lint: $(VENV)/.test-deps
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) tests/clients/node_modules

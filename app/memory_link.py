@@ -1,0 +1,60 @@
+"""The in-memory link of the embedded default: gateway and topic server in one process.
+
+It implements both ends of `app.link` as direct calls, so the embedded server runs the
+same gateway and topic-server code, on the same fan-out path, as a cluster does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Protocol
+
+from app.link import Ack, AckCallback, OwnerLink
+from topic_server.server import TopicServer
+
+
+class Deliveries(Protocol):
+    """The gateway side: where delivered messages go."""
+
+    @property
+    def name(self) -> str: ...
+
+    def deliver(
+        self, source: OwnerLink, topic: str, seq: int, event: str, payload: bytes, binary: bool
+    ) -> None: ...
+
+
+class MemoryLink:
+    __slots__ = ("_gateway", "_server")
+
+    def __init__(self, gateway: Deliveries, server: TopicServer) -> None:
+        self._gateway = gateway
+        self._server = server
+
+    # OwnerLink: the gateway's side.
+    @property
+    def owner(self) -> str:
+        return self._server.name
+
+    def subscribe(self, topic: str) -> None:
+        self._server.subscribe(self, topic)
+
+    def unsubscribe(self, topic: str) -> None:
+        self._server.unsubscribe(self, topic)
+
+    def sync(self, topics: Iterable[str]) -> None:
+        self._server.sync(self, topics)
+
+    def publish(
+        self, topic: str, event: str, payload: bytes, binary: bool, on_ack: AckCallback
+    ) -> None:
+        seq = self._server.publish(topic, event, payload, binary)
+        on_ack(Ack(self._server.name, seq))
+
+    # GatewayLink: the topic server's side.
+    @property
+    def gateway(self) -> str:
+        return self._gateway.name
+
+    def deliver(self, topic: str, seq: int, event: str, payload: bytes, binary: bool) -> None:
+        self._gateway.deliver(self, topic, seq, event, payload, binary)

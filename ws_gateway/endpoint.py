@@ -1,0 +1,89 @@
+"""The Phoenix socket endpoint, `/socket/websocket`: the I/O edge of a client socket.
+
+It negotiates the serializer (`vsn`; anything but 1.0.x or 2.0.x is refused with 403
+before the upgrade), answers the `phoenix` subprotocol that the official client offers
+with an auth token, then feeds each frame through the codec and the socket's channels and
+carries out what they return. A frame it cannot decode closes this socket, and only this
+one, with the codec's close code and reason.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.websockets import WebSocket
+
+from app.link import Ack
+from app.phoenix import UNSUPPORTED_DATA, FrameError, Vsn, decode_binary, decode_text
+from ws_gateway.channels import EMPTY, Action, Publish, Push, Reply, Subscribe, Unsubscribe, error
+from ws_gateway.connection import EXTENSION, Connection
+from ws_gateway.gateway import Gateway
+from ws_gateway.socket import Socket
+
+log = logging.getLogger("dps.gateway")
+
+
+async def socket_endpoint(websocket: WebSocket) -> None:
+    gateway: Gateway = websocket.app.state.gateway
+    vsn = Vsn.negotiate(websocket.query_params.get("vsn"))
+    if vsn is None:
+        log.info("refused socket with unsupported vsn %r", websocket.query_params.get("vsn"))
+        await websocket.close()  # before accepting: an HTTP 403, as Phoenix answers
+        return
+    conn: Connection = websocket.scope["extensions"][EXTENSION]
+    subprotocol = "phoenix" if "phoenix" in websocket.scope.get("subprotocols", ()) else None
+    await websocket.accept(subprotocol=subprotocol)
+    sock = Socket(conn, vsn, websocket.app.state.settings.socket_queue, gateway.counters)
+    gateway.counters.sockets_opened += 1
+    try:
+        await _serve(websocket, sock, gateway)
+    finally:
+        for topic in sock.channels.leave_all():
+            gateway.leave(sock, topic)
+        gateway.counters.sockets_closed += 1
+
+
+async def _serve(websocket: WebSocket, sock: Socket, gateway: Gateway) -> None:
+    receive = websocket.receive
+    vsn = sock.vsn
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        try:
+            text = message.get("text")
+            if text is not None:
+                msg = decode_text(text, vsn)
+            elif vsn is Vsn.V2:
+                msg = decode_binary(message["bytes"])
+            else:
+                raise FrameError(UNSUPPORTED_DATA, "binary frames need vsn=2.0.0")
+        except FrameError as exc:
+            gateway.counters.frame_errors += 1
+            log.info("closing %s: %s", sock.peer, exc.reason)
+            sock.close(exc.code, exc.reason)
+            return
+        for action in sock.channels.handle(msg):
+            _run(action, sock, gateway)
+
+
+def _run(action: Action, sock: Socket, gateway: Gateway) -> None:
+    match action:
+        case Reply(join_ref, ref, topic, status, response):
+            sock.reply(join_ref, ref, topic, status, response)
+        case Push(join_ref, ref, topic, event, payload):
+            sock.push(join_ref, ref, topic, event, payload)
+        case Subscribe(topic, join_ref):
+            gateway.join(sock, topic, join_ref)
+        case Unsubscribe(topic):
+            gateway.leave(sock, topic)
+        case Publish(join_ref, ref, topic, event, payload, binary):
+
+            def reply(result: Ack | str) -> None:
+                if isinstance(result, Ack):
+                    status, response = "ok", EMPTY
+                else:
+                    status, response = "error", error("publish failed", result)
+                sock.reply(join_ref, ref, topic, status, response)
+
+            gateway.publish(topic, event, payload, binary, reply)

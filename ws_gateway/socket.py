@@ -1,0 +1,64 @@
+"""One client socket as the gateway sees it: its serializer, its channels, its writer.
+
+The outbound queue is the connection's write buffer. It is bounded: a socket whose buffer
+holds more than `limit` bytes when another message arrives has stopped keeping up, and is
+closed with 1013 (try again later) instead of growing without bound or slowing anyone else.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from app.counters import Counters
+from app.phoenix import Vsn, encode_push, encode_reply
+from ws_gateway.channels import Channels
+from ws_gateway.connection import Connection, frame
+
+log = logging.getLogger("dps.gateway")
+
+TRY_AGAIN_LATER = 1013
+
+
+class Socket:
+    __slots__ = ("channels", "conn", "counters", "limit", "transport", "vsn")
+
+    def __init__(self, conn: Connection, vsn: Vsn, limit: int, counters: Counters) -> None:
+        self.conn = conn
+        self.transport = conn.transport
+        self.vsn = vsn
+        self.limit = limit
+        self.counters = counters
+        self.channels = Channels()
+
+    def send(self, data: bytes) -> None:
+        """Queue one framed message (see `connection.frame`)."""
+        if self.conn.closing:
+            return
+        if self.transport.get_write_buffer_size() > self.limit:
+            self.counters.slow_consumers_closed += 1
+            log.warning(
+                "closing slow consumer %s: more than %d bytes waiting", self.peer, self.limit
+            )
+            self.conn.close_now(TRY_AGAIN_LATER, "slow consumer: outbound queue full")
+            return
+        self.transport.write(data)
+
+    def push(
+        self, join_ref: str | None, ref: str | None, topic: str, event: str, payload: Any
+    ) -> None:
+        """Send one JSON frame to this socket only (replies, phx_close)."""
+        self.send(frame(encode_push(self.vsn, join_ref, ref, topic, event, payload)))
+
+    def reply(
+        self, join_ref: str | None, ref: str | None, topic: str, status: str, response: Any
+    ) -> None:
+        self.send(frame(encode_reply(self.vsn, join_ref, ref, topic, status, response)))
+
+    def close(self, code: int, reason: str) -> None:
+        self.conn.close_now(code, reason)
+
+    @property
+    def peer(self) -> str:
+        client = self.conn.client
+        return f"{client[0]}:{client[1]}" if client else "?"

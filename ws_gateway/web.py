@@ -1,0 +1,31 @@
+"""The gateway's Starlette application: the Phoenix socket, the broadcast API, health."""
+
+from __future__ import annotations
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route, WebSocketRoute
+
+from app.settings import Settings
+from ws_gateway.api import broadcast
+from ws_gateway.endpoint import socket_endpoint
+from ws_gateway.gateway import Gateway
+
+
+async def healthz(request: Request) -> JSONResponse:
+    return JSONResponse({"status": "ok"})
+
+
+def build(gateway: Gateway, settings: Settings) -> Starlette:
+    app = Starlette(
+        routes=[
+            WebSocketRoute("/socket/websocket", socket_endpoint),
+            Route("/api/broadcast", broadcast, methods=["POST"]),
+            Route("/healthz", healthz),
+            Route("/readyz", healthz),
+        ]
+    )
+    app.state.gateway = gateway
+    app.state.settings = settings
+    return app
