@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import signal
+from types import FrameType
 
 import uvicorn
 
@@ -64,5 +66,16 @@ def serve(settings: Settings) -> int:
     log.info(
         "DPS %s serving ws://%s:%d/socket/websocket", settings.app, settings.host, settings.port
     )
-    uvicorn.Server(config).run()
+    server = uvicorn.Server(config)
+
+    # uvicorn handles SIGINT and SIGTERM while it serves (closing every socket, see
+    # ws_gateway.connection), then re-raises the signal to the handler it found installed.
+    # This handler is that one: a signal before or after serving also just asks the server
+    # to stop, so a requested stop exits with status 0.
+    def stop(signum: int, frame: FrameType | None) -> None:
+        server.should_exit = True
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, stop)
+    server.run()
     return 0

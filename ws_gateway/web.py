@@ -17,6 +17,17 @@ async def healthz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
 
+async def cluster(request: Request) -> JSONResponse:
+    gateway: Gateway = request.app.state.gateway
+    return JSONResponse(
+        {
+            "node": gateway.name,
+            "role": request.app.state.settings.app,
+            "counters": gateway.counters.snapshot(),
+        }
+    )
+
+
 def build(gateway: Gateway, settings: Settings) -> Starlette:
     app = Starlette(
         routes=[
@@ -24,6 +35,7 @@ def build(gateway: Gateway, settings: Settings) -> Starlette:
             Route("/api/broadcast", broadcast, methods=["POST"]),
             Route("/healthz", healthz),
             Route("/readyz", healthz),
+            Route("/cluster", cluster),
         ]
     )
     app.state.gateway = gateway

@@ -1,0 +1,162 @@
+"""Helpers for tests that run real DPS processes on loopback ports and talk to them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import websockets
+
+ROOT = Path(__file__).resolve().parent.parent
+TIMEOUT = 5.0  # seconds any single expected frame or event may take
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    """A DPS process started by a test, stopped by PID when the test ends."""
+
+    proc: subprocess.Popen[bytes]
+    port: int
+    log: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def ws(self, vsn: str | None = "2.0.0") -> str:
+        query = "" if vsn is None else f"?vsn={vsn}"
+        return f"ws://127.0.0.1:{self.port}/socket/websocket{query}"
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
+        """Signal the process and wait for it; SIGKILL if it does not exit in time."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.proc.pid, sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        return self.proc.returncode
+
+
+def start_server(
+    log_dir: Path, env: dict[str, str] | None = None, ready: str = "/healthz"
+) -> Server:
+    port = int((env or {}).get("DPS_PORT", free_port()))
+    full_env = {**os.environ, "DPS_HOST": "127.0.0.1", "DPS_PORT": str(port), **(env or {})}
+    log = log_dir / f"dps-{port}.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "app"],
+            cwd=ROOT,
+            env=full_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    server = Server(proc, port, log, env or {})
+    try:
+        wait_http(server, ready)
+    except BaseException:
+        server.stop(signal.SIGKILL)
+        raise
+    return server
+
+
+def wait_http(server: Server, path: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.proc.poll() is not None:
+            raise RuntimeError(f"DPS exited with {server.proc.returncode}:\n{server.output()}")
+        try:
+            with urllib.request.urlopen(server.http + path, timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"{server.http}{path} not ready:\n{server.output()}")
+
+
+def http_post(url: str, body: Any, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    """POST JSON (or raw bytes) and return (status, decoded JSON body)."""
+    data = body if isinstance(body, bytes) else orjson.dumps(body)
+    request = urllib.request.Request(url, data=data, headers=headers or {}, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
+            return response.status, orjson.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, orjson.loads(exc.read())
+
+
+class Client:
+    """A Phoenix V2 (or V1) client over a `websockets` connection, one frame at a time."""
+
+    def __init__(self, conn: websockets.ClientConnection, v1: bool = False) -> None:
+        self.conn = conn
+        self.v1 = v1
+        self.ref = 0
+
+    async def send(self, frame: Any) -> None:
+        await self.conn.send(
+            frame if isinstance(frame, (str, bytes)) else orjson.dumps(frame).decode()
+        )
+
+    async def recv(self, timeout: float = TIMEOUT) -> Any:
+        data = await asyncio.wait_for(self.conn.recv(), timeout)
+        return data if isinstance(data, bytes) else orjson.loads(data)
+
+    async def expect_silence(self, seconds: float = 0.3) -> None:
+        """Nothing arrives for `seconds` (used only to show that something is NOT sent)."""
+        with contextlib.suppress(TimeoutError):
+            frame = await asyncio.wait_for(self.conn.recv(), seconds)
+            raise AssertionError(f"unexpected frame {frame!r}")
+
+    async def join(self, topic: str, join_ref: str = "1") -> Any:
+        await self.send([join_ref, join_ref, topic, "phx_join", {}])
+        reply = await self.recv()
+        assert reply == [join_ref, join_ref, topic, "phx_reply", {"status": "ok", "response": {}}]
+        return reply
+
+    async def publish(self, topic: str, event: str, body: Any, join_ref: str = "1") -> str:
+        self.ref += 1
+        ref = f"p{self.ref}"
+        await self.send([join_ref, ref, topic, "publish", [event, body]])
+        return ref
+
+    async def closed(self, timeout: float = TIMEOUT) -> tuple[int | None, str | None]:
+        """Wait for the server to close the socket; (code, reason) it sent."""
+        with contextlib.suppress(websockets.ConnectionClosed):
+            while True:
+                await asyncio.wait_for(self.conn.recv(), timeout)
+        await asyncio.wait_for(self.conn.wait_closed(), timeout)
+        rcvd = self.conn.protocol.close_rcvd
+        return (rcvd.code, rcvd.reason) if rcvd else (None, None)
+
+
+@contextlib.asynccontextmanager
+async def connect(url: str, **kwargs: Any) -> AsyncIterator[Client]:
+    async with websockets.connect(url, open_timeout=TIMEOUT, **kwargs) as conn:
+        yield Client(conn)
