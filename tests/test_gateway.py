@@ -1,0 +1,115 @@
+"""The gateway's subscriber table and fan-out over the in-memory link, without sockets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from app.counters import Counters
+from app.link import Ack, OwnerLink
+from app.memory_link import MemoryLink
+from app.phoenix import Vsn
+from topic_server.server import TopicServer
+from ws_gateway.gateway import NO_OWNER, Gateway
+
+
+class FakeSocket:
+    """Records the frames the gateway writes to it."""
+
+    def __init__(self, vsn: Vsn = Vsn.V2) -> None:
+        self.vsn = vsn
+        self.sent: list[bytes] = []
+
+    def send(self, data: bytes) -> None:
+        self.sent.append(data)
+
+    def payloads(self) -> list[Any]:
+        # Frames here are short: a 2-byte header, then the message.
+        return [orjson.loads(data[2:]) if data[0] == 0x81 else data[2:] for data in self.sent]
+
+
+class Router:
+    def __init__(self) -> None:
+        self.link: OwnerLink | None = None
+
+    def owner_of(self, topic: str) -> OwnerLink | None:
+        return self.link
+
+
+def embedded() -> tuple[Gateway, TopicServer, Router]:
+    counters = Counters()
+    router = Router()
+    gateway = Gateway("gw", router, counters)
+    server = TopicServer("ts", counters)
+    router.link = MemoryLink(gateway, server)
+    return gateway, server, router
+
+
+def test_one_subscription_per_gateway_and_topic() -> None:
+    gateway, server, _ = embedded()
+    a, b = FakeSocket(), FakeSocket()
+    gateway.join(a, "t", "1")  # type: ignore[arg-type]
+    gateway.join(b, "t", "2")  # type: ignore[arg-type]
+    assert [link.gateway for link in server.topics.gateways("t")] == ["gw"]
+    assert sum(server.topics.topics_of(server.topics.gateways("t")[0]).values()) == 1
+    gateway.leave(a, "t")  # type: ignore[arg-type]
+    assert len(server.topics) == 1
+    gateway.leave(b, "t")  # type: ignore[arg-type]
+    assert len(server.topics) == 0
+    assert gateway.topics == {}
+
+
+def test_fan_out_builds_each_frame_once() -> None:
+    gateway, _, _ = embedded()
+    sockets = [FakeSocket() for _ in range(4)] + [FakeSocket(Vsn.V1) for _ in range(2)]
+    for i, sock in enumerate(sockets):
+        gateway.join(sock, "t", "1" if i < 3 else "2")  # type: ignore[arg-type]
+    acks: list[Ack | str] = []
+    gateway.publish("t", "ev", b'{"n":1}', False, acks.append)
+    assert acks == [Ack("ts", 1)]
+    assert [s.payloads() for s in sockets[:3]] == [[["1", None, "t", "ev", {"n": 1}]]] * 3
+    assert sockets[3].payloads() == [["2", None, "t", "ev", {"n": 1}]]
+    v1 = {"topic": "t", "event": "ev", "payload": {"n": 1}, "ref": None}
+    assert [s.payloads() for s in sockets[4:]] == [[v1], [v1]]
+    # The same bytes object for every socket with the same serializer and join_ref.
+    assert sockets[0].sent[0] is sockets[1].sent[0] is sockets[2].sent[0]
+    assert sockets[4].sent[0] is sockets[5].sent[0]
+    assert gateway.counters.socket_deliveries == 6
+    assert gateway.counters.gateway_deliveries_sent == 1
+
+
+def test_binary_messages_skip_v1_sockets_and_count_them() -> None:
+    gateway, _, _ = embedded()
+    v1, v2 = FakeSocket(Vsn.V1), FakeSocket()
+    gateway.join(v1, "t", "1")  # type: ignore[arg-type]
+    gateway.join(v2, "t", "1")  # type: ignore[arg-type]
+    gateway.publish("t", "publish", b"\x01\x02", True, lambda _: None)
+    assert v1.sent == []
+    assert v2.sent == [b"\x82\x0f" + bytes([0, 1, 1, 7]) + b"1tpublish\x01\x02"]
+    assert gateway.counters.v1_binary_skipped == 1
+
+
+def test_deliveries_from_a_former_owner_or_out_of_order_are_dropped() -> None:
+    gateway, _, router = embedded()
+    sock = FakeSocket()
+    gateway.join(sock, "t", "1")  # type: ignore[arg-type]
+    owner = router.link
+    assert owner is not None
+    gateway.deliver(owner, "t", 5, "ev", b"{}", False)
+    gateway.deliver(owner, "t", 5, "ev", b"{}", False)  # a duplicate
+    gateway.deliver(owner, "t", 4, "ev", b"{}", False)  # older
+    gateway.deliver(
+        MemoryLink(gateway, TopicServer("other", Counters())), "t", 9, "e", b"{}", False
+    )
+    assert len(sock.sent) == 1
+    assert gateway.counters.stale_deliveries_dropped == 3
+
+
+def test_publish_without_an_owner_fails_at_once() -> None:
+    gateway, _, router = embedded()
+    router.link = None
+    acks: list[Ack | str] = []
+    gateway.publish("t", "ev", b"{}", False, acks.append)
+    assert acks == [NO_OWNER]
+    assert gateway.counters.publish_errors == 1

@@ -1,0 +1,68 @@
+"""Settings: defaults, and one clear line for every bad value."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from app import settings
+from tests.support import ROOT
+
+
+def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(__import__("os").environ):
+        if name.startswith("DPS_"):
+            monkeypatch.delenv(name)
+    s = settings.load()
+    assert (s.app, s.host, s.port) == ("all", "127.0.0.1", 4000)
+    assert s.max_frame_bytes == 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("DPS_APP", "gateway"),
+        ("DPS_PORT", "http"),
+        ("DPS_PORT", "0"),
+        ("DPS_PORT", "70000"),
+        ("DPS_MAX_FRAME_BYTES", "12"),
+        ("DPS_SOCKET_QUEUE", "-1"),
+        ("DPS_PUBLISH_TIMEOUT", "0"),
+        ("DPS_LOG_LEVEL", "loud"),
+    ],
+)
+def test_bad_values_name_the_variable_and_what_it_accepts(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(settings.SettingsError) as err:
+        settings.load()
+    message = str(err.value)
+    assert message.startswith(f"{name}: invalid value {value!r} (accepts ")
+    assert "\n" not in message
+
+
+def test_empty_values_mean_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DPS_PORT", "")
+    assert settings.load().port == 4000
+
+
+def test_unknown_dps_variables_are_reported() -> None:
+    assert settings.unknown_variables({"DPS_PROT": "1", "DPS_PORT": "1", "HOME": "/"}) == [
+        "DPS_PROT"
+    ]
+
+
+def test_the_server_refuses_a_bad_setting_with_status_2_and_one_line() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "app"],
+        cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin", "DPS_PORT": "99999"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr == "DPS_PORT: invalid value '99999' (accepts a TCP port, 1-65535)\n"
