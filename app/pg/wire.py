@@ -12,7 +12,7 @@ local ids only, since a node announces nothing but its own members. Groups are s
 | discover | `["discover", scope, instance, version, reply]` (reply 1: "discover me back") |
 | sync | `["sync", scope, instance, [[group, [id, ...]], ...]]` (ids repeat per membership) |
 | join | `["join", scope, instance, group, [id, ...]]` |
-| leave | `["leave", scope, instance, [id, ...], [group, ...]]` (each id leaves each group once per listing) |
+| leave | `["leave", scope, instance, [id, ...], [group, ...]]` (each id, once per listed group) |
 | scope_down | `["scope_down", scope, instance]` |
 | digest | `["digest", scope, instance, digest]` |
 
@@ -43,8 +43,8 @@ __all__ = [
     "Frame",
     "FrameError",
     "digest",
-    "discover",
     "digest_frame",
+    "discover",
     "header",
     "join",
     "leave",
