@@ -1,0 +1,27 @@
+"""The README documents every setting, with the default the code uses."""
+
+from __future__ import annotations
+
+import re
+
+from app.settings import Settings, env_name
+from tests.support import ROOT
+
+
+def documented() -> dict[str, str]:
+    rows = re.findall(r"^\| `([A-Z_]+)` \| ([^|]+) \|", (ROOT / "README.md").read_text(), re.M)
+    return {name: default.strip().strip("`") for name, default in rows}
+
+
+def test_every_setting_is_documented_with_its_default() -> None:
+    table = documented()
+    for field, info in Settings.model_fields.items():
+        name = env_name(field)
+        assert name in table, f"{name} is missing from the README's configuration table"
+        default = "unset" if info.default is None else str(info.default).removesuffix(".0")
+        assert table[name] == default, f"{name}: README says {table[name]}, code says {default}"
+
+
+def test_no_undocumented_leftovers() -> None:
+    names = {env_name(field) for field in Settings.model_fields}
+    assert set(documented()) <= names
