@@ -158,6 +158,10 @@ class MemoryNetwork:
                 raise RuntimeError(f"network not quiet after {delivered} deliveries")
         return delivered
 
+    def peek(self, link: Link) -> list[Frame]:
+        """The frames queued on `link`, oldest first, left in place."""
+        return [orjson.loads(p) for kind, _, _, p in self._queues.get(link, ()) if kind == "frame"]
+
     def drop_frame(self, link: Link) -> Frame | None:
         """Lose the oldest frame on `link` (a fault the contract forbids: for tests)."""
         queue = self._queues.get(link, deque())
