@@ -32,6 +32,7 @@ class Counters:
         "messages sent by this topic server to gateways, counted per message and gateway"
     )
     gateway_deliveries_dropped: int = _counter("messages a topic server could not send")
+    link_overflows: int = _counter("node links closed because the peer stopped reading")
 
     def snapshot(self) -> dict[str, int]:
         return asdict(self)

@@ -9,8 +9,10 @@ gateway (acknowledgement, deliver), one deliver per message and gateway.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import NamedTuple, Protocol
+
+from app import link_codec
 
 
 class Ack(NamedTuple):
@@ -36,13 +38,35 @@ class OwnerLink(Protocol):
 
     def unsubscribe(self, topic: str) -> None: ...
 
-    def sync(self, topics: Iterable[str]) -> None:
-        """Replace everything this gateway is subscribed to at the owner with `topics`."""
-        ...
-
     def publish(
         self, topic: str, event: str, payload: bytes, binary: bool, on_ack: AckCallback
     ) -> None: ...
+
+
+class Delivery:
+    """One sequenced message on its way to gateways. Its link frame is encoded once, on
+    first use, and the same bytes go to every gateway linked over the network."""
+
+    __slots__ = ("_frame", "binary", "event", "payload", "sent_at", "seq", "topic")
+
+    def __init__(
+        self, topic: str, seq: int, event: str, payload: bytes, binary: bool, sent_at: float
+    ) -> None:
+        self.topic = topic
+        self.seq = seq
+        self.event = event
+        self.payload = payload
+        self.binary = binary
+        self.sent_at = sent_at
+        self._frame: bytes | None = None
+
+    @property
+    def frame(self) -> bytes:
+        if self._frame is None:
+            self._frame = link_codec.deliver(
+                self.seq, self.sent_at, self.topic, self.event, self.binary, self.payload
+            )
+        return self._frame
 
 
 class GatewayLink(Protocol):
@@ -53,4 +77,4 @@ class GatewayLink(Protocol):
         """The gateway's node name."""
         ...
 
-    def deliver(self, topic: str, seq: int, event: str, payload: bytes, binary: bool) -> None: ...
+    def deliver(self, delivery: Delivery) -> None: ...

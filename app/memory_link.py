@@ -6,10 +6,9 @@ same gateway and topic-server code, on the same fan-out path, as a cluster does.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Protocol
 
-from app.link import Ack, AckCallback, OwnerLink
+from app.link import Ack, AckCallback, Delivery, OwnerLink
 from topic_server.server import TopicServer
 
 
@@ -42,9 +41,6 @@ class MemoryLink:
     def unsubscribe(self, topic: str) -> None:
         self._server.unsubscribe(self, topic)
 
-    def sync(self, topics: Iterable[str]) -> None:
-        self._server.sync(self, topics)
-
     def publish(
         self, topic: str, event: str, payload: bytes, binary: bool, on_ack: AckCallback
     ) -> None:
@@ -56,5 +52,6 @@ class MemoryLink:
     def gateway(self) -> str:
         return self._gateway.name
 
-    def deliver(self, topic: str, seq: int, event: str, payload: bytes, binary: bool) -> None:
-        self._gateway.deliver(self, topic, seq, event, payload, binary)
+    def deliver(self, delivery: Delivery) -> None:
+        d = delivery
+        self._gateway.deliver(self, d.topic, d.seq, d.event, d.payload, d.binary)

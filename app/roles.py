@@ -4,72 +4,94 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from types import FrameType
 
 import uvicorn
+from starlette.applications import Starlette
+from starlette.routing import BaseRoute, WebSocketRoute
 
-from app.counters import Counters
-from app.link import OwnerLink
-from app.memory_link import MemoryLink
+from app import ops
+from app import ring as rings
+from app.connection import Connection
+from app.dialer import LINK_PATH
+from app.embedded import EmbeddedNode
+from app.link_listener import link_endpoint
 from app.settings import Settings
-from topic_server.server import TopicServer
+from topic_server.node import TopicServerNode
 from ws_gateway import web
-from ws_gateway.connection import Connection
-from ws_gateway.gateway import Gateway
+from ws_gateway.node import GatewayNode
 
 log = logging.getLogger("dps")
 
-
-class SingleOwner:
-    """The embedded router: one topic server owns every topic."""
-
-    __slots__ = ("link",)
-
-    def __init__(self) -> None:
-        self.link: OwnerLink | None = None
-
-    def owner_of(self, topic: str) -> OwnerLink | None:
-        return self.link
+CLIENT_PING = 20.0  # seconds between pings to client sockets, and to wait for the pong
 
 
-def node_name(settings: Settings) -> str:
-    return f"{settings.host}:{settings.port}"
+def build(settings: Settings) -> tuple[ops.Node, Starlette]:
+    """The node for DPS_APP and its Starlette application. Raises RingError."""
+    node: EmbeddedNode | GatewayNode | TopicServerNode
+    routes: list[BaseRoute]
+    if settings.app == "all":
+        node = EmbeddedNode(settings)
+        routes = list(web.ROUTES)
+    elif settings.app == "ws":
+        node = GatewayNode(settings, rings.load(rings.locate(settings.ring)))
+        routes = list(web.ROUTES)
+    else:
+        node = TopicServerNode(settings, rings.load(rings.locate(settings.ring)))
+        endpoint = link_endpoint(node, node.options, "ws", node.started)
+        routes = [WebSocketRoute(LINK_PATH, endpoint)]
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await node.start()
+        yield
+        await node.stop()
+
+    app = Starlette(routes=routes + ops.ROUTES, lifespan=lifespan)
+    app.state.node = node
+    app.state.settings = settings
+    if not isinstance(node, TopicServerNode):
+        app.state.gateway = node.gateway
+    return node, app
 
 
 def serve(settings: Settings) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    if settings.app != "all":
-        log.error("DPS_APP=%s: not yet available; use DPS_APP=all", settings.app)
+    try:
+        node, app = build(settings)
+    except rings.RingError as exc:
+        print(exc, file=sys.stderr)
         return 2
-    counters = Counters()
-    router = SingleOwner()
-    name = node_name(settings)
-    gateway = Gateway(name, router, counters)
-    router.link = MemoryLink(gateway, TopicServer(name, counters))
+    links = settings.app == "ts"
     config = uvicorn.Config(
-        web.build(gateway, settings),
+        app,
         host=settings.host,
         port=settings.port,
         ws=Connection,
-        ws_max_size=settings.max_frame_bytes,
+        ws_max_size=settings.link_queue if links else settings.max_frame_bytes,
+        ws_ping_interval=settings.link_timeout / 3 if links else CLIENT_PING,
+        ws_ping_timeout=settings.link_timeout if links else CLIENT_PING,
         ws_per_message_deflate=False,
         loop="uvloop",
         http="httptools",
-        lifespan="off",
+        lifespan="on",
         access_log=False,
         log_level="debug" if settings.log_level == "debug" else "warning",
         backlog=4096,
         timeout_graceful_shutdown=5,
     )
     log.info(
-        "DPS %s serving ws://%s:%d/socket/websocket", settings.app, settings.host, settings.port
+        "DPS %s node %s serving on %s:%d", settings.app, node.name, settings.host, settings.port
     )
     server = uvicorn.Server(config)
 
     # uvicorn handles SIGINT and SIGTERM while it serves (closing every socket, see
-    # ws_gateway.connection), then re-raises the signal to the handler it found installed.
+    # app.connection), then re-raises the signal to the handler it found installed.
     # This handler is that one: a signal before or after serving also just asks the server
     # to stop, so a requested stop exits with status 0.
     def stop(signum: int, frame: FrameType | None) -> None:

@@ -7,7 +7,10 @@ The README's configuration table lists the same names and defaults (a test keeps
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, ValidationError
@@ -30,6 +33,43 @@ class Settings(BaseSettings):
     )
     host: str = Field("127.0.0.1", min_length=1, description="an interface address to bind")
     port: int = Field(4000, ge=1, le=65535, description="a TCP port, 1-65535")
+    node: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$",
+        description="a node name: letters, digits and _ . : - (at most 100)",
+    )
+    ring: Path | None = Field(None, description="the path of a ring.toml file")
+    redis_url: str | None = Field(
+        None,
+        validation_alias="REDIS_URL",
+        pattern=r"^(redis|rediss|unix)://",
+        description="a redis://, rediss:// or unix:// URL",
+    )
+    cluster_secret: SecretStr | None = Field(
+        None,
+        min_length=8,
+        description="a shared secret of at least 8 characters, the same on every node",
+    )
+    advertise: str | None = Field(
+        None,
+        pattern=r"^[^\s:]+:[0-9]{1,5}$|^\[[0-9A-Fa-f:.]+\]:[0-9]{1,5}$",
+        description="host:port where other nodes reach this one",
+    )
+    link_timeout: float = Field(
+        1.5, ge=0.2, le=60, description="seconds of silence before a link is declared down"
+    )
+    link_queue: int = Field(
+        16 * MIB,
+        ge=64 * 1024,
+        le=1024 * MIB,
+        description="bytes that may wait to be sent on one node link, 65536 to 1073741824",
+    )
+    lease_ttl: float = Field(
+        3.0, ge=0.5, le=300, description="seconds a node's Redis lease lives unrenewed"
+    )
+    handover: float = Field(
+        2.0, ge=0, le=300, description="seconds a joining topic server waits to take its topics"
+    )
     max_frame_bytes: int = Field(
         MIB, ge=1024, le=64 * MIB, description="bytes per client frame, 1024 to 67108864"
     )
@@ -49,6 +89,53 @@ class Settings(BaseSettings):
         "info", description="debug, info, warning or error"
     )
 
+    def missing_secret(self) -> str | None:
+        """Why this node may not run without DPS_CLUSTER_SECRET, or None."""
+        if self.app == "all" or self.cluster_secret is not None:
+            return None
+        for field, host in (("host", self.host), ("advertise", self.advertise_host)):
+            if not _loopback(host):
+                return (
+                    f"DPS_CLUSTER_SECRET: required when {env_name(field)} ({host}) is not "
+                    "a loopback address"
+                )
+        return None
+
+    @property
+    def advertise_address(self) -> str:
+        """Where other nodes dial this one."""
+        if self.advertise is not None:
+            return self.advertise
+        host = self.host
+        if host in ("0.0.0.0", "::"):
+            host = socket.gethostname()
+        return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
+
+    @property
+    def advertise_host(self) -> str:
+        return self.advertise_address.rpartition(":")[0].strip("[]")
+
+    @property
+    def node_name(self) -> str:
+        return self.node or f"{self.host}:{self.port}"
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _field(loc: str) -> str:
+    """The field an error location names (aliased fields are reported by alias)."""
+    for field, info in Settings.model_fields.items():
+        if loc in (field, info.validation_alias):
+            return field
+    return loc
+
 
 def env_name(field: str) -> str:
     """The environment variable that sets `field`."""
@@ -65,11 +152,15 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
 def load() -> Settings:
     """Read the settings from the environment; a bad value raises `SettingsError`."""
     try:
-        return Settings()
+        settings = Settings()
     except ValidationError as exc:
         first = exc.errors()[0]
-        field = str(first["loc"][0])
+        field = _field(str(first["loc"][0]))
         accepts = Settings.model_fields[field].description
         raise SettingsError(
             f"{env_name(field)}: invalid value {first['input']!r} (accepts {accepts})"
         ) from None
+    problem = settings.missing_secret()
+    if problem is not None:
+        raise SettingsError(problem)
+    return settings

@@ -36,6 +36,9 @@ class Router:
     def owner_of(self, topic: str) -> OwnerLink | None:
         return self.link
 
+    def listeners(self, topic: str) -> set[OwnerLink]:
+        return set() if self.link is None else {self.link}
+
 
 def embedded() -> tuple[Gateway, TopicServer, Router]:
     counters = Counters()

@@ -29,17 +29,6 @@ def test_empty_topics_and_gateways_hold_nothing() -> None:
     assert topics._by_topic == {}
 
 
-def test_sync_replaces_a_gateways_subscriptions() -> None:
-    topics: Topics[str] = Topics()
-    topics.subscribe("gw-a", "old")
-    topics.subscribe("gw-a", "kept", 3)
-    topics.subscribe("gw-b", "old")
-    topics.sync("gw-a", ["kept", "new"])
-    assert topics.topics_of("gw-a") == {"kept": 1, "new": 1}
-    assert topics.gateways("old") == ("gw-b",)
-    assert topics.gateways("new") == ("gw-a",)
-
-
 def test_drop_forgets_a_gateway_everywhere() -> None:
     topics: Topics[str] = Topics()
     for topic in ("a", "b", "c"):

@@ -7,10 +7,10 @@ topic, never once per subscriber: the gateway fans out to its own sockets.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import time
 
 from app.counters import Counters
-from app.link import GatewayLink
+from app.link import Delivery, GatewayLink
 from topic_server.topics import Topics
 
 
@@ -28,9 +28,6 @@ class TopicServer:
     def unsubscribe(self, gateway: GatewayLink, topic: str) -> None:
         self.topics.unsubscribe(gateway, topic)
 
-    def sync(self, gateway: GatewayLink, topics: Iterable[str]) -> None:
-        self.topics.sync(gateway, topics)
-
     def gateway_down(self, gateway: GatewayLink) -> None:
         self.topics.drop(gateway)
 
@@ -40,6 +37,8 @@ class TopicServer:
         counters = self.counters
         counters.publishes += 1
         counters.gateway_deliveries_sent += len(gateways)
-        for gateway in gateways:
-            gateway.deliver(topic, seq, event, payload, binary)
+        if gateways:
+            delivery = Delivery(topic, seq, event, payload, binary, time.time())
+            for gateway in gateways:
+                gateway.deliver(delivery)
         return seq

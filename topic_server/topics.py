@@ -13,7 +13,6 @@ again never reuses a number, and nothing per topic has to be remembered to guara
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Generic, TypeVar
 
 G = TypeVar("G")  # a gateway link: any hashable handle
@@ -49,12 +48,6 @@ class Topics(Generic[G]):
             return False
         self._remove(gateway, topic, 1)
         return True
-
-    def sync(self, gateway: G, topics: Iterable[str]) -> None:
-        """Make `gateway`'s subscriptions exactly `topics` (one each), whatever they were."""
-        self.drop(gateway)
-        for topic in topics:
-            self.subscribe(gateway, topic)
 
     def drop(self, gateway: G) -> None:
         """Forget every subscription of `gateway` (its link went down)."""

@@ -13,10 +13,10 @@ import logging
 
 from starlette.websockets import WebSocket
 
+from app.connection import EXTENSION, Connection
 from app.link import Ack
 from app.phoenix import UNSUPPORTED_DATA, FrameError, Vsn, decode_binary, decode_text
 from ws_gateway.channels import EMPTY, Action, Publish, Push, Reply, Subscribe, Unsubscribe, error
-from ws_gateway.connection import EXTENSION, Connection
 from ws_gateway.gateway import Gateway
 from ws_gateway.socket import Socket
 

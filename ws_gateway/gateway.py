@@ -1,14 +1,15 @@
 """The gateway's subscriber table and fan-out.
 
 For every topic with local subscribers: the V2 sockets with their join_ref, the V1 sockets,
-the topic server this gateway is subscribed at (its owner) and the last sequence number
-delivered. The first local join of a topic subscribes the gateway at the owner, the last
-leave unsubscribes it: the owner sees one subscription per gateway, never per socket.
+and the topic servers this gateway is subscribed at (its owner; two while the topic moves
+from one owner to another, see `router`) with the last sequence number each delivered.
+The first local join of a topic subscribes the gateway, the last leave unsubscribes it:
+a topic server sees one subscription per gateway, never one per socket.
 
-A deliver from the owner is fanned out here, the frame built once per serializer and
-join_ref and written to each socket without awaiting. Deliveries from anything but the
-topic's current owner, or not newer than the last one, are dropped and counted, so every
-socket sees a topic's messages in its owner's order without duplicates.
+A deliver is fanned out here, the frame built once per serializer and join_ref and written
+to each socket without awaiting. Deliveries from a server the topic is not subscribed at,
+or not newer than the last one from that server, are dropped and counted, so every socket
+sees a topic's messages in their owner's order, without duplicates.
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ from __future__ import annotations
 import logging
 from typing import Protocol
 
+from app.connection import frame
 from app.counters import Counters
 from app.link import AckCallback, OwnerLink
 from app.phoenix import BroadcastFrames, Vsn
-from ws_gateway.connection import frame
 from ws_gateway.socket import Socket
 
 log = logging.getLogger("dps.gateway")
@@ -28,43 +29,47 @@ NO_OWNER = "no topic server available"
 
 
 class Router(Protocol):
-    """Which topic server owns a topic, as this gateway sees the cluster now."""
+    """Which topic servers own a topic, as this gateway sees the cluster now."""
 
-    def owner_of(self, topic: str) -> OwnerLink | None: ...
+    def owner_of(self, topic: str) -> OwnerLink | None:
+        """Where publishes go."""
+        ...
+
+    def listeners(self, topic: str) -> set[OwnerLink]:
+        """Where this gateway must be subscribed (the owner, and any owner-to-be)."""
+        ...
 
 
 class Subscribers:
     """The local subscribers of one topic."""
 
-    __slots__ = ("last_seq", "owner", "v1", "v2")
+    __slots__ = ("owners", "v1", "v2")
 
-    def __init__(self, owner: OwnerLink | None) -> None:
+    def __init__(self) -> None:
         self.v2: dict[Socket, str | None] = {}
         self.v1: set[Socket] = set()
-        self.owner = owner
-        self.last_seq = 0
+        self.owners: dict[OwnerLink, int] = {}  # subscribed at -> last sequence delivered
 
     def __bool__(self) -> bool:
         return bool(self.v2) or bool(self.v1)
 
 
 class Gateway:
-    __slots__ = ("counters", "name", "router", "sockets", "topics")
+    __slots__ = ("counters", "name", "router", "topics")
 
     def __init__(self, name: str, router: Router, counters: Counters) -> None:
         self.name = name
         self.router = router
         self.counters = counters
         self.topics: dict[str, Subscribers] = {}
-        self.sockets = 0
 
     def join(self, sock: Socket, topic: str, join_ref: str | None) -> None:
         subs = self.topics.get(topic)
         if subs is None:
-            owner = self.router.owner_of(topic)
-            subs = self.topics[topic] = Subscribers(owner)
-            if owner is not None:
-                owner.subscribe(topic)
+            subs = self.topics[topic] = Subscribers()
+            for link in self.router.listeners(topic):
+                subs.owners[link] = 0
+                link.subscribe(topic)
         if sock.vsn is Vsn.V2:
             subs.v2[sock] = join_ref
         else:
@@ -78,8 +83,20 @@ class Gateway:
         subs.v1.discard(sock)
         if not subs:
             del self.topics[topic]
-            if subs.owner is not None:
-                subs.owner.unsubscribe(topic)
+            for link in subs.owners:
+                link.unsubscribe(topic)
+
+    def reroute(self) -> None:
+        """The ring changed: subscribe and unsubscribe every topic where it now belongs."""
+        listeners = self.router.listeners
+        for topic, subs in self.topics.items():
+            wanted = listeners(topic)
+            for link in subs.owners.keys() - wanted:
+                del subs.owners[link]
+                link.unsubscribe(topic)
+            for link in wanted - subs.owners.keys():
+                subs.owners[link] = 0
+                link.subscribe(topic)
 
     def publish(
         self, topic: str, event: str, payload: bytes, binary: bool, on_ack: AckCallback
@@ -102,16 +119,18 @@ class Gateway:
         subs = self.topics.get(topic)
         if subs is None:
             return  # the last subscriber left while the message was on its way
-        if source is not subs.owner or seq <= subs.last_seq:
+        last = subs.owners.get(source)
+        if last is None or seq <= last:
             counters.stale_deliveries_dropped += 1
             log.warning(
-                "dropped message %d on %r from %s: not the topic's current owner or not newer",
+                "dropped message %d on %r from %s: not subscribed there, or not newer than %s",
                 seq,
                 topic,
                 source.owner,
+                last,
             )
             return
-        subs.last_seq = seq
+        subs.owners[source] = seq
         frames = BroadcastFrames(topic, event, payload, binary)
         if subs.v2:
             built: dict[str | None, bytes] = {}

@@ -10,10 +10,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from app.connection import Connection, frame
 from app.counters import Counters
 from app.phoenix import Vsn, encode_push, encode_reply
 from ws_gateway.channels import Channels
-from ws_gateway.connection import Connection, frame
 
 log = logging.getLogger("dps.gateway")
 

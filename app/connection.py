@@ -1,11 +1,11 @@
-"""A client WebSocket connection: uvicorn's sans-I/O protocol plus a synchronous writer.
+"""A served WebSocket connection: uvicorn's sans-I/O protocol plus a synchronous writer.
 
 The gateway fans one message out to thousands of sockets. Through ASGI that would be one
 `await send(...)` per socket, a coroutine chain that re-frames the same bytes every time.
 This protocol (given to uvicorn as its `ws` class) exposes itself to the app in the ASGI
 scope's extensions, so the fan-out can write frames that were built once, straight to each
-socket's transport, with no await. Everything else (handshake, pings, the closing
-handshake, inbound frames) stays uvicorn's.
+socket's transport, with no await; node links use the same writer for their batches.
+Everything else (handshake, pings, the closing handshake, inbound frames) stays uvicorn's.
 
 Two behaviours differ from uvicorn's: a server shutdown closes sockets with 1001 (going
 away, so every client reconnects elsewhere), and `close_now` starts the closing handshake

@@ -1,0 +1,73 @@
+"""Operations endpoints, the same on every node: /healthz, /readyz, /metrics, /cluster."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from app.counters import Counters
+from app.metrics import CONTENT_TYPE, Metrics
+
+
+class Node(Protocol):
+    """What every role's node offers to the process around it."""
+
+    role: str
+    counters: Counters
+    metrics: Metrics
+
+    @property
+    def name(self) -> str: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def ready(self) -> bool: ...
+
+    def gauges(self) -> dict[str, tuple[float, str]]:
+        """Current values (with their help text) exported beside the counters."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """Role-specific parts of /cluster."""
+        ...
+
+
+def _node(request: Request) -> Node:
+    node: Node = request.app.state.node
+    return node
+
+
+async def healthz(request: Request) -> JSONResponse:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> JSONResponse:
+    if _node(request).ready():
+        return JSONResponse({"status": "ready"})
+    return JSONResponse({"status": "not ready"}, status_code=503)
+
+
+async def metrics(request: Request) -> Response:
+    return Response(_node(request).metrics.render(), media_type=CONTENT_TYPE)
+
+
+async def cluster(request: Request) -> JSONResponse:
+    node = _node(request)
+    counters: dict[str, float] = dict(node.counters.snapshot())
+    counters.update((name, value) for name, (value, _) in node.gauges().items())
+    return JSONResponse(
+        {"node": node.name, "role": node.role, **node.describe(), "counters": counters}
+    )
+
+
+ROUTES: list[BaseRoute] = [
+    Route("/healthz", healthz),
+    Route("/readyz", readyz),
+    Route("/metrics", metrics),
+    Route("/cluster", cluster),
+]

@@ -1,0 +1,56 @@
+"""A topic server's link to one gateway, over the network.
+
+Subscribe and unsubscribe frames update the server's table; a publish is sequenced,
+acknowledged on this link, and delivered as one deliver frame to every gateway with
+subscribers (this one included when it has some), the frame bytes shared by all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from app import link_codec
+from app.counters import Counters
+from app.link import Delivery
+from app.link_codec import Frame, Pg, Publish, Subscribe, Unsubscribe
+from app.link_connection import LinkConnection
+from topic_server.server import TopicServer
+
+
+class RemoteGateway:
+    __slots__ = ("counters", "link", "on_pg", "server")
+
+    def __init__(
+        self,
+        link: LinkConnection,
+        server: TopicServer,
+        counters: Counters,
+        on_pg: Callable[[LinkConnection, Any], None],
+    ) -> None:
+        self.link = link
+        self.server = server
+        self.counters = counters
+        self.on_pg = on_pg
+        link.on_frame = self.on_frame
+
+    @property
+    def gateway(self) -> str:
+        return self.link.peer.name
+
+    def deliver(self, delivery: Delivery) -> None:
+        if self.link.closed:
+            self.counters.gateway_deliveries_dropped += 1
+            return
+        self.link.send(delivery.frame)
+
+    def on_frame(self, frame: Frame) -> None:
+        if isinstance(frame, Publish):
+            seq = self.server.publish(frame.topic, frame.event, frame.payload, frame.binary)
+            self.link.send(link_codec.ack(frame.id, seq))
+        elif isinstance(frame, Subscribe):
+            self.server.subscribe(self, frame.topic)
+        elif isinstance(frame, Unsubscribe):
+            self.server.unsubscribe(self, frame.topic)
+        elif isinstance(frame, Pg):
+            self.on_pg(self.link, frame.frame)

@@ -1,0 +1,188 @@
+"""A gateway in a cluster (DPS_APP=ws): links to the topic servers, the ring, discovery.
+
+The gateway dials every topic server it learns of (from Redis, or from ring.toml's
+addresses without Redis) and keeps it linked. Ring membership is the pg group
+`topic_servers` as seen over those links; its join and leave events move topics
+(`router`), and every move re-subscribes the affected topics (`Gateway.reroute`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from app.counters import Counters
+from app.dialer import Dialer
+from app.discovery import NodeRecord, Registry
+from app.link_codec import Deliver
+from app.link_connection import LinkConnection, LinkOptions
+from app.link_handshake import Identity
+from app.link_hub import LinkHub
+from app.metrics import Metrics
+from app.pg import SubscriptionEnded, new_incarnation
+from app.ring import RingConfig
+from app.settings import Settings
+from ws_gateway.gateway import Gateway
+from ws_gateway.owner_link import RemoteOwner
+from ws_gateway.router import ClusterRouter
+
+log = logging.getLogger("dps.gateway")
+
+SCOPE = "dps"
+EXPIRY_TICK = 0.05  # seconds between sweeps for publishes that waited too long
+
+
+class GatewayNode(LinkHub):
+    role = "ws"
+
+    def __init__(self, settings: Settings, ring: RingConfig) -> None:
+        super().__init__(Identity(settings.node_name, self.role, new_incarnation()))
+        self.settings = settings
+        self.ring = ring
+        self.counters = Counters()
+        self.metrics = Metrics(self.counters, self.gauges)
+        self.options = LinkOptions(
+            secret=settings.cluster_secret.get_secret_value() if settings.cluster_secret else "",
+            queue_limit=settings.link_queue,
+            ping_interval=settings.link_timeout / 3,
+            ping_timeout=settings.link_timeout,
+        )
+        self.router = ClusterRouter(ring, settings.handover, self._rerouted)
+        self.gateway = Gateway(self.local.name, self.router, self.counters)
+        self.owners: dict[str, RemoteOwner] = {}
+        self.dialers: dict[str, Dialer] = {}
+        self.alive: set[str] = set()  # declared topic servers with a live lease
+        self.registry: Registry | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        self.pg.start_scope(SCOPE)
+        self.pg.join(SCOPE, "gateways", self.pg.spawn_member().member)
+        subscription, _ = self.pg.monitor(SCOPE, "topic_servers")  # no links yet: empty
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self._membership(subscription)))
+        self._tasks.append(loop.create_task(self._expire()))
+        if self.settings.redis_url:
+            me = NodeRecord(
+                self.local.name, self.role, self.local.incarnation, self.settings.advertise_address
+            )
+            self.registry = Registry(
+                self.settings.redis_url, me, self.settings.lease_ttl, self._discovered
+            )
+            self.registry.start()
+        else:
+            for server in self.ring.servers.values():
+                if server.address is not None:
+                    self._dial(server.name, server.address)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for dialer in self.dialers.values():
+            dialer.stop()
+        self.router.close()
+        self.pg.stop_scope(SCOPE)
+        if self.registry is not None:
+            await self.registry.close()
+
+    # LinkHub
+    def up(self, link: LinkConnection) -> None:
+        self.owners[link.peer.name] = RemoteOwner(
+            link,
+            link.peer_uptime,
+            self.counters,
+            self._deliver,
+            self.pg_frame,
+            self.metrics.ack_latency.observe,
+        )
+
+    def down(self, link: LinkConnection) -> None:
+        owner = self.owners.get(link.peer.name)
+        if owner is None or owner.link is not link:
+            return
+        del self.owners[link.peer.name]
+        owner.fail_all()
+        self.router.server_down(link.peer.name)
+
+    def overflowed(self) -> None:
+        self.counters.link_overflows += 1
+
+    # Ring membership, from pg
+    async def _membership(self, subscription: Any) -> None:
+        try:
+            while True:
+                event = await subscription.get()
+                for member in event.members:
+                    if event.kind == "leave":
+                        self.router.server_down(member.node)
+                        continue
+                    owner = self.owners.get(member.node)
+                    if owner is not None and not owner.link.closed:
+                        self.router.server_up(member.node, owner, owner.uptime)
+        except SubscriptionEnded:
+            log.error("lost the pg subscription to topic_servers; ring updates stop")
+
+    def _rerouted(self) -> None:
+        self.gateway.reroute()
+
+    def _deliver(self, source: RemoteOwner, frame: Deliver) -> None:
+        self.metrics.delivery_latency.observe(max(0.0, time.time() - frame.sent_at))
+        self.gateway.deliver(
+            source, frame.topic, frame.seq, frame.event, frame.payload, frame.binary
+        )
+
+    async def _expire(self) -> None:
+        timeout = self.settings.publish_timeout
+        while True:
+            await asyncio.sleep(EXPIRY_TICK)
+            for owner in list(self.owners.values()):
+                owner.expire(timeout)
+
+    # Discovery
+    def _discovered(self, nodes: dict[str, NodeRecord], absence_counts: bool) -> None:
+        servers = {
+            name: record
+            for name, record in nodes.items()
+            if record.role == "ts" and name in self.ring.servers
+        }
+        self.alive = set(servers)
+        for name, record in servers.items():
+            dialer = self.dialers.get(name)
+            if dialer is not None and dialer.address != record.address:
+                dialer.stop()
+                dialer = None
+            if dialer is None:
+                self._dial(name, record.address)
+        if absence_counts:
+            for name in set(self.dialers) - set(servers):
+                log.warning("the lease of %s expired: unlinking it", name)
+                self.dialers.pop(name).stop()
+
+    def _dial(self, name: str, address: str) -> None:
+        self.dialers[name] = Dialer(self, self.options, name, address)
+
+    # Operations
+    def ready(self) -> bool:
+        """Linked to every live topic server, and each of them owning its topics."""
+        router = self.router
+        return bool(router.settled) and not router.pending and self.alive <= set(router.links)
+
+    def gauges(self) -> dict[str, tuple[float, str]]:
+        c = self.counters
+        return {
+            "sockets": (c.sockets_opened - c.sockets_closed, "client sockets open"),
+            "topics": (len(self.gateway.topics), "topics with local subscribers"),
+        }
+
+    def describe(self) -> dict[str, Any]:
+        router = self.router
+        return {
+            **self.view(SCOPE),
+            "ring": {
+                "declared": sorted(self.ring.servers),
+                "linked": sorted(router.links),
+                "settled": sorted(router.settled),
+            },
+        }

@@ -1,0 +1,113 @@
+"""A gateway's link to one topic server, over the network.
+
+Subscriptions and publishes go out as link frames; acknowledgements and deliveries come
+back. Every publish gets exactly one answer: the owner's ack or nack, or, if none comes
+within the publish timeout or the link goes down first, an error. A publish is never left
+without a reply.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from itertools import count
+from typing import Any
+
+from app import link_codec
+from app.counters import Counters
+from app.link import Ack, AckCallback
+from app.link_codec import Deliver, Frame, Nack, Pg
+from app.link_connection import LinkConnection
+
+UNREACHABLE = "topic server unreachable"
+TIMED_OUT = "no answer from the topic server in time"
+WENT_DOWN = "the topic server went down before answering"
+
+
+class RemoteOwner:
+    __slots__ = (
+        "_ids",
+        "counters",
+        "link",
+        "on_ack_latency",
+        "on_deliver",
+        "on_pg",
+        "pending",
+        "uptime",
+    )
+
+    def __init__(
+        self,
+        link: LinkConnection,
+        uptime: float,
+        counters: Counters,
+        on_deliver: Callable[[RemoteOwner, Deliver], None],
+        on_pg: Callable[[LinkConnection, Any], None],
+        on_ack_latency: Callable[[float], None],
+    ) -> None:
+        self.link = link
+        self.uptime = uptime
+        self.counters = counters
+        self.on_deliver = on_deliver
+        self.on_pg = on_pg
+        self.on_ack_latency = on_ack_latency
+        # publish id -> (callback, monotonic time sent); ids grow, so oldest first
+        self.pending: dict[int, tuple[AckCallback, float]] = {}
+        self._ids = count(1)
+        link.on_frame = self.on_frame
+
+    @property
+    def owner(self) -> str:
+        return self.link.peer.name
+
+    def subscribe(self, topic: str) -> None:
+        self.link.send(link_codec.subscribe(topic))
+
+    def unsubscribe(self, topic: str) -> None:
+        self.link.send(link_codec.unsubscribe(topic))
+
+    def publish(
+        self, topic: str, event: str, payload: bytes, binary: bool, on_ack: AckCallback
+    ) -> None:
+        if self.link.closed:
+            self.counters.publish_errors += 1
+            on_ack(UNREACHABLE)
+            return
+        id = next(self._ids)
+        self.pending[id] = (on_ack, time.monotonic())
+        self.link.send(link_codec.publish(id, topic, event, binary, payload))
+
+    def on_frame(self, frame: Frame) -> None:
+        if isinstance(frame, Deliver):
+            self.on_deliver(self, frame)
+        elif isinstance(frame, link_codec.Ack):
+            entry = self.pending.pop(frame.id, None)
+            if entry is not None:
+                self.on_ack_latency(time.monotonic() - entry[1])
+                entry[0](Ack(self.owner, frame.seq))
+        elif isinstance(frame, Nack):
+            entry = self.pending.pop(frame.id, None)
+            if entry is not None:
+                self.counters.publish_errors += 1
+                entry[0](frame.reason)
+        elif isinstance(frame, Pg):
+            self.on_pg(self.link, frame.frame)
+
+    def expire(self, timeout: float) -> None:
+        """Fail the publishes that have waited longer than `timeout`."""
+        deadline = time.monotonic() - timeout
+        expired = []
+        for id, (_, sent) in self.pending.items():
+            if sent > deadline:
+                break
+            expired.append(id)
+        self.counters.publish_errors += len(expired)
+        for id in expired:
+            self.pending.pop(id)[0](TIMED_OUT)
+
+    def fail_all(self) -> None:
+        """The link is gone: every publish still waiting gets an error."""
+        pending, self.pending = self.pending, {}
+        self.counters.publish_errors += len(pending)
+        for on_ack, _ in pending.values():
+            on_ack(WENT_DOWN)
