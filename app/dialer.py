@@ -34,6 +34,7 @@ CLOSE_TIMEOUT = 2.0  # seconds to wait for the peer's close reply before abortin
 CONNECT_TIMEOUT = 2.0
 BACKOFF = (0.05, 2.0)  # first and longest pause between attempts, before jitter
 STABLE = 10.0  # a link that lived this long resets the backoff
+VERDICT_DELAY = 0.01
 
 
 class DialedLink(asyncio.Protocol):
@@ -133,21 +134,29 @@ class DialedLink(asyncio.Protocol):
         if self.handshake.state is State.OPEN and self.link is None:
             assert peer is not None
             self.link = LinkConnection(peer, self, self.options.queue_limit, self.hub.overflowed)
-            self.link.peer_uptime = self.handshake.peer_uptime
+            self.link.peer_linked_for = self.handshake.peer_linked_for
             self.hub.link_up(self.link)
 
     def _keepalive(self) -> None:
         if self.transport is None or self.transport.is_closing():
             return
-        silent = self.loop.time() - self.last_heard
-        if silent > self.options.ping_timeout:
-            peer = self.link.peer.name if self.link else self.expect
-            log.warning("link to %s: nothing heard for %.1f s, declaring it down", peer, silent)
-            self._abort()
+        if self.loop.time() - self.last_heard > self.options.ping_timeout:
+            # After a stall of this process, timers can run before the pending input is
+            # read: give the input one more chance before judging the peer.
+            self.timer = self.loop.call_later(VERDICT_DELAY, self._verdict)
             return
         self.ws.send_ping(b"")
         self._flush()
         self.timer = self.loop.call_later(self.options.ping_interval, self._keepalive)
+
+    def _verdict(self) -> None:
+        silent = self.loop.time() - self.last_heard
+        if silent <= self.options.ping_timeout:
+            self._keepalive()
+            return
+        peer = self.link.peer.name if self.link else self.expect
+        log.warning("link to %s: nothing heard for %.1f s, declaring it down", peer, silent)
+        self._abort()
 
     def _fail(self, reason: str) -> None:
         self.failure = reason

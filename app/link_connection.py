@@ -19,6 +19,7 @@ from typing import Protocol
 
 from app.link_codec import Frame, LinkFrameError, decode
 from app.link_handshake import Identity
+from app.settings import Settings
 
 log = logging.getLogger("dps.link")
 
@@ -34,6 +35,16 @@ class LinkOptions:
     queue_limit: int
     ping_interval: float
     ping_timeout: float
+
+    @classmethod
+    def of(cls, settings: Settings) -> LinkOptions:
+        secret = settings.cluster_secret
+        return cls(
+            secret=secret.get_secret_value() if secret is not None else "",
+            queue_limit=settings.link_queue,
+            ping_interval=settings.link_timeout / 4,
+            ping_timeout=settings.link_timeout,
+        )
 
 
 class Writer(Protocol):
@@ -60,7 +71,7 @@ class LinkConnection:
         "on_frame",
         "on_overflow",
         "peer",
-        "peer_uptime",
+        "peer_linked_for",
         "writer",
     )
 
@@ -72,7 +83,7 @@ class LinkConnection:
         on_overflow: Callable[[], None],
     ) -> None:
         self.peer = peer
-        self.peer_uptime = 0.0  # the listener's uptime at the handshake, seen by the dialer
+        self.peer_linked_for = 0.0  # from the listener's hello, seen by the dialer
         self.writer = writer
         self.limit = limit
         self.on_overflow = on_overflow

@@ -2,7 +2,7 @@
 
 Three JSON text messages, before any frame of `app.link_codec`:
 
-    listener -> dialer   hello     version, identity, uptime, nonce_l
+    listener -> dialer   hello     version, identity, linked_for, nonce_l
     dialer -> listener   auth      version, identity, nonce_d, mac(secret, "dialer", nonce_l, ...)
     listener -> dialer   welcome   mac(secret, "listener", nonce_d, ...)
 
@@ -13,8 +13,9 @@ States, per side:
     listener:  HELLO_SENT --auth ok--> OPEN          (bad auth: FAILED)
     dialer:    AWAIT_HELLO --hello--> AUTH_SENT --welcome ok--> OPEN   (bad: FAILED)
 
-The listener's `uptime` (seconds since its node started) lets gateways agree on when a
-topic server that just started takes over its topics (see `ws_gateway.router`).
+The listener's `linked_for` (how long it has been linked to gateways without a break, see
+`topic_server.node`) lets gateways agree on when a topic server that joins the ring takes
+over its topics (see `ws_gateway.router`).
 
 `receive` returns the message to send next, if any, and raises `HandshakeError` on
 anything unexpected; the I/O layer then closes the connection with `AUTH_FAILED` or
@@ -65,20 +66,25 @@ def _mac(secret: bytes, side: str, nonce: str, signer: Identity, other: Identity
 
 
 class Handshake:
-    __slots__ = ("_nonce", "local", "peer", "peer_uptime", "secret", "state")
+    __slots__ = ("_nonce", "local", "peer", "peer_linked_for", "secret", "state")
 
     def __init__(self, local: Identity, secret: str, listener: bool) -> None:
         self.local = local
         self.secret = secret.encode()
         self.peer: Identity | None = None
-        self.peer_uptime = 0.0
+        self.peer_linked_for = 0.0
         self._nonce = secrets.token_hex(16)
         self.state = State.HELLO_SENT if listener else State.AWAIT_HELLO
 
-    def hello(self, uptime: float) -> str:
+    def hello(self, linked_for: float) -> str:
         """The listener's first message."""
         return self._dump(
-            {"hello": VERSION, "identity": list(self.local), "uptime": uptime, "nonce": self._nonce}
+            {
+                "hello": VERSION,
+                "identity": list(self.local),
+                "linked_for": linked_for,
+                "nonce": self._nonce,
+            }
         )
 
     def receive(self, text: str) -> str | None:
@@ -98,7 +104,7 @@ class Handshake:
         if self.state is State.AWAIT_HELLO:
             self._check_version(message, "hello")
             self.peer = Identity(*message["identity"])
-            self.peer_uptime = float(message["uptime"])
+            self.peer_linked_for = float(message["linked_for"])
             self.state = State.AUTH_SENT
             mac = _mac(self.secret, "dialer", message["nonce"], self.local, self.peer)
             return self._dump(

@@ -10,7 +10,6 @@ handshake) is closed with a reason and logged.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Awaitable, Callable
 
 from starlette.websockets import WebSocket
@@ -43,7 +42,7 @@ class ServedLink:
 
 
 def link_endpoint(
-    hub: LinkHub, options: LinkOptions, accept_role: str, started: float
+    hub: LinkHub, options: LinkOptions, accept_role: str, linked_for: Callable[[], float]
 ) -> Callable[[WebSocket], Awaitable[None]]:
     """The endpoint for links dialled by nodes of role `accept_role`."""
 
@@ -51,7 +50,7 @@ def link_endpoint(
         conn: Connection = websocket.scope["extensions"][EXTENSION]
         await websocket.accept()
         handshake = Handshake(hub.local, options.secret, listener=True)
-        conn.transport.write(frame(handshake.hello(time.monotonic() - started).encode()))
+        conn.transport.write(frame(handshake.hello(linked_for()).encode()))
         link: LinkConnection | None = None
         try:
             while True:

@@ -18,6 +18,7 @@ from app import ring as rings
 from app.connection import Connection
 from app.dialer import LINK_PATH
 from app.embedded import EmbeddedNode
+from app.link_connection import LinkOptions
 from app.link_listener import link_endpoint
 from app.settings import Settings
 from topic_server.node import TopicServerNode
@@ -41,7 +42,7 @@ def build(settings: Settings) -> tuple[ops.Node, Starlette]:
         routes = list(web.ROUTES)
     else:
         node = TopicServerNode(settings, rings.load(rings.locate(settings.ring)))
-        endpoint = link_endpoint(node, node.options, "ws", node.started)
+        endpoint = link_endpoint(node, node.options, "ws", node.linked_for)
         routes = [WebSocketRoute(LINK_PATH, endpoint)]
 
     @asynccontextmanager
@@ -68,13 +69,14 @@ def serve(settings: Settings) -> int:
         print(exc, file=sys.stderr)
         return 2
     links = settings.app == "ts"
+    options = LinkOptions.of(settings)
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         ws=Connection,
         ws_max_size=settings.link_queue if links else settings.max_frame_bytes,
-        ws_ping_interval=settings.link_timeout / 3 if links else CLIENT_PING,
+        ws_ping_interval=options.ping_interval if links else CLIENT_PING,
         ws_ping_timeout=settings.link_timeout if links else CLIENT_PING,
         ws_per_message_deflate=False,
         loop="uvloop",

@@ -31,7 +31,7 @@ def test_both_ends_open_and_learn_who_the_other_is() -> None:
     listener, dialer = Handshake(TS, "secret!!", listener=True), Handshake(WS, "secret!!", False)
     run(listener, dialer)
     assert listener.state is dialer.state is State.OPEN
-    assert (listener.peer, dialer.peer, dialer.peer_uptime) == (WS, TS, 12.5)
+    assert (listener.peer, dialer.peer, dialer.peer_linked_for) == (WS, TS, 12.5)
 
 
 def test_a_dialer_with_the_wrong_secret_is_refused() -> None:

@@ -3,10 +3,17 @@
 It listens for node links at `/_dps/link` (dialled by gateways), joins the pg group
 `topic_servers` so that gateways put it on their ring, and serves each linked gateway's
 subscriptions and publishes through one `TopicServer`.
+
+It tells each dialling gateway how long it has been linked to gateways without a break
+(`linked_for`), so that all gateways hand it its topics at the same moment when it joins
+the ring (see `ws_gateway.router`). The clock restarts when the last gateway link goes,
+and when this process was paused for longer than a link timeout (SIGSTOP, a frozen VM):
+the gateways have declared it down meanwhile and will all link again.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -26,6 +33,7 @@ from topic_server.server import TopicServer
 log = logging.getLogger("dps.topic_server")
 
 SCOPE = "dps"
+PAUSE_TICK = 0.1  # seconds between checks that the process has not been paused
 
 
 class TopicServerNode(LinkHub):
@@ -40,20 +48,17 @@ class TopicServerNode(LinkHub):
         super().__init__(Identity(settings.node_name, self.role, new_incarnation()))
         self.settings = settings
         self.ring = ring
-        self.started = time.monotonic()
+        self.linked_since: float | None = None
+        self._watchdog: asyncio.Task[None] | None = None
         self.counters = Counters()
         self.metrics = Metrics(self.counters, self.gauges)
-        self.options = LinkOptions(
-            secret=settings.cluster_secret.get_secret_value() if settings.cluster_secret else "",
-            queue_limit=settings.link_queue,
-            ping_interval=settings.link_timeout / 3,
-            ping_timeout=settings.link_timeout,
-        )
+        self.options = LinkOptions.of(settings)
         self.server = TopicServer(self.local.name, self.counters)
         self.gateways: dict[LinkConnection, RemoteGateway] = {}
         self.registry: Registry | None = None
 
     async def start(self) -> None:
+        self._watchdog = asyncio.get_running_loop().create_task(self._watch_pauses())
         self.pg.start_scope(SCOPE)
         self.pg.join(SCOPE, "topic_servers", self.pg.spawn_member().member)
         if self.settings.redis_url:
@@ -64,18 +69,41 @@ class TopicServerNode(LinkHub):
             self.registry.start()
 
     async def stop(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         self.pg.stop_scope(SCOPE)
         if self.registry is not None:
             await self.registry.close()
 
+    def linked_for(self) -> float:
+        """Seconds linked to gateways without a break (0 when not linked)."""
+        if self.linked_since is None:
+            return 0.0
+        return time.monotonic() - self.linked_since
+
+    async def _watch_pauses(self) -> None:
+        tick = PAUSE_TICK
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(tick)
+            now = time.monotonic()
+            if now - last > tick + self.settings.link_timeout:
+                log.warning("this process was paused for %.1f s", now - last - tick)
+                self.linked_since = None
+            last = now
+
     # LinkHub
     def up(self, link: LinkConnection) -> None:
+        if self.linked_since is None:
+            self.linked_since = time.monotonic()
         self.gateways[link] = RemoteGateway(link, self.server, self.counters, self.pg_frame)
 
     def down(self, link: LinkConnection) -> None:
         gateway = self.gateways.pop(link, None)
         if gateway is not None:
             self.server.gateway_down(gateway)
+        if not self.gateways:
+            self.linked_since = None
 
     def overflowed(self) -> None:
         self.counters.link_overflows += 1

@@ -43,12 +43,7 @@ class GatewayNode(LinkHub):
         self.ring = ring
         self.counters = Counters()
         self.metrics = Metrics(self.counters, self.gauges)
-        self.options = LinkOptions(
-            secret=settings.cluster_secret.get_secret_value() if settings.cluster_secret else "",
-            queue_limit=settings.link_queue,
-            ping_interval=settings.link_timeout / 3,
-            ping_timeout=settings.link_timeout,
-        )
+        self.options = LinkOptions.of(settings)
         self.router = ClusterRouter(ring, settings.handover, self._rerouted)
         self.gateway = Gateway(self.local.name, self.router, self.counters)
         self.owners: dict[str, RemoteOwner] = {}
@@ -91,7 +86,7 @@ class GatewayNode(LinkHub):
     def up(self, link: LinkConnection) -> None:
         self.owners[link.peer.name] = RemoteOwner(
             link,
-            link.peer_uptime,
+            link.peer_linked_for,
             self.counters,
             self._deliver,
             self.pg_frame,
@@ -120,7 +115,7 @@ class GatewayNode(LinkHub):
                         continue
                     owner = self.owners.get(member.node)
                     if owner is not None and not owner.link.closed:
-                        self.router.server_up(member.node, owner, owner.uptime)
+                        self.router.server_up(member.node, owner, owner.linked_for)
         except SubscriptionEnded:
             log.error("lost the pg subscription to topic_servers; ring updates stop")
 

@@ -29,24 +29,24 @@ class RemoteOwner:
         "_ids",
         "counters",
         "link",
+        "linked_for",
         "on_ack_latency",
         "on_deliver",
         "on_pg",
         "pending",
-        "uptime",
     )
 
     def __init__(
         self,
         link: LinkConnection,
-        uptime: float,
+        linked_for: float,
         counters: Counters,
         on_deliver: Callable[[RemoteOwner, Deliver], None],
         on_pg: Callable[[LinkConnection, Any], None],
         on_ack_latency: Callable[[float], None],
     ) -> None:
         self.link = link
-        self.uptime = uptime
+        self.linked_for = linked_for
         self.counters = counters
         self.on_deliver = on_deliver
         self.on_pg = on_pg

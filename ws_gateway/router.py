@@ -3,14 +3,16 @@
 The owner of a topic is its server on the ring of *settled* topic servers. A server that
 leaves (its link is gone) leaves at once: its topics move to their next owner. A server
 that joins is first only *listened to*: the gateway subscribes its topics there but keeps
-publishing to the old owners until the server settles, `handover` seconds after it
-started, a moment every gateway derives from the server's own uptime (sent in the link
-handshake), so all gateways switch together. The gateway stays subscribed at the old
+publishing to the old owners until the server settles, `handover` seconds after the
+server was first linked to a gateway, a moment every gateway derives from the server's
+own `linked_for` (sent in the link handshake), so all gateways switch together; a server
+that has been linked for longer (a gateway that starts, or relinks after a blip, while
+the others use the server) settles at once. The gateway stays subscribed at the old
 owners for another `handover` seconds. While a topic moves, every gateway is subscribed
 at both owners, so a message published through either reaches every subscriber, each
 message in the order of the one owner that sequenced it.
 
-    server state, per gateway:   linked --(started + handover)--> settled --(link lost)--> gone
+    server state, per gateway:   linked --(first linked + handover)--> settled --(link lost)--> gone
 
 `listeners(topic)` = owner on the ring of settled servers, owner on the ring of every
 linked server, and owners on rings retired less than `handover` ago.
@@ -61,12 +63,12 @@ class ClusterRouter:
         return set(self.links) - self.settled
 
     # Membership
-    def server_up(self, name: str, link: OwnerLink, uptime: float) -> None:
+    def server_up(self, name: str, link: OwnerLink, linked_for: float) -> None:
         if name not in self.config.servers:
             return
         self.links[name] = link
         self.linked = Ring(self.config, self.links)
-        wait = self.handover - uptime
+        wait = self.handover - linked_for
         if wait <= 0:
             self._settle(name)
             return
