@@ -1,0 +1,34 @@
+"""The nodes' own counters, read from `GET /cluster` before and after a phase.
+
+A node that does not answer (or answers something else) is left out and named in the
+returned problems; the load test goes on without its numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from collections.abc import Iterable
+from urllib.parse import urlsplit
+
+TIMEOUT_S = 2.0
+# No proxy, whatever the environment says: the nodes are on loopback.
+_opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def read(urls: Iterable[str]) -> tuple[dict[str, dict[str, int]], list[str]]:
+    """{node: counters} for every node that answered (under the name it gives itself, so
+    two URLs of one node count once), and a line per node that did not."""
+    counters: dict[str, dict[str, int]] = {}
+    problems: list[str] = []
+    for url in urls:
+        try:
+            with _opener.open(url, timeout=TIMEOUT_S) as response:
+                body = json.loads(response.read())
+            values = body["counters"]
+            counters[str(body.get("node") or urlsplit(url).netloc)] = {
+                k: v for k, v in values.items() if isinstance(v, int)
+            }
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            problems.append(f"{url}: {exc}")
+    return counters, problems

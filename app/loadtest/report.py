@@ -1,0 +1,133 @@
+"""What a person sees: the live progress line, the summary table, and the JSON file."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from rich import box
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+REFRESH_PER_S = 4
+
+
+class ProgressLine:
+    """One line, redrawn a few times a second: phase, step, elapsed, delivery rate, errors."""
+
+    def __init__(self, console: Console, enabled: bool) -> None:
+        self.console = console
+        self.enabled = enabled
+        self.live: Live | None = None
+        self.started = time.monotonic()
+        self.last = (self.started, 0)
+        self.rate = 0.0
+
+    def start(self, phase: str) -> None:
+        self.started = time.monotonic()
+        self.last = (self.started, 0)
+        self.rate = 0.0
+        if self.enabled:
+            self.live = Live(
+                Text(f"{phase}: starting"),
+                console=self.console,
+                refresh_per_second=REFRESH_PER_S,
+                transient=True,
+            )
+            self.live.start()
+
+    def update(self, phase: str, step: str, delivered: int, errors: int, sent: int) -> None:
+        if self.live is None:
+            return
+        now = time.monotonic()
+        then, before = self.last
+        if now - then >= 0.5:
+            self.rate = (delivered - before) / (now - then)
+            self.last = (now, delivered)
+        self.live.update(
+            Text(
+                f"{phase} [{step}] {now - self.started:6.1f} s  sent {sent:,}  "
+                f"delivered {delivered:,} ({self.rate:,.0f}/s)  errors {errors:,}",
+                style="red" if errors else "",
+            )
+        )
+
+    def stop(self) -> None:
+        if self.live is not None:
+            self.live.stop()
+            self.live = None
+
+
+def _ms(values: dict[str, float]) -> str:
+    if not values.get("samples"):
+        return "-"
+    return "  ".join(f"{k} {values[k]:.2f}" for k in ("p50", "p90", "p99", "p999", "max"))
+
+
+def summary(report: dict[str, Any]) -> Table:
+    conns = report["connections"]
+    verdict = "PASS" if report["passed"] else "FAIL"
+    if report["interrupted"]:
+        verdict = "INTERRUPTED (partial)"
+    table = Table(
+        title=f"{report['phase']}: {report['scenario']} ({verdict})",
+        show_header=False,
+        title_justify="left",
+        box=box.SIMPLE,
+    )
+    table.add_column(style="bold")
+    table.add_column()
+    rows: list[tuple[str, str]] = [
+        ("targets", ", ".join(report["targets"])),
+        (
+            "connections",
+            f"{conns['opened']:,} opened of {conns['planned']:,}, {conns['failed']:,} failed, "
+            f"{conns['dropped']:,} dropped; {conns['per_s']:,.0f}/s",
+        ),
+        ("connect latency ms", _ms(report["connect_latency_ms"])),
+    ]
+    if report["scenario"] != "connect":
+        rows += [
+            ("subscriptions", f"{report['subscriptions']:,} joined"),
+            ("join latency ms", _ms(report["join_latency_ms"])),
+            ("messages", f"{report['messages']:,} published, {report['acked']:,} acknowledged"),
+            ("ack latency ms", _ms(report["ack_latency_ms"])),
+            (
+                "deliveries",
+                f"{report['delivered']:,} of {report['expected']:,} expected: "
+                f"{report['lost']:,} lost, {report['duplicates']:,} duplicated, "
+                f"{report['out_of_order']:,} out of order",
+            ),
+            (
+                "delivery rate",
+                f"{report['deliveries_per_s']:,.0f}/s over {report['publish_s']:.2f} s",
+            ),
+            ("latency ms", _ms(report["latency_ms"])),
+        ]
+    if report["deliver_frames_per_publish"] is not None:
+        rows.append(("deliver frames/publish", f"{report['deliver_frames_per_publish']}"))
+    for node, deltas in report["nodes"].items():
+        shown = ("publishes", "gateway_deliveries_sent", "socket_deliveries")
+        rows.append((f"Δ {node}", ", ".join(f"{k} {deltas.get(k, 0):,}" for k in shown)))
+    cpu = report["client_cpu"]
+    rows.append(
+        (
+            "client CPU s",
+            f"{report['client_cpu_s']:.2f} (workers {cpu['workers_s']}, busy "
+            f"{cpu['workers_busy']}, parent {cpu['parent_s']})",
+        )
+    )
+    errors = report["errors"]
+    rows.append(("errors", ", ".join(f"{k}: {v:,}" for k, v in errors.items()) or "none"))
+    rows.append(("failures", f"{report['failures']:,} (max-loss {report['max_loss']:,})"))
+    for name, value in rows:
+        table.add_row(name, value)
+    return table
+
+
+def write_json(path: Path, report: dict[str, Any]) -> None:
+    path.write_text(json.dumps(report, indent=2) + "\n")

@@ -1,0 +1,119 @@
+"""What one worker process counts: deliveries in sequence, latencies, errors.
+
+Every published message carries `"m":"<slot>:<seq>:<sent_ns>"`: the publisher's slot on its
+topic, its sequence number on that topic (1, 2, ...), and its send time on the shared
+monotonic clock. A subscription (one socket joined to one topic) keeps, per publisher slot,
+the last sequence number it saw, in one flat array indexed `sub * slots + slot`, and counts
+the distinct messages it received in `unique[sub]`.
+
+Per (subscription, slot), an arriving sequence number `seq` with `last` the highest seen:
+
+    seq == last + 1        in order: last = seq, unique += 1 (the hot path, inlined by the
+                           session; everything else goes through `irregular`)
+    seq > last + 1         a gap: last+1 .. seq-1 become missing, last = seq, unique += 1
+    seq <= last, missing   out of order: no longer missing, unique += 1
+    seq <= last, otherwise duplicate
+
+Lost messages are counted at the end, from what was published: expected - unique.
+Latencies are nanoseconds in `array('q')`; past `MAX_SAMPLES` every other sample is dropped
+and only every 2nd (4th, ...) later delivery is sampled, so memory stays bounded and the
+samples stay spread over the whole run.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections import Counter
+
+MAX_SAMPLES = 4_000_000
+BUCKET_NS = 100_000_000  # the delivery-rate timeline's resolution: 0.1 s
+
+
+class Tally:
+    def __init__(self, topics_of_subs: list[int], slots: int, epoch_ns: int) -> None:
+        subs = len(topics_of_subs)
+        self.slots = slots
+        self.epoch_ns = epoch_ns
+        self.sub_topic = array("q", topics_of_subs)
+        self.joined = array("b", bytes(subs))  # 1 once the join was acknowledged
+        self.open = array("b", bytes(subs))  # 1 while the subscription's socket is open
+        self.unique = array("q", bytes(8 * subs))
+        self.lasts = array("q", bytes(8 * subs * slots))
+        self.gaps: dict[int, list[list[int]]] = {}  # index -> missing [lo, hi) ranges
+        self.delivered = 0
+        self.duplicates = 0
+        self.out_of_order = 0
+        self.latencies = array("q")
+        self.sample_mask = 0  # a delivery is sampled when its count & mask == 0
+        self.first_delivery_ns = 0
+        self.last_delivery_ns = 0
+        self.timeline = array("q")  # deliveries per BUCKET_NS since epoch_ns
+        self.acks = array("q")
+        self.joins = array("q")
+        self.connects = array("q")
+        self.opened = 0
+        self.failed = 0
+        self.dropped = 0  # open connections that ended without our asking
+        self.sent = 0
+        self.acked = 0
+        self.errors: Counter[str] = Counter()
+
+    def observe(self, sub: int, slot: int, seq: int) -> None:
+        """Account one delivery's sequence number (the session inlines the in-order case)."""
+        k = sub * self.slots + slot
+        if seq == self.lasts[k] + 1:
+            self.lasts[k] = seq
+            self.unique[sub] += 1
+        else:
+            self.irregular(k, sub, seq)
+
+    def irregular(self, k: int, sub: int, seq: int) -> None:
+        last = self.lasts[k]
+        if seq > last:
+            self.gaps.setdefault(k, []).append([last + 1, seq])
+            self.lasts[k] = seq
+            self.unique[sub] += 1
+            return
+        for span in self.gaps.get(k, ()):
+            lo, hi = span
+            if lo <= seq < hi:
+                self.out_of_order += 1
+                self.unique[sub] += 1
+                if seq == lo:
+                    span[0] += 1
+                elif seq == hi - 1:
+                    span[1] -= 1
+                else:
+                    span[1] = seq
+                    self.gaps[k].append([seq + 1, hi])
+                if span[0] == span[1]:
+                    self.gaps[k].remove(span)
+                return
+        self.duplicates += 1
+
+    def batch(self, now: int, count: int) -> None:
+        """`count` deliveries arrived at `now`: the timeline and the sample budget."""
+        self.delivered += count
+        if not self.first_delivery_ns:
+            self.first_delivery_ns = now
+        self.last_delivery_ns = now
+        bucket = (now - self.epoch_ns) // BUCKET_NS
+        timeline = self.timeline
+        if bucket >= len(timeline):
+            timeline.frombytes(bytes(8 * (bucket + 1 - len(timeline))))
+        timeline[bucket] += count
+        if len(self.latencies) > MAX_SAMPLES:
+            del self.latencies[1::2]
+            self.sample_mask = self.sample_mask * 2 + 1
+
+    def expected_of(self, sub: int, sent_per_topic: list[int]) -> int:
+        return sent_per_topic[self.sub_topic[sub]] if self.joined[sub] else 0
+
+    def caught_up(self, sent_per_topic: list[int]) -> bool:
+        """Every open, joined subscription has received everything sent to its topic."""
+        unique, opened = self.unique, self.open
+        return all(
+            unique[sub] >= self.expected_of(sub, sent_per_topic)
+            for sub in range(len(unique))
+            if opened[sub]
+        )
