@@ -1,0 +1,126 @@
+"""The ring and the gateway's routing over it, without sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+
+import pytest
+
+from app.link import AckCallback
+from app.ring import Declared, Ring, RingConfig, RingError, load
+from ws_gateway.router import ClusterRouter
+
+pytestmark = pytest.mark.anyio
+
+CONFIG = RingConfig(
+    {name: Declared(name, 1, None) for name in ("ts-a", "ts-b", "ts-c")}, 160, Path("ring.toml")
+)
+TOPICS = [f"rooms:{i}" for i in range(2000)]
+
+
+class Link:
+    def __init__(self, owner: str) -> None:
+        self.owner = owner
+
+    def subscribe(self, topic: str) -> None: ...
+
+    def unsubscribe(self, topic: str) -> None: ...
+
+    def publish(
+        self, topic: str, event: str, payload: bytes, binary: bool, on_ack: AckCallback
+    ) -> None: ...
+
+    def __repr__(self) -> str:
+        return self.owner
+
+
+def test_only_the_topics_of_a_server_that_leaves_move() -> None:
+    three = Ring(CONFIG, ["ts-a", "ts-b", "ts-c"])
+    two = Ring(CONFIG, ["ts-a", "ts-c"])
+    before = {t: three.owner(t) for t in TOPICS}
+    after = {t: two.owner(t) for t in TOPICS}
+    moved = {t for t in TOPICS if before[t] != after[t]}
+    assert moved == {t for t in TOPICS if before[t] == "ts-b"}
+    assert 500 < len(moved) < 850  # about a third
+
+
+def test_every_gateway_computes_the_same_owner_whatever_the_order() -> None:
+    assert all(
+        Ring(CONFIG, ["ts-c", "ts-a"]).owner(t) == Ring(CONFIG, ["ts-a", "ts-c"]).owner(t)
+        for t in TOPICS
+    )
+
+
+def test_undeclared_servers_are_not_on_the_ring() -> None:
+    assert Ring(CONFIG, ["ts-x"]).owner("t") is None
+
+
+def test_ring_toml_errors_name_the_problem(tmp_path: Path) -> None:
+    path = tmp_path / "ring.toml"
+    for text, problem in [
+        ("vnodes = 0", "vnodes must be an integer"),
+        ("[[topic_server]]\nweight = 1", "needs a name"),
+        ('[[topic_server]]\nname = "a"\n[[topic_server]]\nname = "a"', "declared twice"),
+        ('[[topic_server]]\nname = "a"\naddress = "nowhere"', "address must be"),
+        ("", "declares no [[topic_server]]"),
+        ("not toml [", "cannot read"),
+    ]:
+        path.write_text(text)
+        with pytest.raises(RingError, match=re.escape(problem)):
+            load(path)
+
+
+def owned_by(name: str, live: list[str]) -> str:
+    ring = Ring(CONFIG, live)
+    return next(t for t in TOPICS if ring.owner(t) == name)
+
+
+async def test_a_joining_server_is_listened_to_first_then_owns_then_the_old_owner_retires() -> None:
+    changes = []
+    router = ClusterRouter(CONFIG, handover=0.1, on_change=lambda: changes.append(1))
+    a, b = Link("ts-a"), Link("ts-b")
+    topic = owned_by("ts-b", ["ts-a", "ts-b"])
+    assert router.owner_of(topic) is None
+    router.server_up("ts-a", a, linked_for=10.0)  # linked long ago: settles at once
+    assert router.owner_of(topic) is a
+    router.server_up("ts-b", b, linked_for=0.0)  # just started: others are not there yet
+    assert router.owner_of(topic) is a
+    assert router.listeners(topic) == {a, b}
+    assert router.pending == {"ts-b"}
+    await asyncio.sleep(0.15)
+    assert router.owner_of(topic) is b
+    assert router.listeners(topic) == {a, b}  # a retires only after another handover
+    await asyncio.sleep(0.15)
+    assert router.listeners(topic) == {b}
+    assert len(changes) == 4  # a up, b up, b settled, a's ring retired
+    router.close()
+
+
+async def test_a_server_that_goes_down_loses_its_topics_at_once() -> None:
+    router = ClusterRouter(CONFIG, handover=5.0, on_change=lambda: None)
+    a, b = Link("ts-a"), Link("ts-b")
+    router.server_up("ts-a", a, linked_for=9.0)
+    router.server_up("ts-b", b, linked_for=9.0)
+    topic = owned_by("ts-b", ["ts-a", "ts-b"])
+    assert router.owner_of(topic) is b
+    router.server_down("ts-b")
+    assert router.owner_of(topic) is a
+    assert router.listeners(topic) == {a}
+    router.server_down("ts-a")
+    assert router.owner_of(topic) is None
+    assert router.listeners(topic) == set()
+    router.close()
+
+
+async def test_servers_agree_on_the_moment_from_the_servers_linked_time() -> None:
+    router = ClusterRouter(CONFIG, handover=0.2, on_change=lambda: None)
+    a, b = Link("ts-a"), Link("ts-b")
+    router.server_up("ts-a", a, linked_for=10.0)
+    router.server_up("ts-b", b, linked_for=0.15)  # another gateway linked it 0.15 s ago
+    topic = owned_by("ts-b", ["ts-a", "ts-b"])
+    assert router.owner_of(topic) is a
+    await asyncio.sleep(0.1)
+    assert router.owner_of(topic) is b
+    router.close()
