@@ -62,6 +62,25 @@ class Server:
         return self.proc.returncode
 
 
+def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    """Wait until something listens on `port`, failing early if `proc` exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"port {port} did not open")
+
+
+def get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=TIMEOUT) as response:
+        return orjson.loads(response.read())
+
+
 def start_server(
     log_dir: Path, env: dict[str, str] | None = None, ready: str = "/healthz"
 ) -> Server:
