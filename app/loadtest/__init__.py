@@ -25,16 +25,19 @@ closed loop where each publisher keeps `--window` publishes unacknowledged. Ever
 is a JSON object `{"m":"<slot>:<seq>:<sent_ns>","p":"xxx..."}` padded to `--payload-bytes`:
 the publisher's slot on the topic, its sequence number there, its send time.
 
-Every step is bounded: connecting and joining by `--phase-timeout` (30 s), publishing by its
-budget (duration, or messages/rate) plus `--phase-timeout`, and after the last publish the
-tool waits at most `--drain` seconds (5) for outstanding deliveries; what is missing then is
-lost. `--procs N` forks N client processes and merges their results. Ctrl-C stops the
-workers and prints what was measured (exit status 130). Targets must be loopback
-(127.0.0.1, localhost, ::1); anything else is refused with status 2.
+Every step is bounded: connecting and joining by `--phase-timeout` (30 s); publishing by its
+budget (duration, or messages/rate) plus `--phase-timeout`, and in any case it stops when no
+acknowledgement arrived for `--phase-timeout` (publish_stalled; the unacknowledged ones are
+counted as ack_timeout); after the last publish the tool waits at most `--drain` seconds (5)
+for outstanding deliveries, and what is missing then is lost. `--procs N` forks N client
+processes and merges their results. Ctrl-C stops the workers and prints what was measured
+(exit status 130). Targets must be loopback (127.0.0.1, localhost, ::1); anything else is
+refused with status 2.
 
-Exit status: 0 when the failures (lost + duplicated + out-of-order deliveries + failed
-connections + failed joins + lost worker processes) are at most `--max-loss`, a count
-(0 by default); 1 otherwise; 2 for bad arguments; 130 when interrupted.
+Exit status: 0 when the failures (lost + duplicated + out-of-order deliveries + connections
+that failed to open + connections the server dropped + failed joins + lost worker
+processes) are at most `--max-loss`, a count (0 by default); 1 otherwise; 2 for bad
+arguments; 130 when interrupted.
 
 After the run: a summary table; with each `--url`'s `/cluster` (and any `--node URL`), the
 nodes' counter deltas and deliver frames per publish (Δgateway_deliveries_sent/Δpublishes).

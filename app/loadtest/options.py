@@ -76,6 +76,16 @@ class Phase:
     heartbeat: float
 
     @property
+    def publish_budget_s(self) -> float | None:
+        """How long publishing should take; None for a closed loop by count (it stops when
+        done, or when acknowledgements stall)."""
+        if self.duration is not None:
+            return self.duration
+        if self.rate:
+            return (self.messages or 0) / self.rate
+        return None
+
+    @property
     def connections(self) -> int:
         if self.scenario == "fanout":
             return self.subscribers + self.publishers
@@ -291,10 +301,12 @@ def parse_target(text: str, option: str) -> Target:
 def validate(phase: Phase) -> Phase:
     """Refuse values that make no sense; return the phase unchanged."""
     where = f"{phase.name} ({phase.scenario})"
+    fanout = phase.scenario == "fanout"
+    least_subscribers = 0 if fanout else 1
     checks = [
-        (phase.subscribers >= (0 if phase.scenario == "fanout" else 1), "subscribers", ">= 1"),
+        (phase.subscribers >= least_subscribers, "subscribers", f">= {least_subscribers}"),
         (phase.topics >= 1, "topics", ">= 1"),
-        (phase.publishers >= (1 if phase.scenario == "fanout" else 0), "publishers", ">= 1"),
+        (phase.publishers >= 1 or not fanout, "publishers", ">= 1"),
         (phase.rate >= 0 and math.isfinite(phase.rate), "rate", ">= 0"),
         (phase.window >= 1, "window", ">= 1"),
         (phase.messages is None or phase.messages >= 0, "messages", ">= 0"),

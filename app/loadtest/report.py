@@ -72,7 +72,7 @@ def summary(report: dict[str, Any]) -> Table:
     conns = report["connections"]
     verdict = "PASS" if report["passed"] else "FAIL"
     if report["interrupted"]:
-        verdict = "INTERRUPTED (partial)"
+        verdict = "interrupted: partial report"
     table = Table(
         title=f"{report['phase']}: {report['scenario']} ({verdict})",
         show_header=False,

@@ -70,8 +70,10 @@ class PhaseRun:
             if phase.scenario == "connect":
                 results = self._gather("result", (phase.duration or 0) + 5)
             else:
-                budget = phase.duration or ((phase.messages or 0) / phase.rate if phase.rate else 0)
-                published = self._gather("published", budget + phase.phase_timeout)
+                budget = phase.publish_budget_s
+                published = self._gather(
+                    "published", None if budget is None else budget + phase.phase_timeout
+                )
                 sent = stats.sum_lists(published.values(), phase.topics)
                 self.step = "drain"
                 self._broadcast(("drain", sent))
@@ -83,22 +85,26 @@ class PhaseRun:
             self._broadcast(("stop",))
             with contextlib.suppress(KeyboardInterrupt):
                 results = self._gather("result", 5)
+                after = self._counters()
         finally:
             self._reap()
         return list(results.values()), stats.counter_deltas(before, after), interrupted
 
-    def _gather(self, kind: str, limit_s: float) -> dict[int, Any]:
-        """Wait until every live worker sent `kind`; forget the ones that fail to in time."""
-        deadline = time.monotonic() + limit_s + GRACE_S
+    def _gather(self, kind: str, limit_s: float | None) -> dict[int, Any]:
+        """Wait until every live worker sent `kind`. A worker that has not after `limit_s`
+        (plus a grace period), or that stays silent for the grace period (it sends progress
+        4 times a second), is forgotten."""
+        start = time.monotonic()
+        deadline = start + limit_s + GRACE_S if limit_s is not None else None
+        seen = dict.fromkeys(self.pipes, start)
         got: dict[int, Any] = {}
         while len(got) < len(self.pipes):
-            waiting = [p for w, p in self.pipes.items() if w not in got]
-            left = deadline - time.monotonic()
-            if left <= 0:
-                for w in [w for w in self.pipes if w not in got]:
+            now = time.monotonic()
+            for w in [w for w in self.pipes if w not in got]:
+                if (deadline is not None and now > deadline) or now - seen[w] > GRACE_S:
                     self._forget(w)
-                break
-            for ready in wait(waiting, min(left, 0.25)):
+            waiting = [p for w, p in self.pipes.items() if w not in got]
+            for ready in wait(waiting, 0.25):
                 w = next(w for w, p in self.pipes.items() if p is ready)
                 pipe = self.pipes[w]
                 try:
@@ -106,6 +112,7 @@ class PhaseRun:
                 except (EOFError, OSError):
                     self._forget(w)
                     continue
+                seen[w] = time.monotonic()
                 if message[0] == "progress":
                     self.progress[w] = (message[1], message[2], message[3])
                 elif message[0] == kind:

@@ -205,6 +205,11 @@ class Session(WebSocketClient):
         room = self.window - len(self.pending)
         self._send(now, min(due, room))
 
+    def next_due_ns(self) -> int:
+        """At a rate: when the next message is due."""
+        spec = self.spec
+        return self.start_ns + int((self.published + spec.offset) / spec.rate * 1e9)
+
     def stop_publishing(self) -> None:
         self.remaining = 0
 

@@ -116,7 +116,10 @@ def build_report(
     c_ends = _nonzero(r.connect_end_ns for r in results)
     connect_s = (max(c_ends) - min(c_starts)) / 1e9 if c_starts and c_ends else 0.0
     joins_failed = sum(n for kind, n in errors.items() if kind.startswith("join_"))
-    failures = lost + duplicates + out_of_order + failed + joins_failed + errors["worker_lost"]
+    dropped = sum(r.dropped for r in results)
+    failures = (
+        lost + duplicates + out_of_order + failed + dropped + joins_failed + errors["worker_lost"]
+    )
     worker_cpu = [round(r.cpu_s, 3) for r in results]
     report: dict[str, Any] = {
         "phase": phase.name,
@@ -133,7 +136,7 @@ def build_report(
             "planned": phase.connections,
             "opened": opened,
             "failed": failed,
-            "dropped": sum(r.dropped for r in results),
+            "dropped": dropped,
             "per_s": round(opened / connect_s, 1) if connect_s > 0 else 0.0,
         },
         "subscriptions": sum(joined),

@@ -10,9 +10,11 @@ publish only once every subscriber of every worker has joined:
     ("progress", ...)       4 times a second, all along
                                           ("stop",)              at any point: finish now
 
-Every step has a time limit (`--phase-timeout` to connect and join, the publishing budget
-plus `--phase-timeout`, `--drain` for the deliveries); what has not happened by then is
-counted (connect_timeout, join_timeout, ack_timeout, lost) rather than waited for.
+Every step has a time limit (`--phase-timeout` to connect and join; the publishing budget
+plus `--phase-timeout`, or `--phase-timeout` without any acknowledgement; `--drain` for the
+deliveries); what has not happened by then is counted (connect_timeout, join_timeout,
+ack_timeout, lost) rather than waited for. The parent, for its part, forgets a worker that
+stays silent for 15 s.
 SIGINT is ignored here: the parent turns Ctrl-C into "stop" and still gets the results.
 """
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import heapq
 import os
 import resource
 import signal
@@ -39,7 +42,7 @@ from app.loadtest.tally import Tally
 from app.loadtest.websocket import State
 
 MAX_HANDSHAKES = 256  # connections being opened or joined at once, per worker
-PACE_S = 0.004
+PACE_NS = 1_000_000  # the pacer sleeps at least this long
 POLL_S = 0.02
 PROGRESS_S = 0.25
 CLOSE_S = 2.0
@@ -171,36 +174,57 @@ class Worker:
             session.give_up(f"connect_{errno.errorcode.get(exc.errno or 0, 'error')}")
 
     async def _publish(self, start_ns: int) -> None:
-        phase = self.phase
+        """Publish until every publisher is done, the budget is spent, or acks stall."""
+        phase, tally = self.phase, self.tally
         publishers = [s for s in self.sessions if s.spec.slot >= 0 and s.state is State.OPEN]
         await self._until(start_ns)
         self.result.publish_start_ns = start_ns
         deadline_ns = start_ns + int(phase.duration * 1e9) if phase.duration else 0
-        if phase.duration:
-            budget = phase.duration
-        elif phase.rate:
-            budget = (phase.messages or 0) / phase.rate
-        else:
-            budget = 0.0
-        limit = start_ns + int((budget + phase.phase_timeout) * 1e9)
+        budget = phase.publish_budget_s
+        limit = start_ns + int((budget + phase.phase_timeout) * 1e9) if budget is not None else 0
+        stall_ns = int(phase.phase_timeout * 1e9)
+        progress = (tally.acked, start_ns)
         for session in publishers:
             session.start_publishing(start_ns, deadline_ns)
-        while not self.stopped.is_set():
-            now = time.monotonic_ns()
-            if deadline_ns and now >= deadline_ns:
-                for session in publishers:
-                    session.stop_publishing()
-            if all(s.publishing_done for s in publishers) or now >= limit:
-                break
-            if phase.rate:
-                for session in publishers:
-                    session.pace(now)
-            await asyncio.sleep(PACE_S if phase.rate else POLL_S)
+        pacer = asyncio.get_running_loop().create_task(self._pace(publishers, start_ns))
+        try:
+            while not self.stopped.is_set():
+                now = time.monotonic_ns()
+                if deadline_ns and now >= deadline_ns:
+                    for session in publishers:
+                        session.stop_publishing()
+                if all(s.publishing_done for s in publishers):
+                    break
+                if tally.acked != progress[0]:
+                    progress = (tally.acked, now)
+                elif now - progress[1] > stall_ns or (limit and now > limit):
+                    tally.errors["publish_stalled"] += 1
+                    break
+                await asyncio.sleep(POLL_S)
+        finally:
+            pacer.cancel()
         for session in publishers:
             session.stop_publishing()
             if session.pending:
-                self.tally.errors["ack_timeout"] += len(session.pending)
+                tally.errors["ack_timeout"] += len(session.pending)
                 session.pending.clear()
+
+    async def _pace(self, publishers: list[Session], start_ns: int) -> None:
+        """At a rate: wake each publisher when its next message is due (a heap of times)."""
+        if not self.phase.rate:
+            return
+        due = [(s.next_due_ns(), i) for i, s in enumerate(publishers)]
+        heapq.heapify(due)
+        while due:
+            now = time.monotonic_ns()
+            while due and due[0][0] <= now:
+                _, i = heapq.heappop(due)
+                session = publishers[i]
+                session.pace(now)
+                if session.remaining != 0:
+                    heapq.heappush(due, (max(session.next_due_ns(), now + PACE_NS), i))
+            if due:
+                await asyncio.sleep(max(due[0][0] - time.monotonic_ns(), PACE_NS) / 1e9)
 
     async def _drain(self, sent_per_topic: list[int]) -> None:
         limit = time.monotonic() + self.phase.drain
