@@ -72,7 +72,8 @@ class Traffic:
         while self._publishing:
             self.sent += 1
             body = {"n": self.sent}
-            await conn.send(orjson.dumps(["1", str(self.sent), self.topic, "publish", ["m", body]]))
+            frame = ["1", str(self.sent), self.topic, "publish", ["m", body]]
+            await conn.send(orjson.dumps(frame).decode())
             await asyncio.sleep(self.interval)
 
     async def _read(self, sub: Subscriber) -> None:
