@@ -72,7 +72,7 @@ class Traffic:
         while self._publishing:
             self.sent += 1
             body = {"n": self.sent}
-            frame = ["1", str(self.sent), self.topic, "publish", ["m", body]]
+            frame = ["1", f"p{self.sent}", self.topic, "publish", ["m", body]]
             await conn.send(orjson.dumps(frame).decode())
             await asyncio.sleep(self.interval)
 
@@ -81,8 +81,8 @@ class Traffic:
             frame = orjson.loads(data)
             if frame[3] == "m":
                 sub.received.append((frame[4]["n"], time.monotonic()))
-            elif frame[3] == "phx_reply" and frame[1] != "1":
-                self.replies[int(frame[1])] = frame[4]["status"]
+            elif frame[3] == "phx_reply" and frame[1].startswith("p"):
+                self.replies[int(frame[1][1:])] = frame[4]["status"]
 
     async def stop(self, settle: float = 8.0) -> None:
         """Stop publishing; wait until every publish has its reply and deliveries settle."""
