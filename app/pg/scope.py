@@ -84,7 +84,7 @@ class Scope:
     # Lifecycle.
 
     def start(self, connected: Iterable[NodeId]) -> None:
-        frame = wire.discover(self.name, self.instance, reply=False)
+        frame = wire.discover(self.name, self.instance, reply=True)
         self.outbox.extend((peer, frame) for peer in connected)
 
     def stop(self, connected: Iterable[NodeId]) -> None:
