@@ -1,6 +1,7 @@
 # make run   - build .venv and serve the embedded default on ws://127.0.0.1:4000
 # make test  - build .venv with the test extras (and the JS client) and run lint + the whole suite
 # make lint  - ruff and mypy
+# make cluster - Redis, 2 topic servers and 2 gateways on this machine, Ctrl-C stops them
 
 PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
 	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' && { echo $$p; break; }; done)
@@ -20,10 +21,17 @@ $(VENV)/.run-deps: pyproject.toml | $(BIN)/python
 $(VENV)/.test-deps: pyproject.toml tests/clients/package.json tests/clients/package-lock.json | $(BIN)/python
 	$(BIN)/pip install -q -e '.[test]'
 	cd tests/clients && PATH="$(CURDIR)/$(BIN):$$PATH" npm ci --silent --no-audit --no-fund
+	@touch $(VENV)/.run-deps $(VENV)/.cluster-deps $@
+
+$(VENV)/.cluster-deps: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[cluster]'
 	@touch $(VENV)/.run-deps $@
 
 run: $(VENV)/.run-deps
 	$(BIN)/dps
+
+cluster: $(VENV)/.cluster-deps
+	$(BIN)/dps cluster
 
 lint: $(VENV)/.test-deps
 	$(BIN)/ruff check .

@@ -9,6 +9,7 @@ import sys
 import urllib.error
 import urllib.request
 
+from app import loadtest, local_cluster
 from app import settings as config
 
 DEFAULT_URL = "http://127.0.0.1:4000"
@@ -30,9 +31,15 @@ def main(argv: list[str] | None = None) -> int:
     publish.add_argument(
         "--api-key", default=os.environ.get("DPS_API_KEY"), help="default: $DPS_API_KEY"
     )
+    local_cluster.add_parser(commands)
+    loadtest.add_parser(commands)
     args = parser.parse_args(argv)
     if args.command == "publish":
         return _publish(args)
+    if args.command == "cluster":
+        return local_cluster.run(args)
+    if args.command == "loadtest":
+        return loadtest.run(args)
     return _serve()
 
 
