@@ -70,8 +70,8 @@ async def _run(redis_binary: str, redis_port: int, base: int) -> int:
         started.append((name, proc))
         watchers.append(loop.create_task(_relay(name, proc, stop)))
 
-    quiet = ["--save", "", "--loglevel", "warning"]
-    await launch("redis", [redis_binary, "--port", str(redis_port), "--bind", "127.0.0.1", *quiet], {})
+    options = ["--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--loglevel"]
+    await launch("redis", [redis_binary, *options, "warning"], {})
     for role, name, offset in NODES:
         port = str(base + offset)
         env = {"DPS_APP": role, "DPS_NODE": name, "DPS_PORT": port, "REDIS_URL": redis_url}
