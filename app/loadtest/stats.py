@@ -7,7 +7,6 @@ counter deltas, its own CPU) into the report that is printed and written as JSON
 
 from __future__ import annotations
 
-import math
 from array import array
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -16,7 +15,7 @@ from typing import Any
 
 from app.loadtest.options import Phase
 
-PERCENTILES = (("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p999", 99.9))
+PERMILLES = (("p50", 500), ("p90", 900), ("p99", 990), ("p999", 999))  # exact integers
 
 
 @dataclass(slots=True)
@@ -53,8 +52,9 @@ def percentiles(samples_ns: Iterable[int]) -> dict[str, float]:
     ordered = sorted(samples_ns)
     n = len(ordered)
     out: dict[str, float] = {}
-    for name, p in PERCENTILES:
-        out[name] = ordered[max(0, math.ceil(p / 100 * n) - 1)] / 1e6 if n else 0.0
+    for name, permille in PERMILLES:
+        rank = -(-permille * n // 1000)  # ceil, in integers
+        out[name] = ordered[max(0, rank - 1)] / 1e6 if n else 0.0
     out["max"] = ordered[-1] / 1e6 if n else 0.0
     out["samples"] = n
     return {k: round(v, 3) if k != "samples" else v for k, v in out.items()}

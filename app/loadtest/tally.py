@@ -74,7 +74,8 @@ class Tally:
             self.lasts[k] = seq
             self.unique[sub] += 1
             return
-        for span in self.gaps.get(k, ()):
+        spans = self.gaps.get(k, [])
+        for span in spans:
             lo, hi = span
             if lo <= seq < hi:
                 self.out_of_order += 1
@@ -85,9 +86,11 @@ class Tally:
                     span[1] -= 1
                 else:
                     span[1] = seq
-                    self.gaps[k].append([seq + 1, hi])
+                    spans.append([seq + 1, hi])
                 if span[0] == span[1]:
-                    self.gaps[k].remove(span)
+                    spans.remove(span)
+                    if not spans:
+                        del self.gaps[k]
                 return
         self.duplicates += 1
 

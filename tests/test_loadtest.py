@@ -1,0 +1,635 @@
+"""`dps loadtest`: its accounting, options and client protocol without a server, then small
+runs against a real embedded server (as a subprocess, `python -m app.loadtest`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from websockets.speedups import apply_mask
+
+from app.loadtest import add_parser, run
+from app.loadtest.options import OptionError, Target, add_arguments, from_args, parse_target
+from app.loadtest.scenarios import ConnSpec, connections, plans
+from app.loadtest.session import Session
+from app.loadtest.stats import (
+    WorkerResult,
+    build_report,
+    counter_deltas,
+    deliver_frames_per_publish,
+    expected_deliveries,
+    percentiles,
+)
+from app.loadtest.tally import Tally
+from app.loadtest.websocket import accept_key
+from tests.support import ROOT, Server, free_port
+
+# -- accounting ---------------------------------------------------------------------------
+
+
+def test_in_order_deliveries_are_unique_and_nothing_else() -> None:
+    tally = Tally([0, 0], slots=2, epoch_ns=0)
+    for seq in (1, 2, 3):
+        tally.observe(0, 0, seq)
+        tally.observe(0, 1, seq)
+        tally.observe(1, 1, seq)
+    assert list(tally.unique) == [6, 3]
+    assert (tally.duplicates, tally.out_of_order) == (0, 0)
+
+
+def test_a_repeated_message_is_a_duplicate() -> None:
+    tally = Tally([0], slots=1, epoch_ns=0)
+    for seq in (1, 2, 2, 1, 3):
+        tally.observe(0, 0, seq)
+    assert tally.unique[0] == 3
+    assert (tally.duplicates, tally.out_of_order) == (2, 0)
+
+
+def test_a_late_message_is_out_of_order_once_and_then_a_duplicate() -> None:
+    tally = Tally([0], slots=1, epoch_ns=0)
+    for seq in (1, 5, 3, 2, 4, 3, 6):
+        tally.observe(0, 0, seq)
+    assert tally.unique[0] == 6
+    assert tally.out_of_order == 3  # 3, 2 and 4 came after 5
+    assert tally.duplicates == 1  # the second 3
+    assert tally.gaps == {}  # every hole was filled
+
+
+def test_a_gap_that_is_never_filled_is_lost_at_the_end() -> None:
+    tally = Tally([0], slots=1, epoch_ns=0)
+    for seq in (1, 2, 6, 7):
+        tally.observe(0, 0, seq)
+    assert tally.unique[0] == 4
+    assert expected_deliveries([1], [7]) - tally.unique[0] == 3
+    assert tally.gaps == {0: [[3, 6]]}
+
+
+def test_sequences_are_kept_per_subscription_and_publisher_slot() -> None:
+    tally = Tally([0, 1], slots=2, epoch_ns=0)
+    tally.observe(0, 0, 1)
+    tally.observe(0, 1, 1)  # another publisher: not a duplicate
+    tally.observe(1, 0, 1)  # another subscription: not a duplicate
+    assert (tally.duplicates, tally.out_of_order) == (0, 0)
+    assert tally.caught_up([1, 1]) is True  # no subscription is open: nothing to wait for
+    tally.open[1] = tally.joined[1] = 1
+    assert tally.caught_up([0, 2]) is False
+    assert tally.caught_up([0, 1]) is True
+
+
+def test_batches_fill_the_timeline_and_bound_the_samples(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("app.loadtest.tally.MAX_SAMPLES", 4)
+    tally = Tally([0], slots=1, epoch_ns=1_000_000_000)
+    tally.latencies.extend(range(5))
+    tally.batch(1_000_000_000 + 250_000_000, 5)
+    assert tally.delivered == 5
+    assert list(tally.timeline) == [0, 0, 5]
+    assert list(tally.latencies) == [0, 2, 4]
+    assert tally.sample_mask == 1
+
+
+def test_percentiles_are_nearest_rank_in_milliseconds() -> None:
+    samples = [i * 1_000_000 for i in range(1, 1001)]  # 1 .. 1000 ms
+    assert percentiles(reversed(samples)) == {
+        "p50": 500.0,
+        "p90": 900.0,
+        "p99": 990.0,
+        "p999": 999.0,
+        "max": 1000.0,
+        "samples": 1000,
+    }
+    assert percentiles([]) == {
+        "p50": 0.0,
+        "p90": 0.0,
+        "p99": 0.0,
+        "p999": 0.0,
+        "max": 0.0,
+        "samples": 0,
+    }
+    assert percentiles([3_000_000])["p50"] == percentiles([3_000_000])["max"] == 3.0
+
+
+def _phase(*argv: str) -> Any:
+    return from_args(_parse(*argv)).phases[0]
+
+
+def test_report_counts_loss_and_passes_within_max_loss() -> None:
+    phase = _phase("--topics", "2", "--max-loss", "5")
+    a = WorkerResult(0, opened=3, joined_per_topic=[2, 1], unique=25, delivered=26, duplicates=1)
+    a.sent_per_topic = [10, 0]
+    b = WorkerResult(1, opened=1, joined_per_topic=[0, 1], unique=4, delivered=4)
+    b.sent_per_topic = [0, 5]
+    b.errors = {"closed_1013": 1}
+    report = build_report(phase, [a, b], {}, 0.5, interrupted=False)
+    assert report["expected"] == 2 * 10 + 2 * 5
+    assert (report["delivered"], report["unique"], report["lost"]) == (30, 29, 1)
+    assert report["duplicates"] == 1
+    assert report["messages"] == 0  # what the workers published (sent), not the quota
+    assert report["errors"] == {"closed_1013": 1}
+    assert report["failures"] == 2
+    assert report["passed"] is True
+    strict = build_report(_phase("--topics", "2"), [a, b], {}, 0.0, interrupted=False)
+    assert strict["passed"] is False
+    interrupted = build_report(phase, [a, b], {}, 0.0, interrupted=True)
+    assert interrupted["passed"] is False
+
+
+def test_failed_and_dropped_connections_are_failures() -> None:
+    result = WorkerResult(0, opened=2, failed=3, dropped=1)
+    report = build_report(_phase("--scenario", "connect"), [result], {}, 0.0, False)
+    assert report["connections"] | {"per_s": 0} == {
+        "planned": 100,
+        "opened": 2,
+        "failed": 3,
+        "dropped": 1,
+        "per_s": 0,
+    }
+    assert report["failures"] == 4
+
+
+def test_node_counters_give_deliver_frames_per_publish() -> None:
+    before = {"a": {"publishes": 10, "gateway_deliveries_sent": 10}, "b": {"publishes": 0}}
+    after = {"a": {"publishes": 110, "gateway_deliveries_sent": 310}, "c": {"publishes": 5}}
+    deltas = counter_deltas(before, after)
+    assert deltas == {"a": {"publishes": 100, "gateway_deliveries_sent": 300}}
+    assert deliver_frames_per_publish(deltas) == 3.0
+    assert deliver_frames_per_publish({}) is None
+
+
+# -- options ------------------------------------------------------------------------------
+
+
+def _parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["ws://10.0.0.1:4000", "ws://example.com:4000", "ws://0.0.0.0:4000", "ws://[::2]:4000"],
+)
+def test_non_loopback_targets_are_refused(url: str) -> None:
+    with pytest.raises(OptionError, match="not a loopback host"):
+        from_args(_parse("--url", url))
+    with pytest.raises(OptionError, match="not a loopback host"):
+        from_args(_parse("--node", url))
+
+
+def test_run_exits_2_on_a_remote_target(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = argparse.ArgumentParser(prog="dps")
+    add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["loadtest", "--url", "ws://192.0.2.1:4000"])
+    assert run(args) == 2
+    assert "not a loopback host" in capsys.readouterr().err
+
+
+def test_targets_get_the_socket_path_and_vsn() -> None:
+    assert parse_target("ws://127.0.0.1:4010", "--url") == Target(
+        "127.0.0.1", 4010, "/socket/websocket?vsn=2.0.0"
+    )
+    ipv6 = parse_target("http://[::1]:4010/socket/websocket?token=a&vsn=2.0.1", "--url")
+    assert ipv6.url == "ws://[::1]:4010/socket/websocket?token=a&vsn=2.0.1"
+    assert ipv6.cluster_url == "http://[::1]:4010/cluster"
+    with pytest.raises(OptionError, match=r"vsn=1\.0\.0"):
+        parse_target("ws://localhost:4010/socket/websocket?vsn=1.0.0", "--url")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--subscribers", "0", "--scenario", "chat"], "subscribers"),
+        (["--topics", "0"], "topics"),
+        (["--publishers", "0"], "publishers"),
+        (["--rate", "-1"], "rate"),
+        (["--window", "0"], "window"),
+        (["--duration", "0"], "duration"),
+        (["--procs", "0"], "procs"),
+        (["--max-loss", "-1"], "max-loss"),
+        (["--payload-bytes", "-5"], "payload-bytes"),
+    ],
+)
+def test_bad_values_are_refused_naming_the_option(argv: list[str], message: str) -> None:
+    with pytest.raises(OptionError, match=f"--{message}"):
+        from_args(_parse(*argv))
+
+
+def test_defaults() -> None:
+    phase = _phase()
+    assert (phase.scenario, phase.subscribers, phase.topics, phase.publishers) == (
+        "fanout",
+        100,
+        1,
+        1,
+    )
+    assert (phase.messages, phase.duration, phase.rate, phase.max_loss) == (1000, None, 0.0, 0)
+    assert [t.url for t in phase.targets] == ["ws://127.0.0.1:4000/socket/websocket?vsn=2.0.0"]
+    assert _phase("--scenario", "connect").duration == 5.0
+
+
+def test_plot_without_matplotlib_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
+    with pytest.raises(OptionError, match=r"pip install dps\[plot\]"):
+        from_args(_parse("--plot", "out.png"))
+
+
+def test_scenario_file_phases_take_defaults_then_their_own_then_the_command_line(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "mix.toml"
+    path.write_text(
+        """
+        [defaults]
+        url = "ws://127.0.0.1:4001"
+        procs = 2
+        duration = 3
+
+        [[phase]]
+        name = "idle"
+        scenario = "connect"
+        subscribers = 50
+
+        [[phase]]
+        scenario = "fanout"
+        payload-bytes = 64
+        messages = 10
+        """
+    )
+    run = from_args(_parse("--scenario-file", str(path), "--procs", "3"))
+    idle, fan = run.phases
+    assert (idle.name, idle.scenario, idle.subscribers, idle.duration) == ("idle", "connect", 50, 3)
+    assert (fan.name, fan.payload_bytes, fan.messages, fan.duration) == ("phase 2", 64, 10, None)
+    assert idle.procs == fan.procs == 3
+    assert fan.targets[0].port == 4001
+    again = from_args(_parse("--scenario-file", str(path), "--messages", "7"))
+    assert [p.messages for p in again.phases] == [7, 7]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[[phase]]\nsubscriber = 3\n", "unknown option 'subscriber'"),
+        ("[[phase]]\nsubscribers = 'many'\n", "is not an integer"),
+        ("[[phase]]\nscenario = 'storm'\n", "scenario 'storm'"),
+        ("[[phase]]\nmessages = 1\nduration = 1\n", "not both"),
+        ("[phases]\n", "unknown table 'phases'"),
+        ("[defaults]\n", "one or more"),
+        ("[[phase]\n", "not valid TOML"),
+    ],
+)
+def test_bad_scenario_files_are_refused(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(OptionError, match=message):
+        from_args(_parse("--scenario-file", str(path)))
+
+
+# -- scenarios ----------------------------------------------------------------------------
+
+
+def test_fanout_spreads_subscribers_and_gives_every_topic_a_publisher() -> None:
+    specs, slots = connections(
+        _phase("--subscribers", "6", "--topics", "3", "--publishers", "2", "--messages", "11")
+    )
+    subscribers, publishers = specs[:6], specs[6:]
+    assert [s.topics for s in subscribers] == [(0,), (1,), (2,), (0,), (1,), (2,)]
+    assert [(p.topics, p.slot, p.quota) for p in publishers] == [((0, 2), 0, 6), ((1,), 0, 5)]
+    assert slots == 1
+    specs, slots = connections(_phase("--subscribers", "0", "--topics", "2", "--publishers", "5"))
+    assert [(p.topics, p.slot) for p in specs] == [
+        ((0,), 0),
+        ((1,), 0),
+        ((0,), 1),
+        ((1,), 1),
+        ((0,), 2),
+    ]
+    assert slots == 3
+
+
+def test_chat_clients_publish_to_their_room_and_targets_alternate() -> None:
+    phase = _phase(
+        "--scenario", "chat", "--subscribers", "5", "--topics", "2", "--rate", "10",
+        "--url", "ws://127.0.0.1:1", "--url", "ws://localhost:2",
+    )  # fmt: skip
+    specs, slots = connections(phase)
+    assert [(s.target, s.topics, s.slot) for s in specs] == [
+        (0, (0,), 0),
+        (1, (1,), 0),
+        (0, (0,), 1),
+        (1, (1,), 1),
+        (0, (0,), 2),
+    ]
+    assert slots == 3
+    assert sum(s.quota or 0 for s in specs) == 1000
+    assert {s.rate for s in specs} == {2.0}
+    split = plans(phase, 0)
+    assert [len(p.conns) for p in split] == [5]
+    split = plans(_phase("--scenario", "connect", "--subscribers", "5", "--procs", "2"), 0)
+    assert [len(p.conns) for p in split] == [3, 2]
+
+
+# -- the client protocol, fed bytes -------------------------------------------------------
+
+
+class FakeTransport:
+    def __init__(self) -> None:
+        self.written = b""
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.closed = True
+
+    def take(self) -> list[tuple[int, bytes]]:
+        """The client's frames written so far: (opcode, unmasked payload)."""
+        frames, data, self.written = [], self.written, b""
+        while data:
+            assert data[1] & 0x80, "client frames must be masked"
+            size, head = data[1] & 0x7F, 2
+            if size == 126:
+                size, head = struct.unpack("!H", data[2:4])[0], 4
+            key = data[head : head + 4]
+            payload = apply_mask(data[head + 4 : head + 4 + size], key)
+            frames.append((data[0] & 0x0F, payload))
+            data = data[head + 4 + size :]
+        return frames
+
+
+def server_frame(payload: bytes, opcode: int = 1) -> bytes:
+    size = len(payload)
+    if size < 126:
+        return bytes((0x80 | opcode, size)) + payload
+    if size < 65536:
+        return struct.pack("!BBH", 0x80 | opcode, 126, size) + payload
+    return struct.pack("!BBQ", 0x80 | opcode, 127, size) + payload
+
+
+def ok_reply(ref: str) -> bytes:
+    return server_frame(
+        orjson.dumps(["1", ref, "loadtest:0", "phx_reply", {"status": "ok", "response": {}}])
+    )
+
+
+def delivery(topic: str, slot: int, seq: int, pad: int = 0) -> bytes:
+    body = {"m": f"{slot}:{seq}:{time.monotonic_ns()}", "p": "x" * pad}
+    return orjson.dumps(["1", None, topic, "load", body])
+
+
+def open_session(
+    spec: ConnSpec, window: int = 64
+) -> tuple[Session, Tally, FakeTransport, list[str]]:
+    tally = Tally(list(spec.topics), slots=2, epoch_ns=time.monotonic_ns())
+    settled: list[str] = []
+    session = Session(
+        Target("127.0.0.1", 1, "/socket/websocket?vsn=2.0.0"),
+        spec,
+        0,
+        tally,
+        payload_bytes=60,
+        window=window,
+        on_change=lambda: settled.append("settled"),
+    )
+    transport = FakeTransport()
+    session.connection_made(transport)  # type: ignore[arg-type]
+    request = transport.written.decode()
+    transport.written = b""
+    assert request.startswith("GET /socket/websocket?vsn=2.0.0 HTTP/1.1\r\n")
+    assert "Sec-WebSocket-Version: 13" in request
+    accept = accept_key(session.key).decode()
+    session.data_received(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+        + f"Connection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n".encode()
+    )
+    return session, tally, transport, settled
+
+
+def test_a_subscriber_joins_and_accounts_deliveries_fed_in_any_pieces() -> None:
+    session, tally, transport, settled = open_session(ConnSpec(0, (0,), -1, 0, 0.0))
+    assert transport.take() == [(1, b'["1","1","loadtest:0","phx_join",{}]')]
+    assert settled == []
+    session.data_received(ok_reply("1"))
+    assert settled == ["settled"]
+    assert tally.joined[0] == 1 and len(tally.joins) == 1
+    stream = b"".join(
+        server_frame(delivery("loadtest:0", slot, seq, pad))
+        for slot, seq, pad in [
+            (0, 1, 0),
+            (0, 2, 200),
+            (1, 1, 70000),
+            (0, 2, 0),
+            (0, 4, 0),
+            (0, 3, 0),
+        ]
+    )
+    for i in range(0, len(stream), 7):  # frames split anywhere, even inside the header
+        session.data_received(stream[i : i + 7])
+    assert tally.delivered == 6
+    assert tally.unique[0] == 5
+    assert (tally.duplicates, tally.out_of_order) == (1, 1)
+    assert len(tally.latencies) == 6 and min(tally.latencies) > 0
+    assert sum(tally.timeline) == 6
+
+
+def test_pings_are_answered_and_a_close_is_counted_as_a_drop() -> None:
+    session, tally, transport, _ = open_session(ConnSpec(0, (), -1, 0, 0.0))
+    session.data_received(server_frame(b"hi", opcode=9))
+    assert transport.take() == [(10, b"hi")]
+    session.data_received(server_frame(struct.pack("!H", 1013) + b"slow consumer", opcode=8))
+    assert transport.take() == [(8, struct.pack("!H", 1013))]
+    assert transport.closed
+    assert tally.dropped == 1
+    assert tally.errors == {"closed_1013": 1}
+
+
+def test_a_refused_handshake_is_a_failed_connection() -> None:
+    tally = Tally([], slots=1, epoch_ns=0)
+    session = Session(
+        Target("127.0.0.1", 1, "/"), ConnSpec(0, (), -1, 0, 0.0), 0, tally, 0, 1, lambda: None
+    )
+    transport = FakeTransport()
+    session.connection_made(transport)  # type: ignore[arg-type]
+    session.data_received(b"HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\n\r\n")
+    assert (tally.failed, tally.opened, dict(tally.errors)) == (1, 0, {"handshake_403": 1})
+    assert transport.closed
+
+
+def test_a_closed_loop_publisher_keeps_its_window_and_stops_at_its_quota() -> None:
+    session, tally, transport, _ = open_session(ConnSpec(0, (0,), 1, 3, 0.0), window=2)
+    transport.take()
+    session.data_received(ok_reply("1"))
+    session.start_publishing(time.monotonic_ns(), 0)
+    sent = transport.take()
+    assert len(sent) == 2
+    frames = [orjson.loads(payload) for _, payload in sent]
+    assert [f[:4] for f in frames] == [
+        ["1", "2", "loadtest:0", "publish"],
+        ["1", "3", "loadtest:0", "publish"],
+    ]
+    assert [f[4][1]["m"].split(":")[:2] for f in frames] == [["1", "1"], ["1", "2"]]
+    assert len(sent[0][1]) >= 60  # padded towards --payload-bytes
+    session.data_received(ok_reply("2"))
+    assert len(transport.take()) == 1  # the ack made room for the third and last
+    error = b'{"status":"error","response":{"reason":"no topic server available"}}'
+    session.data_received(server_frame(b'["1","3","loadtest:0","phx_reply",' + error + b"]"))
+    session.data_received(ok_reply("4"))
+    assert transport.take() == []
+    assert (tally.sent, tally.acked, session.publishing_done) == (3, 2, True)
+    assert tally.errors == {"publish_error: no topic server available": 1}
+    assert session.sent_per_topic == [3]
+
+
+# -- against a real server ----------------------------------------------------------------
+
+
+def counters(server: Server) -> dict[str, int]:
+    with urllib.request.urlopen(server.http + "/cluster", timeout=5) as response:
+        return dict(json.loads(response.read())["counters"])
+
+
+def loadtest(*argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "app.loadtest", *argv],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_fanout_run_matches_the_servers_own_count(
+    spawn: Callable[..., Server], tmp_path: Path
+) -> None:
+    server = spawn()
+    before = counters(server)
+    out = tmp_path / "report.json"
+    done = loadtest(
+        "--url", server.ws(), "--subscribers", "20", "--topics", "2", "--publishers", "2",
+        "--messages", "200", "--procs", "2", "--json", str(out),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    after = counters(server)
+    report = json.loads(out.read_text())
+    # Each topic has 10 subscribers and the one publisher that joined it to publish.
+    assert report["expected"] == 200 * (20 // 2 + 1)
+    assert report["delivered"] == after["socket_deliveries"] - before["socket_deliveries"]
+    assert report["delivered"] == report["expected"]
+    assert (report["lost"], report["duplicates"], report["out_of_order"]) == (0, 0, 0)
+    assert report["messages"] == report["acked"] == 200
+    assert after["publishes"] - before["publishes"] == 200
+    assert report["deliver_frames_per_publish"] == 1.0
+    assert report["connections"]["opened"] == 22
+    assert report["latency_ms"]["samples"] == report["delivered"]
+    latency = report["latency_ms"]
+    assert 0 < latency["p50"] <= latency["p99"] <= latency["max"]
+    assert report["client_cpu_s"] > 0 and len(report["client_cpu"]["workers_s"]) == 2
+    assert report["errors"] == {}
+    assert "fanout (PASS)" in done.stdout
+
+
+def test_chat_at_a_rate_delivers_everything(spawn: Callable[..., Server], tmp_path: Path) -> None:
+    server = spawn()
+    out = tmp_path / "report.json"
+    done = loadtest(
+        "--scenario", "chat", "--url", server.ws(), "--subscribers", "30", "--topics", "3",
+        "--rate", "200", "--duration", "1", "--json", str(out),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(out.read_text())
+    assert 150 <= report["messages"] <= 250
+    assert report["expected"] == report["messages"] * 10 == report["delivered"]
+
+
+def test_connect_failures_exit_1_unless_max_loss_allows_them(
+    spawn: Callable[..., Server], tmp_path: Path
+) -> None:
+    server = spawn()
+    nobody = f"ws://127.0.0.1:{free_port()}"
+    out = tmp_path / "report.json"
+    argv = ["--scenario", "connect", "--url", server.ws(), "--url", nobody, "--subscribers", "40"]
+    argv += ["--duration", "0.5", "--procs", "2", "--json", str(out)]
+    done = loadtest(*argv)
+    assert done.returncode == 1, done.stdout + done.stderr
+    report = json.loads(out.read_text())
+    assert report["connections"] | {"per_s": 0} == {
+        "planned": 40,
+        "opened": 20,
+        "failed": 20,
+        "dropped": 0,
+        "per_s": 0,
+    }
+    assert report["errors"] == {"connect_refused": 20}
+    assert (report["failures"], report["passed"]) == (20, False)
+    assert loadtest(*argv, "--max-loss", "20").returncode == 0
+
+
+def test_a_server_killed_mid_run_means_drops_and_exit_1(
+    spawn: Callable[..., Server], tmp_path: Path
+) -> None:
+    server = spawn()
+    out = tmp_path / "report.json"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app.loadtest", "--url", server.ws(), "--subscribers", "10",
+         "--rate", "50", "--duration", "5", "--drain", "1", "--json", str(out)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 10
+        while counters(server)["publishes"] < 20 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        server.stop(signal.SIGKILL)
+        output, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 1, output
+    report = json.loads(out.read_text())
+    assert report["connections"]["dropped"] == 11
+    assert report["errors"]["connection_lost"] == 11
+    assert report["messages"] >= 20
+    assert report["passed"] is False
+
+
+def test_ctrl_c_prints_the_partial_report(spawn: Callable[..., Server], tmp_path: Path) -> None:
+    server = spawn()
+    out = tmp_path / "report.json"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app.loadtest", "--url", server.ws(), "--subscribers", "10",
+         "--rate", "50", "--duration", "30", "--json", str(out)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 10
+        while counters(server)["publishes"] < 10 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGINT)  # the whole group, as a terminal's Ctrl-C does
+        output, _ = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 130, output
+    assert b"interrupted: partial report" in output
+    report = json.loads(out.read_text())
+    assert report["interrupted"] is True
+    assert report["messages"] >= 10
+    assert report["delivered"] >= report["messages"]
