@@ -1,0 +1,141 @@
+"""Operating a cluster: readiness, metrics, /cluster, clean stops, ring.toml without Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.cluster.conftest import SECRET, Node
+from tests.support import ROOT, Server, connect, free_port, get_json, http_post
+
+pytestmark = pytest.mark.anyio
+
+
+def status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+async def test_a_gateway_is_ready_only_once_linked_to_the_ring(node: Node) -> None:
+    gateway = node("ws", "gw", ready="/healthz")
+    assert status(gateway.http + "/readyz") == 503
+    async with connect(gateway.ws()) as client:
+        await client.join("t")
+        await client.publish("t", "e", {})
+        reply = await client.recv()
+        assert reply[4] == {
+            "status": "error",
+            "response": {"reason": "publish failed", "detail": "no topic server available"},
+        }
+    message = {"topic": "t", "event": "e", "payload": {}}
+    url = gateway.http + "/api/broadcast"
+    assert await asyncio.to_thread(http_post, url, message) == (
+        503,
+        {"error": "no topic server available"},
+    )
+    node("ts", "ts-a")
+    for _ in range(100):
+        if status(gateway.http + "/readyz") == 200:
+            break
+        await asyncio.sleep(0.1)
+    assert status(gateway.http + "/readyz") == 200
+    assert (await asyncio.to_thread(http_post, url, message))[0] == 200
+
+
+async def test_cluster_view_and_metrics(node: Node) -> None:
+    server = node("ts", "ts-a")
+    gateway = node("ws", "gw")
+    async with connect(gateway.ws()) as client:
+        await client.join("t")
+        await client.publish("t", "e", {})
+        await client.recv()
+        await client.recv()
+        view = get_json(gateway.http + "/cluster")
+        assert (view["node"], view["role"]) == ("gw", "ws")
+        assert view["pg"] == {"gateways": {"gw": 1}, "topic_servers": {"ts-a": 1}}
+        assert [link["peer"] for link in view["links"]] == ["ts-a"]
+        assert view["ring"] == {
+            "declared": ["ts-a", "ts-b"],
+            "linked": ["ts-a"],
+            "settled": ["ts-a"],
+        }
+        assert view["counters"]["sockets"] == 1
+        assert view["counters"]["topics"] == 1
+        assert view["counters"]["gateway_deliveries_received"] == 1
+        owner = get_json(server.http + "/cluster")
+        assert owner["pg"] == {"gateways": {"gw": 1}, "topic_servers": {"ts-a": 1}}
+        assert owner["counters"]["publishes"] == 1
+        assert owner["counters"]["gateway_deliveries_sent"] == 1
+        with urllib.request.urlopen(gateway.http + "/metrics", timeout=5) as response:
+            metrics = response.read().decode()
+        assert "dps_publish_ack_seconds_count 1.0" in metrics
+        assert "dps_delivery_seconds_count 1.0" in metrics
+        assert "dps_socket_deliveries_total 1.0" in metrics
+        assert "dps_sockets 1.0" in metrics
+
+
+async def test_a_gateway_stopped_with_sigterm_closes_sockets_and_leaves_its_groups(
+    node: Node,
+) -> None:
+    server = node("ts", "ts-a")
+    gateway = node("ws", "gw")
+    async with connect(gateway.ws()) as client:
+        await client.join("t")
+        assert get_json(server.http + "/cluster")["counters"]["topics"] == 1
+        gateway.proc.send_signal(signal.SIGTERM)
+        assert (await client.closed())[0] == 1001
+    assert await asyncio.to_thread(gateway.proc.wait, 10) == 0
+    view = get_json(server.http + "/cluster")
+    assert view["pg"] == {"topic_servers": {"ts-a": 1}}
+    assert view["counters"]["topics"] == 0
+
+
+async def test_without_redis_nodes_link_through_ring_toml(
+    spawn: Callable[..., Server], tmp_path: Path
+) -> None:
+    ports = [free_port(), free_port()]
+    ring = tmp_path / "ring.toml"
+    ring.write_text(
+        "".join(
+            f'[[topic_server]]\nname = "ts-{i}"\naddress = "127.0.0.1:{port}"\n'
+            for i, port in enumerate(ports)
+        )
+    )
+    common = {"DPS_RING": str(ring), "DPS_CLUSTER_SECRET": SECRET, "DPS_HANDOVER": "0.3"}
+    for i, port in enumerate(ports):
+        spawn({**common, "DPS_APP": "ts", "DPS_NODE": f"ts-{i}", "DPS_PORT": str(port)})
+    gateways = [
+        spawn({**common, "DPS_APP": "ws", "DPS_NODE": f"gw-{i}"}, "/readyz") for i in (0, 1)
+    ]
+    async with connect(gateways[0].ws()) as a, connect(gateways[1].ws()) as b:
+        await a.join("t")
+        await b.join("t")
+        await b.publish("t", "e", {"over": "ring.toml"})
+        assert await a.recv() == ["1", None, "t", "e", {"over": "ring.toml"}]
+    assert get_json(gateways[0].http + "/cluster")["ring"]["settled"] == ["ts-0", "ts-1"]
+
+
+def test_a_topic_server_must_be_declared_in_the_ring() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "app"],
+        cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin", "DPS_APP": "ts", "DPS_NODE": "ts-z", "DPS_PORT": "4999"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "DPS_NODE: topic server 'ts-z' is not declared in ring.toml (declared: ts-a, ts-b)"
+    ]
