@@ -540,7 +540,7 @@ def test_fanout_run_matches_the_servers_own_count(
     assert report["latency_ms"]["samples"] == report["delivered"]
     latency = report["latency_ms"]
     assert 0 < latency["p50"] <= latency["p99"] <= latency["max"]
-    assert report["client_cpu_s"] > 0 and len(report["client_cpu"]["workers_s"]) == 2
+    assert report["client_cpu_s"] > 0 and len(report["client_cpu"]["workers_user_s"]) == 2
     assert report["errors"] == {}
     assert "fanout (PASS)" in done.stdout
 
@@ -633,3 +633,11 @@ def test_ctrl_c_prints_the_partial_report(spawn: Callable[..., Server], tmp_path
     assert report["interrupted"] is True
     assert report["messages"] >= 10
     assert report["delivered"] >= report["messages"]
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "bench" / "scenarios").glob("*.toml")))
+def test_bench_scenario_files_are_valid(path: Path) -> None:
+    phases = from_args(_parse("--scenario-file", str(path))).phases
+    assert phases and all(p.targets for p in phases)
+    retargeted = from_args(_parse("--scenario-file", str(path), "--url", "ws://127.0.0.1:9"))
+    assert all(p.nodes == ("http://127.0.0.1:9/cluster",) for p in retargeted.phases)

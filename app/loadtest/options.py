@@ -3,7 +3,8 @@
 Every run is a list of phases (`Phase`): one for `--scenario NAME`, one per `[[phase]]` table
 of a `--scenario-file`. A phase's value for each option comes from, lowest first: the
 built-in default, the file's `[defaults]` table, the phase's table, and an option given
-explicitly on the command line (so `--url` or `--procs` retarget a whole file).
+explicitly on the command line (so `--url` or `--procs` retarget a whole file; a `--url`
+there also drops the file's `node` list, which named the file's servers).
 
 Targets are loopback only: a URL whose host is not 127.0.0.1, localhost or ::1 is refused,
 so that a load tool never hits a remote host by accident. Every refusal is an `OptionError`
@@ -131,29 +132,71 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--scenario", choices=SCENARIOS, help="the scenario to run (fanout)")
-    which.add_argument("--scenario-file", type=Path, help="a TOML file of phases (see the docs)")
-    add("--url", action="append", help=f"a gateway WebSocket URL, repeatable ({DEFAULT_URL})")
-    add("--node", action="append", help="another node whose /cluster counters to read")
-    add("--subscribers", type=int, help="subscriber connections (connect: connections) [100]")
-    add("--connections", type=int, dest="subscribers", help="alias of --subscribers")
-    add("--topics", type=int, help="topics (chat: rooms) [1]")
-    add("--publishers", type=int, help="publisher connections (fanout) [1]")
-    add("--rate", type=float, help="total messages/s; 0 = as fast as --window allows [0]")
-    add("--window", type=int, help="unacknowledged publishes per publisher [64]")
-    amount = parser.add_mutually_exclusive_group()
-    amount.add_argument("--messages", type=int, help=f"messages in all [{DEFAULT_MESSAGES}]")
-    amount.add_argument(
-        "--duration", type=float, help="seconds to publish (connect: to hold) instead"
+    which.add_argument(
+        "--scenario-file",
+        type=Path,
+        metavar="FILE",
+        help="a TOML file of phases (pydoc app.loadtest)",
     )
-    add("--payload-bytes", type=int, help="size of each published JSON object [100]")
-    add("--procs", type=int, help="client processes [1]")
-    add("--max-loss", type=int, help="failures tolerated, a count (see the docs) [0]")
-    add("--drain", type=float, help="seconds to wait for deliveries after publishing [5]")
-    add("--phase-timeout", type=float, help="seconds connecting and joining may take [30]")
-    add("--connect-rate", type=float, help="new connections/s, 0 = unlimited [0]")
-    add("--heartbeat", type=float, help="seconds between heartbeats per socket [30]")
-    add("--json", type=Path, help="write the report as JSON to this file")
-    add("--plot", type=Path, help="write a PNG: latency histogram and delivery rate")
+    add(
+        "--url",
+        action="append",
+        metavar="URL",
+        help=f"a gateway WebSocket URL, repeatable ({DEFAULT_URL})",
+    )
+    add(
+        "--node",
+        action="append",
+        metavar="URL",
+        help="another node whose /cluster counters to read",
+    )
+    add(
+        "--subscribers",
+        type=int,
+        metavar="N",
+        help="subscriber connections (connect: connections) [100]",
+    )
+    add("--connections", type=int, dest="subscribers", metavar="N", help="alias of --subscribers")
+    add("--topics", type=int, metavar="N", help="topics (chat: rooms) [1]")
+    add("--publishers", type=int, metavar="N", help="publisher connections (fanout) [1]")
+    add(
+        "--rate",
+        type=float,
+        metavar="MSG_S",
+        help="total messages/s; 0 = as fast as --window allows [0]",
+    )
+    add("--window", type=int, metavar="N", help="unacknowledged publishes per publisher [64]")
+    amount = parser.add_mutually_exclusive_group()
+    amount.add_argument(
+        "--messages", type=int, metavar="N", help=f"messages in all [{DEFAULT_MESSAGES}]"
+    )
+    amount.add_argument(
+        "--duration", type=float, metavar="S", help="seconds to publish (connect: to hold) instead"
+    )
+    add("--payload-bytes", type=int, metavar="N", help="size of each published JSON object [100]")
+    add("--procs", type=int, metavar="N", help="client processes [1]")
+    add("--max-loss", type=int, metavar="N", help="failures tolerated, a count (see the docs) [0]")
+    add(
+        "--drain",
+        type=float,
+        metavar="S",
+        help="seconds to wait for deliveries after publishing [5]",
+    )
+    add(
+        "--phase-timeout",
+        type=float,
+        metavar="S",
+        help="seconds connecting and joining may take [30]",
+    )
+    add("--connect-rate", type=float, metavar="CONN_S", help="new connections/s, 0 = unlimited [0]")
+    add("--heartbeat", type=float, metavar="S", help="seconds between heartbeats per socket [30]")
+    add("--json", type=Path, metavar="FILE", help="write the report as JSON to this file")
+    add(
+        "--plot",
+        type=Path,
+        metavar="FILE.png",
+        help="write a PNG: latency histogram and delivery rate",
+    )
     add("--progress", action="store_true", default=None, help="live progress even if not a tty")
 
 
@@ -199,8 +242,12 @@ def _read_file(path: Path) -> list[dict[str, Any]]:
     return tables
 
 
+ALIASES = {"connections": "subscribers"}
+
+
 def _keys(table: dict[str, Any]) -> dict[str, Any]:
-    return {key.replace("-", "_"): value for key, value in table.items()}
+    keys = (key.replace("-", "_") for key in table)
+    return {ALIASES.get(key, key): value for key, value in zip(keys, table.values(), strict=True)}
 
 
 def _phase(index: int, table: dict[str, Any], given: dict[str, Any]) -> Phase:
@@ -218,6 +265,8 @@ def _phase(index: int, table: dict[str, Any], given: dict[str, Any]) -> Phase:
     if "messages" in table and "duration" in table:
         raise OptionError(f"{where}: give messages or duration, not both")
     values.update(given)
+    if "url" in given:  # the command line names other servers: the file's nodes are not theirs
+        values["node"] = given.get("node", [])
     if "messages" in given:
         values["duration"] = None
     if "duration" in given:

@@ -117,8 +117,9 @@ def summary(report: dict[str, Any]) -> Table:
     rows.append(
         (
             "client CPU s",
-            f"{report['client_cpu_s']:.2f} (workers {cpu['workers_s']}, busy "
-            f"{cpu['workers_busy']}, parent {cpu['parent_s']})",
+            f"{report['client_cpu_s']:.2f}: workers user {cpu['workers_user_s']} "
+            f"sys {cpu['workers_sys_s']}, parent {cpu['parent_s']}; "
+            f"workers busy {cpu['workers_busy']} (CPU s/s while measuring)",
         )
     )
     errors = report["errors"]

@@ -43,8 +43,13 @@ class WorkerResult:
     connects: array[int] = field(default_factory=lambda: array("q"))
     timeline: array[int] = field(default_factory=lambda: array("q"))
     errors: dict[str, int] = field(default_factory=dict)
-    cpu_s: float = 0.0
-    wall_s: float = 0.0
+    cpu_user_s: float = 0.0  # the whole process's life
+    cpu_sys_s: float = 0.0
+    busy: float = 0.0  # CPU seconds per second while publishing, draining or holding
+
+    @property
+    def cpu_s(self) -> float:
+        return self.cpu_user_s + self.cpu_sys_s
 
 
 def percentiles(samples_ns: Iterable[int]) -> dict[str, float]:
@@ -120,7 +125,7 @@ def build_report(
     failures = (
         lost + duplicates + out_of_order + failed + dropped + joins_failed + errors["worker_lost"]
     )
-    worker_cpu = [round(r.cpu_s, 3) for r in results]
+    workers = [r for r in results if r.worker >= 0]
     report: dict[str, Any] = {
         "phase": phase.name,
         "scenario": phase.scenario,
@@ -157,10 +162,9 @@ def build_report(
         "errors": dict(sorted(errors.items())),
         "client_cpu_s": round(sum(r.cpu_s for r in results) + parent_cpu_s, 3),
         "client_cpu": {
-            "workers_s": worker_cpu,
-            "workers_busy": [
-                round(r.cpu_s / r.wall_s, 2) if r.wall_s > 0 else 0.0 for r in results
-            ],
+            "workers_user_s": [round(r.cpu_user_s, 3) for r in workers],
+            "workers_sys_s": [round(r.cpu_sys_s, 3) for r in workers],
+            "workers_busy": [round(r.busy, 2) for r in workers],
             "parent_s": round(parent_cpu_s, 3),
         },
         "nodes": nodes,

@@ -67,9 +67,10 @@ def main(plan: Plan, pipe: Connection) -> None:
         loop.close()
 
 
-def _cpu_s() -> float:
+def _cpu() -> tuple[float, float]:
+    """This process's (user, system) CPU seconds so far."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+    return usage.ru_utime, usage.ru_stime
 
 
 class Worker:
@@ -77,7 +78,6 @@ class Worker:
         self.plan = plan
         self.phase = plan.phase
         self.pipe = pipe
-        self.born = time.monotonic()
         topics_of_subs = [t for spec in plan.conns for t in spec.topics]
         self.tally = Tally(topics_of_subs, plan.slots, plan.epoch_ns)
         self.sessions: list[Session] = []
@@ -86,6 +86,7 @@ class Worker:
         self.stopped = asyncio.Event()
         self.commands: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
         self.result = WorkerResult(plan.worker)
+        self.measured = (0.0, 0.0)  # (time, CPU) when the measured steps began
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -98,6 +99,7 @@ class Worker:
             await self._connect()
             self._send("ready", self.tally.opened, self.tally.failed)
             command = await self._command()
+            self.measured = (time.monotonic(), sum(_cpu()))
             if command[0] == "go" and self.phase.scenario == "connect":
                 await self._until(command[1] + int((self.phase.duration or 0) * 1e9))
             elif command[0] == "go":
@@ -106,6 +108,8 @@ class Worker:
                 command = await self._command()
                 if command[0] == "drain":
                     await self._drain(command[1])
+            start, cpu = self.measured
+            self.result.busy = (sum(_cpu()) - cpu) / max(time.monotonic() - start, 1e-9)
         finally:
             for task in tasks:
                 task.cancel()
@@ -333,6 +337,5 @@ class Worker:
         result.joins, result.connects = tally.joins, tally.connects
         result.timeline = tally.timeline
         result.errors = dict(tally.errors)
-        result.cpu_s = _cpu_s()
-        result.wall_s = time.monotonic() - self.born
+        result.cpu_user_s, result.cpu_sys_s = _cpu()
         return result
