@@ -15,8 +15,8 @@ from app.pg import MemoryNetwork, Node
 
 settings.register_profile(
     "default",
-    max_examples=100,
-    stateful_step_count=50,
+    max_examples=300,
+    stateful_step_count=100,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
