@@ -14,10 +14,12 @@ from rich.table import Table
 from rich.text import Text
 
 REFRESH_PER_S = 4
+PLAIN_EVERY_S = 1.0  # without a terminal, --progress prints a line this often
 
 
 class ProgressLine:
-    """One line, redrawn a few times a second: phase, step, elapsed, delivery rate, errors."""
+    """One line, redrawn a few times a second on a terminal (or printed once a second with
+    --progress elsewhere): phase, step, elapsed time, sent, delivered and the rate, errors."""
 
     def __init__(self, console: Console, enabled: bool) -> None:
         self.console = console
@@ -25,13 +27,14 @@ class ProgressLine:
         self.live: Live | None = None
         self.started = time.monotonic()
         self.last = (self.started, 0)
+        self.printed = self.started
         self.rate = 0.0
 
     def start(self, phase: str) -> None:
-        self.started = time.monotonic()
+        self.started = self.printed = time.monotonic()
         self.last = (self.started, 0)
         self.rate = 0.0
-        if self.enabled:
+        if self.enabled and self.console.is_terminal:
             self.live = Live(
                 Text(f"{phase}: starting"),
                 console=self.console,
@@ -41,20 +44,23 @@ class ProgressLine:
             self.live.start()
 
     def update(self, phase: str, step: str, delivered: int, errors: int, sent: int) -> None:
-        if self.live is None:
+        if not self.enabled:
             return
         now = time.monotonic()
         then, before = self.last
         if now - then >= 0.5:
             self.rate = (delivered - before) / (now - then)
             self.last = (now, delivered)
-        self.live.update(
-            Text(
-                f"{phase} [{step}] {now - self.started:6.1f} s  sent {sent:,}  "
-                f"delivered {delivered:,} ({self.rate:,.0f}/s)  errors {errors:,}",
-                style="red" if errors else "",
-            )
+        line = Text(
+            f"{phase} [{step}] {now - self.started:6.1f} s  sent {sent:,}  "
+            f"delivered {delivered:,} ({self.rate:,.0f}/s)  errors {errors:,}",
+            style="red" if errors else "",
         )
+        if self.live is not None:
+            self.live.update(line)
+        elif now - self.printed >= PLAIN_EVERY_S:
+            self.printed = now
+            self.console.print(line)
 
     def stop(self) -> None:
         if self.live is not None:
