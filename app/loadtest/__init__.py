@@ -23,7 +23,10 @@ Scenarios (`--scenario`, fanout by default):
 publishing. `--rate` is the total messages/s, shared evenly by the publishers; 0 means a
 closed loop where each publisher keeps `--window` publishes unacknowledged. Every message
 is a JSON object `{"m":"<slot>:<seq>:<sent_ns>","p":"xxx..."}` padded to `--payload-bytes`:
-the publisher's slot on the topic, its sequence number there, its send time.
+the publisher's slot on the topic, its sequence number there, its send time. A closed loop
+measures throughput: its latencies include the window's own queueing (window x fan-out
+deliveries ahead of each message); measure latency at a `--rate` the server keeps up with.
+A DPS socket joins at most 100 topics, so keep topics/publishers at or below that.
 
 Every step is bounded: connecting and joining by `--phase-timeout` (30 s); publishing by its
 budget (duration, or messages/rate) plus `--phase-timeout`, and in any case it stops when no
