@@ -112,7 +112,7 @@ PHASE_OPTIONS: dict[str, tuple[type, Any]] = {
     "topics": (int, 1),
     "publishers": (int, 1),
     "rate": (float, 0.0),
-    "window": (int, 64),
+    "window": (int, 16),
     "messages": (int, None),
     "duration": (float, None),
     "payload_bytes": (int, 100),
@@ -165,7 +165,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="MSG_S",
         help="total messages/s; 0 = as fast as --window allows [0]",
     )
-    add("--window", type=int, metavar="N", help="unacknowledged publishes per publisher [64]")
+    add("--window", type=int, metavar="N", help="unacknowledged publishes per publisher [16]")
     amount = parser.add_mutually_exclusive_group()
     amount.add_argument(
         "--messages", type=int, metavar="N", help=f"messages in all [{DEFAULT_MESSAGES}]"
