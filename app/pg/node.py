@@ -33,7 +33,7 @@ import asyncio
 import itertools
 import logging
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 from app.pg.member import Member, NodeId, new_incarnation
 from app.pg.scope import Scope
@@ -128,7 +128,7 @@ class Node:
 
     # Membership.
 
-    def spawn_member(self, task: asyncio.Future[object] | None = None) -> MemberHandle:
+    def spawn_member(self, task: asyncio.Future[Any] | None = None) -> MemberHandle:
         """A new live member; tied to `task` if given (it exits when the task is done)."""
         member = Member(self.id.name, self.id.incarnation, next(self._local_ids))
         self._live.add(member)

@@ -61,7 +61,7 @@ class SubscriptionEnded(Exception):
 class Subscription:
     """A monitor reference with its bounded event queue (see module docstring)."""
 
-    __slots__ = ("_events", "_waiter", "group", "maxsize", "scope", "state")
+    __slots__ = ("_events", "_waiters", "group", "maxsize", "scope", "state")
 
     def __init__(self, scope: str, group: str | None, maxsize: int) -> None:
         if maxsize < 1:
@@ -71,7 +71,7 @@ class Subscription:
         self.maxsize = maxsize
         self.state = SubscriptionState.ACTIVE
         self._events: deque[Event] = deque()
-        self._waiter: asyncio.Future[None] | None = None
+        self._waiters: list[asyncio.Future[None]] = []
 
     def __repr__(self) -> str:
         target = "scope" if self.group is None else f"group {self.group!r}"
@@ -92,11 +92,8 @@ class Subscription:
         """Wait for the next event."""
         while not self._events and self.state is SubscriptionState.ACTIVE:
             waiter = asyncio.get_running_loop().create_future()
-            self._waiter = waiter
-            try:
-                await waiter
-            finally:
-                self._waiter = None
+            self._waiters.append(waiter)
+            await waiter
         return self.get_nowait()
 
     def drain(self) -> list[Event]:
@@ -128,6 +125,9 @@ class Subscription:
         self._wake()
 
     def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        # Every waiter re-checks the queue; one that was cancelled is already done.
+        if self._waiters:
+            waiters, self._waiters = self._waiters, []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)

@@ -66,6 +66,20 @@ def test_get_waits_for_a_push_and_wakes_on_close() -> None:
     asyncio.run(scenario())
 
 
+def test_several_waiters_each_get_an_event_and_cancelling_one_is_harmless() -> None:
+    async def scenario() -> None:
+        sub = Subscription("s", None, 10)
+        first, second, gone = (asyncio.create_task(sub.get()) for _ in range(3))
+        await asyncio.sleep(0)
+        gone.cancel()
+        sub.push("join", "g", (M,))
+        sub.push("leave", "g", (M,))
+        kinds = {e.kind for e in await asyncio.wait_for(asyncio.gather(first, second), 1)}
+        assert kinds == {"join", "leave"} and gone.cancelled()
+
+    asyncio.run(scenario())
+
+
 def test_repr_names_the_target() -> None:
     assert "group 'g'" in repr(Subscription("s", "g", 1))
     assert "scope" in repr(Subscription("s", None, 1))
