@@ -304,6 +304,11 @@ def test_fanout_spreads_subscribers_and_gives_every_topic_a_publisher() -> None:
     )
     subscribers, publishers = specs[:6], specs[6:]
     assert [s.topics for s in subscribers] == [(0,), (1,), (2,), (0,), (1,), (2,)]
+    spread = _phase(
+        "--subscribers", "8", "--topics", "2", "--url", "ws://[::1]:1", "--url", "ws://[::1]:2"
+    )
+    by_topic = [(s.topics[0], s.target) for s in connections(spread)[0][:8]]
+    assert sorted(by_topic) == [(0, 0), (0, 0), (0, 1), (0, 1), (1, 0), (1, 0), (1, 1), (1, 1)]
     assert [(p.topics, p.slot, p.quota) for p in publishers] == [((0, 2), 0, 6), ((1,), 0, 5)]
     assert slots == 1
     specs, slots = connections(_phase("--subscribers", "0", "--topics", "2", "--publishers", "5"))
@@ -325,11 +330,11 @@ def test_chat_clients_publish_to_their_room_and_targets_alternate() -> None:
     specs, slots = connections(phase)
     assert [(s.target, s.topics, s.slot) for s in specs] == [
         (0, (0,), 0),
-        (1, (1,), 0),
-        (0, (0,), 1),
+        (0, (1,), 0),
+        (1, (0,), 1),
         (1, (1,), 1),
         (0, (0,), 2),
-    ]
+    ]  # every room has clients on both gateways
     assert slots == 3
     assert sum(s.quota or 0 for s in specs) == 1000
     assert {s.rate for s in specs} == {2.0}

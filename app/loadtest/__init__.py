@@ -7,12 +7,12 @@ Usage, against the embedded server (`DPS_PORT=4010 dps`):
 
 Scenarios (`--scenario`, fanout by default):
 
-- fanout: `--subscribers` sockets, subscriber i joined to topic i % `--topics`, spread
-  round-robin over the `--url`s; `--publishers` more sockets publish to the topics
-  (publisher p to topics p, p+P, ...; or to topic p % T when there are fewer topics than
-  publishers). A publisher joins the topics it publishes to, so it receives them too:
-  `expected` counts every joined socket, publishers included, and equals the servers'
-  socket deliveries when nothing is lost.
+- fanout: `--subscribers` sockets, subscriber i joined to topic i % `--topics`, each
+  topic's subscribers spread round-robin over the `--url`s; `--publishers` more sockets
+  publish to the topics (publisher p to topics p, p+P, ...; or to topic p % T when there
+  are fewer topics than publishers). A publisher joins the topics it publishes to, so it
+  receives them too: `expected` counts every joined socket, publishers included, and
+  equals the servers' socket deliveries when nothing is lost.
 - chat: every one of `--subscribers` clients joins room i % `--topics` and publishes to it.
 - connect: open `--subscribers` (alias `--connections`) sockets as fast as `--connect-rate`
   allows (0: at most 256 handshakes in flight per process), hold them idle (heartbeats

@@ -6,9 +6,12 @@
     chat     client i joins room i % T and publishes to it; slot i // T in its room.
     connect  client i only connects, and holds its connection idle.
 
-Connection c goes to target c % len(targets) (subscribers and publishers numbered
-separately) and to worker process c % procs. `--messages` is the total, split evenly over
-the publishers; `--rate` is the total, each publisher sending rate / publishers.
+Subscriber (or chat client) i joins topic i % T through target (i // T) % len(targets), so
+that every topic's subscribers are spread over all the gateways (i % len(targets) would put
+all of a topic's subscribers on one gateway whenever T is a multiple of the gateways);
+publisher p goes to target p % len(targets). Connection c goes to worker process c % procs.
+`--messages` is the total, split evenly over the publishers; `--rate` is the total, each
+publisher sending rate / publishers.
 """
 
 from __future__ import annotations
@@ -62,7 +65,7 @@ def connections(phase: Phase) -> tuple[list[ConnSpec], int]:
         rate = phase.rate / clients
         specs = [
             ConnSpec(
-                i % targets,
+                (i // topics) % targets,
                 (i % topics,),
                 i // topics,
                 _quota(phase, i, clients),
@@ -72,7 +75,10 @@ def connections(phase: Phase) -> tuple[list[ConnSpec], int]:
             for i in range(clients)
         ]
         return specs, math.ceil(clients / topics)
-    specs = [ConnSpec(i % targets, (i % topics,), -1, 0, 0.0) for i in range(phase.subscribers)]
+    specs = [
+        ConnSpec((i // topics) % targets, (i % topics,), -1, 0, 0.0)
+        for i in range(phase.subscribers)
+    ]
     pubs = phase.publishers
     rate = phase.rate / pubs
     for p in range(pubs):
