@@ -49,42 +49,56 @@ def link_endpoint(
     async def endpoint(websocket: WebSocket) -> None:
         conn: Connection = websocket.scope["extensions"][EXTENSION]
         await websocket.accept()
-        handshake = Handshake(hub.local, options.secret, listener=True)
-        conn.transport.write(frame(handshake.hello(linked_for()).encode()))
-        link: LinkConnection | None = None
-        try:
-            while True:
-                message = await websocket.receive()
-                if message["type"] == "websocket.disconnect":
-                    return
-                data = message.get("bytes")
-                if link is not None and data is not None:
-                    link.receive(data)
-                    continue
-                text = message.get("text")
-                try:
-                    if link is not None or text is None:
-                        raise HandshakeError(PROTOCOL_ERROR, "unexpected message")
-                    reply = handshake.receive(text)
-                    peer = handshake.peer
-                    if peer is not None and peer.role != accept_role:
-                        raise HandshakeError(
-                            PROTOCOL_ERROR, f"{peer.name} is a {peer.role} node, not {accept_role}"
-                        )
-                except HandshakeError as exc:
-                    client = websocket.client
-                    log.warning("refused link from %s: %s", client and client.host, exc.reason)
-                    conn.close_now(exc.code, exc.reason)
-                    return
-                if reply is not None:
-                    conn.transport.write(frame(reply.encode()))
-                if handshake.state is State.OPEN and peer is not None:
-                    link = LinkConnection(
-                        peer, ServedLink(conn), options.queue_limit, hub.overflowed
-                    )
-                    hub.link_up(link)
-        finally:
-            if link is not None:
-                hub.link_down(link)
+        client = websocket.client
+        listener = Listener(hub, options, accept_role, conn, client.host if client else "?")
+        conn.transport.write(frame(listener.handshake.hello(linked_for()).encode()))
+        conn.detach(listener.received, listener.closed)
 
     return endpoint
+
+
+class Listener:
+    """One served link connection: the handshake, then its batches."""
+
+    __slots__ = ("accept_role", "address", "conn", "handshake", "hub", "link", "options")
+
+    def __init__(
+        self, hub: LinkHub, options: LinkOptions, accept_role: str, conn: Connection, address: str
+    ) -> None:
+        self.hub = hub
+        self.options = options
+        self.accept_role = accept_role
+        self.conn = conn
+        self.address = address
+        self.handshake = Handshake(hub.local, options.secret, listener=True)
+        self.link: LinkConnection | None = None
+
+    def received(self, data: bytes, text: bool) -> None:
+        if self.link is not None and not text:
+            self.link.receive(data)
+            return
+        try:
+            if self.link is not None or not text:
+                raise HandshakeError(PROTOCOL_ERROR, "unexpected message")
+            reply = self.handshake.receive(data.decode())
+            peer = self.handshake.peer
+            if peer is not None and peer.role != self.accept_role:
+                raise HandshakeError(
+                    PROTOCOL_ERROR, f"{peer.name} is a {peer.role} node, not {self.accept_role}"
+                )
+        except (HandshakeError, UnicodeDecodeError) as exc:
+            reason = exc.reason if isinstance(exc, HandshakeError) else "handshake not UTF-8"
+            code = exc.code if isinstance(exc, HandshakeError) else PROTOCOL_ERROR
+            log.warning("refused link from %s: %s", self.address, reason)
+            self.conn.close_now(code, reason)
+            return
+        if reply is not None:
+            self.conn.transport.write(frame(reply.encode()))
+        if self.handshake.state is State.OPEN and peer is not None:
+            writer = ServedLink(self.conn)
+            self.link = LinkConnection(peer, writer, self.options.queue_limit, self.hub.overflowed)
+            self.hub.link_up(self.link)
+
+    def closed(self) -> None:
+        if self.link is not None:
+            self.hub.link_down(self.link)

@@ -2,9 +2,10 @@
 
 It negotiates the serializer (`vsn`; anything but 1.0.x or 2.0.x is refused with 403
 before the upgrade), answers the `phoenix` subprotocol that the official client offers
-with an auth token, then feeds each frame through the codec and the socket's channels and
-carries out what they return. A frame it cannot decode closes this socket, and only this
-one, with the codec's close code and reason.
+with an auth token, accepts, and detaches the connection (see `app.connection`): from
+then on each received frame goes through the codec and the socket's channels as it
+arrives, and what they return is carried out at once. A frame it cannot decode closes
+this socket, and only this one, with the codec's close code and reason.
 """
 
 from __future__ import annotations
@@ -33,29 +34,29 @@ async def socket_endpoint(websocket: WebSocket) -> None:
     conn: Connection = websocket.scope["extensions"][EXTENSION]
     subprotocol = "phoenix" if "phoenix" in websocket.scope.get("subprotocols", ()) else None
     await websocket.accept(subprotocol=subprotocol)
-    sock = Socket(conn, vsn, websocket.app.state.settings.socket_queue, gateway.counters)
+    session = Session(
+        Socket(conn, vsn, websocket.app.state.settings.socket_queue, gateway.counters), gateway
+    )
     gateway.counters.sockets_opened += 1
-    try:
-        await _serve(websocket, sock, gateway)
-    finally:
-        for topic in sock.channels.leave_all():
-            gateway.leave(sock, topic)
-        gateway.counters.sockets_closed += 1
+    conn.detach(session.received, session.closed)
 
 
-async def _serve(websocket: WebSocket, sock: Socket, gateway: Gateway) -> None:
-    receive = websocket.receive
-    vsn = sock.vsn
-    while True:
-        message = await receive()
-        if message["type"] == "websocket.disconnect":
-            return
+class Session:
+    """One accepted socket: frames in, channel actions out."""
+
+    __slots__ = ("gateway", "sock")
+
+    def __init__(self, sock: Socket, gateway: Gateway) -> None:
+        self.sock = sock
+        self.gateway = gateway
+
+    def received(self, data: bytes, text: bool) -> None:
+        sock, gateway = self.sock, self.gateway
         try:
-            text = message.get("text")
-            if text is not None:
-                msg = decode_text(text, vsn)
-            elif vsn is Vsn.V2:
-                msg = decode_binary(message["bytes"])
+            if text:
+                msg = decode_text(data, sock.vsn)
+            elif sock.vsn is Vsn.V2:
+                msg = decode_binary(data)
             else:
                 raise FrameError(UNSUPPORTED_DATA, "binary frames need vsn=2.0.0")
         except FrameError as exc:
@@ -64,26 +65,31 @@ async def _serve(websocket: WebSocket, sock: Socket, gateway: Gateway) -> None:
             sock.close(exc.code, exc.reason)
             return
         for action in sock.channels.handle(msg):
-            _run(action, sock, gateway)
+            self.run(action)
 
+    def closed(self) -> None:
+        for topic in self.sock.channels.leave_all():
+            self.gateway.leave(self.sock, topic)
+        self.gateway.counters.sockets_closed += 1
 
-def _run(action: Action, sock: Socket, gateway: Gateway) -> None:
-    match action:
-        case Reply(join_ref, ref, topic, status, response):
-            sock.reply(join_ref, ref, topic, status, response)
-        case Push(join_ref, ref, topic, event, payload):
-            sock.push(join_ref, ref, topic, event, payload)
-        case Subscribe(topic, join_ref):
-            gateway.join(sock, topic, join_ref)
-        case Unsubscribe(topic):
-            gateway.leave(sock, topic)
-        case Publish(join_ref, ref, topic, event, payload, binary):
-
-            def reply(result: Ack | str) -> None:
-                if isinstance(result, Ack):
-                    status, response = "ok", EMPTY
-                else:
-                    status, response = "error", error("publish failed", result)
+    def run(self, action: Action) -> None:
+        sock, gateway = self.sock, self.gateway
+        match action:
+            case Reply(join_ref, ref, topic, status, response):
                 sock.reply(join_ref, ref, topic, status, response)
+            case Push(join_ref, ref, topic, event, payload):
+                sock.push(join_ref, ref, topic, event, payload)
+            case Subscribe(topic, join_ref):
+                gateway.join(sock, topic, join_ref)
+            case Unsubscribe(topic):
+                gateway.leave(sock, topic)
+            case Publish(join_ref, ref, topic, event, payload, binary):
 
-            gateway.publish(topic, event, payload, binary, reply)
+                def reply(result: Ack | str) -> None:
+                    if isinstance(result, Ack):
+                        status, response = "ok", EMPTY
+                    else:
+                        status, response = "error", error("publish failed", result)
+                    sock.reply(join_ref, ref, topic, status, response)
+
+                gateway.publish(topic, event, payload, binary, reply)
