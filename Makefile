@@ -3,8 +3,9 @@
 # make lint  - ruff and mypy
 # make cluster - Redis, 2 topic servers and 2 gateways on this machine, Ctrl-C stops them
 
+# The newest Python 3.11+ on PATH (a version manager's shim that cannot run counts as absent).
 PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
-	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' && { echo $$p; break; }; done)
+	$$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1 && { echo $$p; break; }; done)
 VENV := .venv
 BIN := $(VENV)/bin
 

@@ -33,7 +33,8 @@ def test_a_batch_decodes_to_its_frames_in_order() -> None:
 
 def test_empty_and_large_payloads() -> None:
     big = b"x" * 200_000
-    frames = codec.deliver(1, 0.0, "t", "e", False, b"") + codec.deliver(2, 0.0, "t", "e", False, big)
+    empty = codec.deliver(1, 0.0, "t", "e", False, b"")
+    frames = empty + codec.deliver(2, 0.0, "t", "e", False, big)
     assert [f.payload for f in codec.decode(frames)] == [b"", big]  # type: ignore[union-attr]
 
 

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Run DPS's own benchmarks: start a server, run `dps loadtest` scenario files against it, stop it.
+#
+#   bench/run.sh                       # `dps cluster` (Redis, ts-a, ts-b, ws-a, ws-b), then
+#                                      # fanout-2000.toml and steady-5.toml
+#   bench/run.sh --embedded            # the embedded default (one process) on port 4000
+#   bench/run.sh [--embedded] FILE...  # other scenario files
+#
+# Reports go to stdout, JSON reports to $RESULTS (default bench/results/). Everything runs on
+# 127.0.0.1, on the ports the README uses (4000, 4001, 5000, 5001, Redis on 6379), and every
+# process started here is stopped when the script ends. Run `make run` once first (.venv).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+dps=${DPS:-.venv/bin/dps}
+results=${RESULTS:-bench/results}
+mode=cluster
+if [ "${1:-}" = "--embedded" ]; then mode=embedded; shift; fi
+scenarios=("$@")
+[ ${#scenarios[@]} -gt 0 ] || scenarios=(bench/scenarios/fanout-2000.toml bench/scenarios/steady-5.toml)
+mkdir -p "$results"
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+log="$results/$mode.log"
+if [ "$mode" = cluster ]; then
+  "$dps" cluster >"$log" 2>&1 &
+  gateways=(4000 4001)
+  urls=()
+else
+  DPS_PORT=4000 "$dps" >"$log" 2>&1 &
+  gateways=(4000)
+  urls=(--url ws://127.0.0.1:4000)
+fi
+server=$!
+trap 'kill -INT "$server" 2>/dev/null; wait "$server" 2>/dev/null || true' EXIT
+
+for port in "${gateways[@]}"; do
+  for _ in $(seq 300); do
+    curl -fs "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break
+    kill -0 "$server" 2>/dev/null || { echo "the server exited; see $log" >&2; exit 1; }
+    sleep 0.1
+  done
+done
+
+for scenario in "${scenarios[@]}"; do
+  name=$(basename "$scenario" .toml)
+  echo "== $mode: $name"
+  "$dps" loadtest --scenario-file "$scenario" "${urls[@]}" --json "$results/$mode-$name.json"
+done
