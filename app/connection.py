@@ -134,10 +134,9 @@ class Connection(WebSocketsSansIOProtocol):
         self.transport.write(b"".join(self.conn.data_to_send()))
         self.close_sent = True
         self.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
-        if self.read_paused:
-            # Keep reading so that the client's close reply is seen.
-            self.read_paused = False
-            self.transport.resume_reading()
+        # Keep reading (whoever paused it) so that the client's close reply is seen.
+        self.read_paused = False
+        self.transport.resume_reading()
         self.close_timer = self.loop.call_later(self.close_timeout, self.transport.abort)
 
     def shutdown(self) -> None:

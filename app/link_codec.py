@@ -6,10 +6,10 @@ event loop leaves in one write. Every frame starts with one ASCII kind byte; num
 big-endian; a topic or an event is at most 255 bytes of UTF-8 (one size byte), as the
 gateways enforce for everything clients send.
 
-    S  subscribe     topic
+    S  subscribe     id:u64  topic
     U  unsubscribe   topic
     P  publish       id:u64  topic  event  flags:u8  payload:u32+bytes
-    A  ack           id:u64  seq:u64
+    A  ack           id:u64  seq:u64     (of a publish, or of a subscribe with seq 0)
     N  nack          id:u64  reason:u16+bytes
     D  deliver       seq:u64  sent_at:f64  topic  event  flags:u8  payload:u32+bytes
     G  pg            frame:u32+bytes (a pg protocol frame as JSON)
@@ -33,7 +33,7 @@ BINARY = 1
 _U8 = struct.Struct("!B")
 _U32 = struct.Struct("!I")
 _ACK = struct.Struct("!cQQ")
-_PUBLISH_HEAD = struct.Struct("!cQ")
+_ID = struct.Struct("!cQ")
 _DELIVER_HEAD = struct.Struct("!cQd")
 _NACK_HEAD = struct.Struct("!cQH")
 
@@ -43,6 +43,7 @@ class LinkFrameError(Exception):
 
 
 class Subscribe(NamedTuple):
+    id: int
     topic: str
 
 
@@ -89,8 +90,8 @@ def _short(text: str) -> bytes:
     return _U8.pack(len(data)) + data
 
 
-def subscribe(topic: str) -> bytes:
-    return b"S" + _short(topic)
+def subscribe(id: int, topic: str) -> bytes:
+    return _ID.pack(b"S", id) + _short(topic)
 
 
 def unsubscribe(topic: str) -> bytes:
@@ -108,7 +109,7 @@ def _message(topic: str, event: str, binary: bool, payload: bytes) -> bytes:
 
 
 def publish(id: int, topic: str, event: str, binary: bool, payload: bytes) -> bytes:
-    return _PUBLISH_HEAD.pack(b"P", id) + _message(topic, event, binary, payload)
+    return _ID.pack(b"P", id) + _message(topic, event, binary, payload)
 
 
 def ack(id: int, seq: int) -> bytes:
@@ -171,14 +172,14 @@ def decode(batch: bytes) -> Iterator[Frame]:
                 topic, event, binary, payload = reader.message()
                 yield Deliver(seq, sent_at, topic, event, binary, payload)
             elif kind == b"P":
-                _, id = reader.unpack(_PUBLISH_HEAD)
+                _, id = reader.unpack(_ID)
                 yield Publish(id, *reader.message())
             elif kind == b"A":
                 _, id, seq = reader.unpack(_ACK)
                 yield Ack(id, seq)
             elif kind == b"S":
-                reader.pos += 1
-                yield Subscribe(reader.short())
+                _, id = reader.unpack(_ID)
+                yield Subscribe(id, reader.short())
             elif kind == b"U":
                 reader.pos += 1
                 yield Unsubscribe(reader.short())

@@ -35,8 +35,9 @@ class MemoryLink:
     def owner(self) -> str:
         return self._server.name
 
-    def subscribe(self, topic: str) -> None:
+    def subscribe(self, topic: str, on_ack: AckCallback) -> None:
         self._server.subscribe(self, topic)
+        on_ack(Ack(self._server.name, 0))
 
     def unsubscribe(self, topic: str) -> None:
         self._server.unsubscribe(self, topic)

@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 
 from app.counters import Counters
-from app.link import Ack, OwnerLink
+from app.link import Ack, AckCallback, OwnerLink
 from app.memory_link import MemoryLink
 from app.phoenix import Vsn
 from topic_server.server import TopicServer
@@ -40,6 +40,12 @@ class Router:
         return set() if self.link is None else {self.link}
 
 
+def join(gateway: Gateway, sock: FakeSocket, topic: str, join_ref: str) -> None:
+    done: list[bool] = []
+    gateway.join(sock, topic, join_ref, lambda: done.append(True))  # type: ignore[arg-type]
+    assert done == [True]  # the in-memory owner acknowledges at once
+
+
 def embedded() -> tuple[Gateway, TopicServer, Router]:
     counters = Counters()
     router = Router()
@@ -52,8 +58,8 @@ def embedded() -> tuple[Gateway, TopicServer, Router]:
 def test_one_subscription_per_gateway_and_topic() -> None:
     gateway, server, _ = embedded()
     a, b = FakeSocket(), FakeSocket()
-    gateway.join(a, "t", "1")  # type: ignore[arg-type]
-    gateway.join(b, "t", "2")  # type: ignore[arg-type]
+    join(gateway, a, "t", "1")
+    join(gateway, b, "t", "2")
     assert [link.gateway for link in server.topics.gateways("t")] == ["gw"]
     assert sum(server.topics.topics_of(server.topics.gateways("t")[0]).values()) == 1
     gateway.leave(a, "t")  # type: ignore[arg-type]
@@ -67,7 +73,7 @@ def test_fan_out_builds_each_frame_once() -> None:
     gateway, _, _ = embedded()
     sockets = [FakeSocket() for _ in range(4)] + [FakeSocket(Vsn.V1) for _ in range(2)]
     for i, sock in enumerate(sockets):
-        gateway.join(sock, "t", "1" if i < 3 else "2")  # type: ignore[arg-type]
+        join(gateway, sock, "t", "1" if i < 3 else "2")
     acks: list[Ack | str] = []
     gateway.publish("t", "ev", b'{"n":1}', False, acks.append)
     assert acks == [Ack("ts", 1)]
@@ -85,8 +91,8 @@ def test_fan_out_builds_each_frame_once() -> None:
 def test_binary_messages_skip_v1_sockets_and_count_them() -> None:
     gateway, _, _ = embedded()
     v1, v2 = FakeSocket(Vsn.V1), FakeSocket()
-    gateway.join(v1, "t", "1")  # type: ignore[arg-type]
-    gateway.join(v2, "t", "1")  # type: ignore[arg-type]
+    join(gateway, v1, "t", "1")
+    join(gateway, v2, "t", "1")
     gateway.publish("t", "publish", b"\x01\x02", True, lambda _: None)
     assert v1.sent == []
     assert v2.sent == [b"\x82\x0f" + bytes([0, 1, 1, 7]) + b"1tpublish\x01\x02"]
@@ -96,7 +102,7 @@ def test_binary_messages_skip_v1_sockets_and_count_them() -> None:
 def test_deliveries_from_a_former_owner_or_out_of_order_are_dropped() -> None:
     gateway, _, router = embedded()
     sock = FakeSocket()
-    gateway.join(sock, "t", "1")  # type: ignore[arg-type]
+    join(gateway, sock, "t", "1")
     owner = router.link
     assert owner is not None
     gateway.deliver(owner, "t", 5, "ev", b"{}", False)
@@ -116,3 +122,47 @@ def test_publish_without_an_owner_fails_at_once() -> None:
     gateway.publish("t", "ev", b"{}", False, acks.append)
     assert acks == [NO_OWNER]
     assert gateway.counters.publish_errors == 1
+
+
+class SlowOwner:
+    """An owner link whose acknowledgements the test releases."""
+
+    owner = "ts-slow"
+
+    def __init__(self) -> None:
+        self.acks: list[AckCallback] = []
+
+    def subscribe(self, topic: str, on_ack: AckCallback) -> None:
+        self.acks.append(on_ack)
+
+    def unsubscribe(self, topic: str) -> None: ...
+
+    def publish(
+        self, topic: str, event: str, payload: bytes, binary: bool, on_ack: AckCallback
+    ) -> None: ...
+
+
+def test_joins_are_done_only_once_the_owner_has_the_subscription() -> None:
+    router = Router()
+    owner = SlowOwner()
+    router.link = owner  # type: ignore[assignment]
+    gateway = Gateway("gw", router, Counters())
+    done: list[str] = []
+    gateway.join(FakeSocket(), "t", "1", lambda: done.append("first"))  # type: ignore[arg-type]
+    gateway.join(FakeSocket(), "t", "2", lambda: done.append("second"))  # type: ignore[arg-type]
+    assert (done, len(owner.acks)) == ([], 1)  # one subscription for the gateway
+    owner.acks[0](Ack("ts-slow", 0))
+    assert done == ["first", "second"]
+    gateway.join(FakeSocket(), "t", "3", lambda: done.append("third"))  # type: ignore[arg-type]
+    assert done == ["first", "second", "third"]
+
+
+def test_a_failed_subscription_still_ends_the_join() -> None:
+    router = Router()
+    owner = SlowOwner()
+    router.link = owner  # type: ignore[assignment]
+    gateway = Gateway("gw", router, Counters())
+    done: list[bool] = []
+    gateway.join(FakeSocket(), "t", "1", lambda: done.append(True))  # type: ignore[arg-type]
+    owner.acks[0]("the topic server went down before answering")
+    assert done == [True]

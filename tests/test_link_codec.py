@@ -11,7 +11,7 @@ from app.link_codec import Ack, Deliver, LinkFrameError, Nack, Pg, Publish, Subs
 def test_a_batch_decodes_to_its_frames_in_order() -> None:
     batch = b"".join(
         [
-            codec.subscribe("rooms:é"),
+            codec.subscribe(3, "rooms:é"),
             codec.publish(7, "rooms:é", "event", False, b'{"a":1}'),
             codec.ack(7, 2**40),
             codec.nack(8, "no topic server available"),
@@ -21,7 +21,7 @@ def test_a_batch_decodes_to_its_frames_in_order() -> None:
         ]
     )
     assert list(codec.decode(batch)) == [
-        Subscribe("rooms:é"),
+        Subscribe(3, "rooms:é"),
         Publish(7, "rooms:é", "event", False, b'{"a":1}'),
         Ack(7, 2**40),
         Nack(8, "no topic server available"),
@@ -42,7 +42,7 @@ def test_empty_and_large_payloads() -> None:
     "batch",
     [
         b"Z",
-        codec.subscribe("topic")[:-1],
+        codec.subscribe(1, "topic")[:-1],
         codec.publish(1, "t", "e", False, b"{}")[:-1],
         codec.ack(1, 1)[:5],
         b"S\x02\xff\xfe",

@@ -50,6 +50,7 @@ class RemoteGateway:
             self.link.send(link_codec.ack(frame.id, seq))
         elif isinstance(frame, Subscribe):
             self.server.subscribe(self, frame.topic)
+            self.link.send(link_codec.ack(frame.id, 0))
         elif isinstance(frame, Unsubscribe):
             self.server.unsubscribe(self, frame.topic)
         elif isinstance(frame, Pg):

@@ -6,11 +6,16 @@ with an auth token, accepts, and detaches the connection (see `app.connection`):
 then on each received frame goes through the codec and the socket's channels as it
 arrives, and what they return is carried out at once. A frame it cannot decode closes
 this socket, and only this one, with the codec's close code and reason.
+
+Frames are handled in order, like the messages of a Phoenix socket: while a join waits
+for the topic's owners to acknowledge the subscription, the rest of its actions (the
+join reply) and every later frame wait too, and the socket is not read meanwhile.
 """
 
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 from starlette.websockets import WebSocket
 
@@ -44,13 +49,18 @@ async def socket_endpoint(websocket: WebSocket) -> None:
 class Session:
     """One accepted socket: frames in, channel actions out."""
 
-    __slots__ = ("gateway", "sock")
+    __slots__ = ("backlog", "gateway", "open", "sock")
 
     def __init__(self, sock: Socket, gateway: Gateway) -> None:
         self.sock = sock
         self.gateway = gateway
+        self.open = True
+        self.backlog: list[tuple[bytes, bool]] | None = None  # frames held during a join
 
     def received(self, data: bytes, text: bool) -> None:
+        if self.backlog is not None:
+            self.backlog.append((data, text))
+            return
         sock, gateway = self.sock, self.gateway
         try:
             if text:
@@ -64,10 +74,30 @@ class Session:
             log.info("closing %s: %s", sock.peer, exc.reason)
             sock.close(exc.code, exc.reason)
             return
-        for action in sock.channels.handle(msg):
+        self.run_all(sock.channels.handle(msg))
+
+    def run_all(self, actions: list[Action]) -> None:
+        for i, action in enumerate(actions):
+            if isinstance(action, Subscribe):
+                self.backlog = []
+                self.sock.transport.pause_reading()
+                rest = actions[i + 1 :]
+                done = partial(self._joined, rest)
+                self.gateway.join(self.sock, action.topic, action.join_ref, done)
+                return
             self.run(action)
 
+    def _joined(self, rest: list[Action]) -> None:
+        backlog, self.backlog = self.backlog or [], None
+        if not self.open:
+            return
+        self.sock.transport.resume_reading()
+        self.run_all(rest)
+        for data, text in backlog:
+            self.received(data, text)
+
     def closed(self) -> None:
+        self.open = False
         for topic in self.sock.channels.leave_all():
             self.gateway.leave(self.sock, topic)
         self.gateway.counters.sockets_closed += 1
@@ -79,8 +109,6 @@ class Session:
                 sock.reply(join_ref, ref, topic, status, response)
             case Push(join_ref, ref, topic, event, payload):
                 sock.push(join_ref, ref, topic, event, payload)
-            case Subscribe(topic, join_ref):
-                gateway.join(sock, topic, join_ref)
             case Unsubscribe(topic):
                 gateway.leave(sock, topic)
             case Publish(join_ref, ref, topic, event, payload, binary):

@@ -4,7 +4,9 @@ For every topic with local subscribers: the V2 sockets with their join_ref, the 
 and the topic servers this gateway is subscribed at (its owner; two while the topic moves
 from one owner to another, see `router`) with the last sequence number each delivered.
 The first local join of a topic subscribes the gateway, the last leave unsubscribes it:
-a topic server sees one subscription per gateway, never one per socket.
+a topic server sees one subscription per gateway, never one per socket. A join is done
+(its reply may go out) once every owner has acknowledged the subscription, so that a
+message published anywhere after a client's join reply reaches that client.
 
 A deliver is fanned out here, the frame built once per serializer and join_ref and written
 to each socket without awaiting. Deliveries from a server the topic is not subscribed at,
@@ -15,11 +17,12 @@ sees a topic's messages in their owner's order, without duplicates.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Protocol
 
 from app.connection import frame
 from app.counters import Counters
-from app.link import AckCallback, OwnerLink
+from app.link import Ack, AckCallback, OwnerLink
 from app.phoenix import BroadcastFrames, Vsn
 from ws_gateway.socket import Socket
 
@@ -43,12 +46,21 @@ class Router(Protocol):
 class Subscribers:
     """The local subscribers of one topic."""
 
-    __slots__ = ("owners", "v1", "v2")
+    __slots__ = ("owners", "unacked", "v1", "v2", "waiting")
 
     def __init__(self) -> None:
         self.v2: dict[Socket, str | None] = {}
         self.v1: set[Socket] = set()
         self.owners: dict[OwnerLink, int] = {}  # subscribed at -> last sequence delivered
+        self.unacked = 0  # subscriptions of the first join not yet acknowledged
+        self.waiting: list[Callable[[], None]] = []  # joins done when unacked reaches 0
+
+    def acked(self, result: Ack | str) -> None:
+        self.unacked -= 1
+        if self.unacked == 0:
+            waiting, self.waiting = self.waiting, []
+            for done in waiting:
+                done()
 
     def __bool__(self) -> bool:
         return bool(self.v2) or bool(self.v1)
@@ -63,17 +75,33 @@ class Gateway:
         self.counters = counters
         self.topics: dict[str, Subscribers] = {}
 
-    def join(self, sock: Socket, topic: str, join_ref: str | None) -> None:
+    def join(
+        self, sock: Socket, topic: str, join_ref: str | None, done: Callable[[], None]
+    ) -> None:
+        """Add `sock` to `topic`'s subscribers; `done()` once the owners have the topic."""
         subs = self.topics.get(topic)
+        first = subs is None
         if subs is None:
             subs = self.topics[topic] = Subscribers()
-            for link in self.router.listeners(topic):
-                subs.owners[link] = 0
-                link.subscribe(topic)
         if sock.vsn is Vsn.V2:
             subs.v2[sock] = join_ref
         else:
             subs.v1.add(sock)
+        if not first:
+            if subs.unacked:
+                subs.waiting.append(done)
+            else:
+                done()
+            return
+        links = self.router.listeners(topic)
+        if not links:
+            done()  # no owner yet: the topic is subscribed when one appears (reroute)
+            return
+        subs.unacked = len(links)
+        subs.waiting.append(done)
+        for link in links:
+            subs.owners[link] = 0
+            link.subscribe(topic, subs.acked)
 
     def leave(self, sock: Socket, topic: str) -> None:
         subs = self.topics.get(topic)
@@ -96,7 +124,7 @@ class Gateway:
                 link.unsubscribe(topic)
             for link in wanted - subs.owners.keys():
                 subs.owners[link] = 0
-                link.subscribe(topic)
+                link.subscribe(topic, _ignore)
 
     def publish(
         self, topic: str, event: str, payload: bytes, binary: bool, on_ack: AckCallback
@@ -150,3 +178,7 @@ class Gateway:
             for sock in subs.v1:
                 sock.send(data)
             counters.socket_deliveries += len(subs.v1)
+
+
+def _ignore(result: Ack | str) -> None:
+    """A re-subscription after a ring change: nobody waits for it."""

@@ -1,9 +1,9 @@
 """A gateway's link to one topic server, over the network.
 
 Subscriptions and publishes go out as link frames; acknowledgements and deliveries come
-back. Every publish gets exactly one answer: the owner's ack or nack, or, if none comes
-within the publish timeout or the link goes down first, an error. A publish is never left
-without a reply.
+back. Every publish and every subscription gets exactly one answer: the owner's ack (or
+nack), or, if none comes within the publish timeout or the link goes down first, an
+error. A publish is never left without a reply.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ class RemoteOwner:
         "on_deliver",
         "on_pg",
         "pending",
+        "subscribing",
     )
 
     def __init__(
@@ -51,8 +52,9 @@ class RemoteOwner:
         self.on_deliver = on_deliver
         self.on_pg = on_pg
         self.on_ack_latency = on_ack_latency
-        # publish id -> (callback, monotonic time sent); ids grow, so oldest first
-        self.pending: dict[int, tuple[AckCallback, float]] = {}
+        # request id -> (callback, monotonic time sent); ids grow, so oldest first
+        self.pending: dict[int, tuple[AckCallback, float]] = {}  # publishes
+        self.subscribing: dict[int, tuple[AckCallback, float]] = {}
         self._ids = count(1)
         link.on_frame = self.on_frame
 
@@ -60,8 +62,13 @@ class RemoteOwner:
     def owner(self) -> str:
         return self.link.peer.name
 
-    def subscribe(self, topic: str) -> None:
-        self.link.send(link_codec.subscribe(topic))
+    def subscribe(self, topic: str, on_ack: AckCallback) -> None:
+        if self.link.closed:
+            on_ack(UNREACHABLE)
+            return
+        id = next(self._ids)
+        self.subscribing[id] = (on_ack, time.monotonic())
+        self.link.send(link_codec.subscribe(id, topic))
 
     def unsubscribe(self, topic: str) -> None:
         self.link.send(link_codec.unsubscribe(topic))
@@ -85,6 +92,10 @@ class RemoteOwner:
             if entry is not None:
                 self.on_ack_latency(time.monotonic() - entry[1])
                 entry[0](Ack(self.owner, frame.seq))
+            else:
+                entry = self.subscribing.pop(frame.id, None)
+                if entry is not None:
+                    entry[0](Ack(self.owner, 0))
         elif isinstance(frame, Nack):
             entry = self.pending.pop(frame.id, None)
             if entry is not None:
@@ -94,20 +105,26 @@ class RemoteOwner:
             self.on_pg(self.link, frame.frame)
 
     def expire(self, timeout: float) -> None:
-        """Fail the publishes that have waited longer than `timeout`."""
-        deadline = time.monotonic() - timeout
-        expired = []
-        for id, (_, sent) in self.pending.items():
-            if sent > deadline:
-                break
-            expired.append(id)
-        self.counters.publish_errors += len(expired)
-        for id in expired:
-            self.pending.pop(id)[0](TIMED_OUT)
+        """Fail the requests that have waited longer than `timeout`."""
+        self.counters.publish_errors += _expire(self.pending, timeout)
+        _expire(self.subscribing, timeout)
 
     def fail_all(self) -> None:
-        """The link is gone: every publish still waiting gets an error."""
+        """The link is gone: every request still waiting gets an error."""
         pending, self.pending = self.pending, {}
+        subscribing, self.subscribing = self.subscribing, {}
         self.counters.publish_errors += len(pending)
-        for on_ack, _ in pending.values():
+        for on_ack, _ in [*pending.values(), *subscribing.values()]:
             on_ack(WENT_DOWN)
+
+
+def _expire(waiting: dict[int, tuple[AckCallback, float]], timeout: float) -> int:
+    deadline = time.monotonic() - timeout
+    expired = []
+    for id, (_, sent) in waiting.items():
+        if sent > deadline:
+            break
+        expired.append(id)
+    for id in expired:
+        waiting.pop(id)[0](TIMED_OUT)
+    return len(expired)
