@@ -54,11 +54,7 @@ class EmbeddedNode:
         return True
 
     def gauges(self) -> dict[str, tuple[float, str]]:
-        c = self.counters
-        return {
-            "sockets": (c.sockets_opened - c.sockets_closed, "client sockets open"),
-            "topics": (len(self.gateway.topics), "topics with local subscribers"),
-        }
+        return self.gateway.gauges()
 
     def describe(self) -> dict[str, Any]:
         return {}

@@ -7,7 +7,8 @@ from typing import Any
 import orjson
 
 from app.counters import Counters
-from app.link import Ack, AckCallback, OwnerLink
+from app.embedded import SingleOwner
+from app.link import Ack, AckCallback
 from app.memory_link import MemoryLink
 from app.phoenix import Vsn
 from topic_server.server import TopicServer
@@ -29,26 +30,15 @@ class FakeSocket:
         return [orjson.loads(data[2:]) if data[0] == 0x81 else data[2:] for data in self.sent]
 
 
-class Router:
-    def __init__(self) -> None:
-        self.link: OwnerLink | None = None
-
-    def owner_of(self, topic: str) -> OwnerLink | None:
-        return self.link
-
-    def listeners(self, topic: str) -> set[OwnerLink]:
-        return set() if self.link is None else {self.link}
-
-
 def join(gateway: Gateway, sock: FakeSocket, topic: str, join_ref: str) -> None:
     done: list[bool] = []
     gateway.join(sock, topic, join_ref, lambda: done.append(True))  # type: ignore[arg-type]
     assert done == [True]  # the in-memory owner acknowledges at once
 
 
-def embedded() -> tuple[Gateway, TopicServer, Router]:
+def embedded() -> tuple[Gateway, TopicServer, SingleOwner]:
     counters = Counters()
-    router = Router()
+    router = SingleOwner()
     gateway = Gateway("gw", router, counters)
     server = TopicServer("ts", counters)
     router.link = MemoryLink(gateway, server)
@@ -143,7 +133,7 @@ class SlowOwner:
 
 
 def test_joins_are_done_only_once_the_owner_has_the_subscription() -> None:
-    router = Router()
+    router = SingleOwner()
     owner = SlowOwner()
     router.link = owner  # type: ignore[assignment]
     gateway = Gateway("gw", router, Counters())
@@ -158,7 +148,7 @@ def test_joins_are_done_only_once_the_owner_has_the_subscription() -> None:
 
 
 def test_a_failed_subscription_still_ends_the_join() -> None:
-    router = Router()
+    router = SingleOwner()
     owner = SlowOwner()
     router.link = owner  # type: ignore[assignment]
     gateway = Gateway("gw", router, Counters())

@@ -126,6 +126,13 @@ class Gateway:
                 subs.owners[link] = 0
                 link.subscribe(topic, _ignore)
 
+    def gauges(self) -> dict[str, tuple[float, str]]:
+        c = self.counters
+        return {
+            "sockets": (c.sockets_opened - c.sockets_closed, "client sockets open"),
+            "topics": (len(self.topics), "topics with local subscribers"),
+        }
+
     def publish(
         self, topic: str, event: str, payload: bytes, binary: bool, on_ack: AckCallback
     ) -> None:

@@ -165,11 +165,7 @@ class GatewayNode(LinkHub):
         return bool(router.settled) and not router.pending and self.alive <= set(router.links)
 
     def gauges(self) -> dict[str, tuple[float, str]]:
-        c = self.counters
-        return {
-            "sockets": (c.sockets_opened - c.sockets_closed, "client sockets open"),
-            "topics": (len(self.gateway.topics), "topics with local subscribers"),
-        }
+        return self.gateway.gauges()
 
     def describe(self) -> dict[str, Any]:
         router = self.router
