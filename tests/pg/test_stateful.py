@@ -18,6 +18,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import pytest
+from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
@@ -32,6 +33,9 @@ from app.pg import (
     Subscription,
     SubscriptionState,
 )
+
+# The long profile runs for minutes: lift pytest-timeout's per-test limit for it.
+pytestmark = pytest.mark.timeout(0 if settings.get_current_profile_name() == "long" else 120)
 
 NAMES = ("n0", "n1", "n2", "n3", "n4")
 SCOPES = ("s", "t")
@@ -321,6 +325,13 @@ class PgCluster(RuleBasedStateMachine):
                 assert set(node.which_local_groups(scope)) == local_groups
                 if scope not in model.running:
                     assert node.get_members(scope, GROUPS[0]) == ()
+                    continue
+                # White-box: the member -> groups map (what an exit leaves) is exact too.
+                held = node._scopes[scope].memberships
+                assert {m: Counter(groups) for m, groups in held.items()} == {
+                    m: Counter({g: n for (g, mm), n in model.memberships[scope].items() if mm == m})
+                    for m in {m for _, m in model.memberships[scope]}
+                }
 
     @invariant()
     def subscriptions_replay_their_node_view(self) -> None:
