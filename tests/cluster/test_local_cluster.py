@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import signal
 import socket
 import subprocess
@@ -52,6 +54,7 @@ async def test_local_cluster_serves_then_stops_everything_on_ctrl_c(tmp_path: Pa
             cwd=ROOT,
             stdout=out,
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, with every node it starts
         )
     try:
         gateways = [Server(proc, base, log), Server(proc, base + 1, log)]
@@ -66,8 +69,9 @@ async def test_local_cluster_serves_then_stops_everything_on_ctrl_c(tmp_path: Pa
         proc.send_signal(signal.SIGINT)
         assert await asyncio.to_thread(proc.wait, 30) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # whatever is left of the group
+        proc.wait(10)
     output = log.read_text()
     for name in ("ts-a", "ts-b", "ws-a", "ws-b"):
         assert f"[{name}] " in output
