@@ -330,7 +330,12 @@ def test_peer_down_removes_the_peer_and_is_idempotent(node: Node) -> None:
 def test_close_stops_scopes_and_anti_entropy(node: Node, rec: Recorder) -> None:
     async def scenario() -> None:
         digest_sent = asyncio.Event()
-        rec.on_send = lambda frame: frame[0] == "digest" and digest_sent.set()
+
+        def on_send(frame: Frame) -> None:
+            if frame[0] == "digest":
+                digest_sent.set()
+
+        rec.on_send = on_send
         node.peer_up(P)
         node.start_anti_entropy(0.001)
         with pytest.raises(RuntimeError):
