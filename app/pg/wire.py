@@ -24,13 +24,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from hashlib import blake2b
-from itertools import chain, repeat, starmap
 from operator import itemgetter
 from typing import Any, Final, TypeAlias
 
 import orjson
 
-from app.pg.table import Multiset
+from app.pg.table import Multiset, expand
 
 __all__ = [
     "DIGEST",
@@ -79,7 +78,7 @@ class FrameError(ValueError):
 
 def local_ids(members: Multiset) -> list[int]:
     """The members' local ids, each repeated by its count."""
-    return list(map(_local_id, chain.from_iterable(starmap(repeat, members.items()))))
+    return list(map(_local_id, expand(members)))
 
 
 # Builders.
