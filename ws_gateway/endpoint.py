@@ -39,9 +39,8 @@ async def socket_endpoint(websocket: WebSocket) -> None:
     conn: Connection = websocket.scope["extensions"][EXTENSION]
     subprotocol = "phoenix" if "phoenix" in websocket.scope.get("subprotocols", ()) else None
     await websocket.accept(subprotocol=subprotocol)
-    session = Session(
-        Socket(conn, vsn, websocket.app.state.settings.socket_queue, gateway.counters), gateway
-    )
+    limit = websocket.app.state.settings.socket_queue
+    session = Session(Socket(conn, vsn, limit, gateway.counters, gateway.outbox), gateway)
     gateway.counters.sockets_opened += 1
     conn.detach(session.received, session.closed)
 

@@ -24,7 +24,7 @@ from app.connection import frame
 from app.counters import Counters
 from app.link import Ack, AckCallback, OwnerLink
 from app.phoenix import BroadcastFrames, Vsn
-from ws_gateway.socket import Socket
+from ws_gateway.socket import Outbox, Socket
 
 log = logging.getLogger("dps.gateway")
 
@@ -67,13 +67,14 @@ class Subscribers:
 
 
 class Gateway:
-    __slots__ = ("counters", "name", "router", "topics")
+    __slots__ = ("counters", "name", "outbox", "router", "topics")
 
     def __init__(self, name: str, router: Router, counters: Counters) -> None:
         self.name = name
         self.router = router
         self.counters = counters
         self.topics: dict[str, Subscribers] = {}
+        self.outbox = Outbox()
 
     def join(
         self, sock: Socket, topic: str, join_ref: str | None, done: Callable[[], None]

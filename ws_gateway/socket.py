@@ -1,12 +1,17 @@
 """One client socket as the gateway sees it: its serializer, its channels, its writer.
 
+Frames for a socket are collected during a turn of the event loop and written together at
+its end (`Outbox`): when several messages reach a socket at once, as under load, they
+cost one system call, not one each.
+
 The outbound queue is the connection's write buffer. It is bounded: a socket whose buffer
-holds more than `limit` bytes when another message arrives has stopped keeping up, and is
+holds more than `limit` bytes when more is to be written has stopped keeping up, and is
 closed with 1013 (try again later) instead of growing without bound or slowing anyone else.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -20,20 +25,56 @@ log = logging.getLogger("dps.gateway")
 TRY_AGAIN_LATER = 1013
 
 
-class Socket:
-    __slots__ = ("channels", "conn", "counters", "limit", "transport", "vsn")
+class Outbox:
+    """The sockets with frames to write at the end of this turn of the event loop."""
 
-    def __init__(self, conn: Connection, vsn: Vsn, limit: int, counters: Counters) -> None:
+    __slots__ = ("pending", "scheduled")
+
+    def __init__(self) -> None:
+        self.pending: list[Socket] = []
+        self.scheduled = False
+
+    def schedule(self) -> None:
+        self.scheduled = True
+        asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        self.scheduled = False
+        pending, self.pending = self.pending, []
+        for sock in pending:
+            sock.flush()
+
+
+class Socket:
+    __slots__ = ("channels", "conn", "counters", "limit", "out", "outbox", "transport", "vsn")
+
+    def __init__(
+        self, conn: Connection, vsn: Vsn, limit: int, counters: Counters, outbox: Outbox
+    ) -> None:
         self.conn = conn
         self.transport = conn.transport
         self.vsn = vsn
         self.limit = limit
         self.counters = counters
+        self.outbox = outbox
+        self.out: list[bytes] | None = None
         self.channels = Channels()
 
     def send(self, data: bytes) -> None:
         """Queue one framed message (see `connection.frame`)."""
-        if self.conn.closing:
+        out = self.out
+        if out is not None:
+            out.append(data)
+            return
+        self.out = [data]
+        outbox = self.outbox
+        outbox.pending.append(self)
+        if not outbox.scheduled:
+            outbox.schedule()
+
+    def flush(self) -> None:
+        out, self.out = self.out, None
+        if out is None or self.conn.closing:
             return
         if self.transport.get_write_buffer_size() > self.limit:
             self.counters.slow_consumers_closed += 1
@@ -42,7 +83,7 @@ class Socket:
             )
             self.conn.close_now(TRY_AGAIN_LATER, "slow consumer: outbound queue full")
             return
-        self.transport.write(data)
+        self.transport.write(out[0] if len(out) == 1 else b"".join(out))
 
     def push(
         self, join_ref: str | None, ref: str | None, topic: str, event: str, payload: Any
