@@ -10,13 +10,13 @@ In-process figures: joins/s, leaves/s, get_members/s on a group of 100, memory p
 member (tracemalloc), and the cost of anti-entropy digests.
 
 Two-node figures run two real OS processes on 127.0.0.1, each holding `--members`
-local members: the time from "connect" until both see all members, and the time from
-kill -9 of one until the other shows only its own. The cluster's node link is not
-written yet, so this file carries a stand-in `StreamTransport`: frames are 4-byte
-length-prefixed orjson over asyncio streams, the first frame of each side is a hello
-naming its `NodeId`, and losing the connection produces peer_down. It exists only for
-this benchmark. Child processes are bounded in time (they exit on their own after
-`--child-deadline` seconds) and the parent kills them by PID on any exit path.
+local members, linked by DPS's own node link (`app.link_hub`: the authenticated WebSocket
+link, batched frames, pg over it): one listens as a topic server does (uvicorn and the
+`/_dps/link` endpoint), the other dials it as a gateway does (`app.dialer`). Measured:
+the time from "connect" until both see all members, and the time from kill -9 of the
+dialling node until the listening one shows only its own members. Child processes are
+bounded in time (they exit on their own after `--child-deadline` seconds) and the parent
+kills them by PID on any exit path.
 """
 
 from __future__ import annotations
@@ -27,20 +27,28 @@ import contextlib
 import gc
 import os
 import signal
-import struct
+import socket
 import sys
 import time
 import tracemalloc
 from collections.abc import Callable
-from typing import Any
 
-import orjson
+import uvicorn
+import uvloop
+from starlette.applications import Starlette
+from starlette.routing import WebSocketRoute
 
-from app.pg import Member, Node, NodeId, wire
+from app.connection import Connection
+from app.dialer import LINK_PATH, Dialer
+from app.link_codec import Frame, Pg
+from app.link_connection import LinkConnection, LinkOptions
+from app.link_handshake import Identity
+from app.link_hub import LinkHub
+from app.link_listener import link_endpoint
+from app.pg import Member, Node, NodeId, new_incarnation, wire
 
 SCOPE = "bench"
-HEADER = struct.Struct(">I")
-MAX_BUFFERED = 64 * 1024 * 1024  # outbound bytes before the stand-in link gives up
+SECRET = "pg-bench-secret"
 
 # name -> (OTP 25 figure, unit, True if higher is better)
 ANCHORS: dict[str, tuple[float, str, bool]] = {
@@ -176,98 +184,70 @@ def bench_anti_entropy(members: int, groups: int) -> None:
     note("anti-entropy: full re-sync applied (no change)", t * 1000, "ms")
 
 
-# The stand-in link and the two-node figures.
+# The two-node figures, over DPS's node link.
 
 
-class StreamTransport:
-    """A stand-in for the cluster link: length-prefixed orjson frames over TCP."""
+class BenchHub(LinkHub):
+    """A node with nothing but pg on its links; says when it has converged or is alone."""
 
-    def __init__(self) -> None:
-        self.node: Node | None = None
-        self.writers: dict[NodeId, asyncio.StreamWriter] = {}
-        self.on_frame: Callable[[str], None] = lambda kind: None
+    def __init__(self, local: Identity, members: int) -> None:
+        super().__init__(local)
+        self.members = members
+        self.converged = False
 
-    def send(self, peer: NodeId, frame: wire.Frame) -> None:
-        writer = self.writers.get(peer)
-        if writer is None:
-            return  # not connected: the node hears peer_down
-        data = orjson.dumps(frame)
-        writer.write(HEADER.pack(len(data)) + data)
-        if writer.transport.get_write_buffer_size() > MAX_BUFFERED:
-            writer.transport.abort()  # never drop silently: the link goes down instead
+    def total(self) -> int:
+        return sum(len(self.pg.get_members(SCOPE, g)) for g in self.pg.which_groups(SCOPE))
 
-    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        assert self.node is not None
-        hello = orjson.dumps(["hello", *self.node.id])
-        writer.write(HEADER.pack(len(hello)) + hello)
-        peer: NodeId | None = None
-        try:
-            frame = await self._read(reader)
-            peer = NodeId(frame[1], frame[2])
-            self.writers[peer] = writer
-            self.node.peer_up(peer)
-            while True:
-                frame = await self._read(reader)
-                self.node.receive(peer, frame)
-                self.on_frame(frame[0])
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            if peer is not None:
-                del self.writers[peer]
-                self.node.peer_down(peer)
-            writer.close()
+    def up(self, link: LinkConnection) -> None:
+        link.on_frame = lambda frame: self.frame(link, frame)
 
-    @staticmethod
-    async def _read(reader: asyncio.StreamReader) -> Any:
-        (size,) = HEADER.unpack(await reader.readexactly(HEADER.size))
-        return orjson.loads(await reader.readexactly(size))
+    def frame(self, link: LinkConnection, frame: Frame) -> None:
+        if isinstance(frame, Pg):
+            self.pg_frame(link, frame.frame)
+            if frame.frame[0] == "sync" and not self.converged and self.total() == 2 * self.members:
+                self.converged = True
+                print(f"converged {time.monotonic()}", flush=True)
+
+    def down(self, link: LinkConnection) -> None:
+        if self.total() == self.members:
+            print(f"alone {time.monotonic()}", flush=True)
 
 
-async def child(name: str, members: int, groups: int, deadline: float) -> None:
-    """One node: populate, announce its port, then obey `connect PORT` / `quit`."""
+async def child(name: str, role: str, members: int, groups: int, deadline: float) -> None:
+    """One node: populate, announce its port, then obey `connect NAME PORT` / `quit`."""
     loop = asyncio.get_running_loop()
     loop.call_later(deadline, os._exit, 3)
-    transport = StreamTransport()
-    node = transport.node = Node(name, transport)
+    hub = BenchHub(Identity(name, role, new_incarnation()), members)
+    options = LinkOptions(SECRET, queue_limit=256 * 1024 * 1024, ping_interval=1, ping_timeout=5)
+    node = hub.pg
     node.start_scope(SCOPE)
     names = [f"group-{i}" for i in range(groups)]
     for i in range(members):
         node.join(SCOPE, names[i % groups], node.spawn_member().member)
     gc.collect()
     gc.freeze()  # the populated state is long-lived: keep it out of later collections
-
-    def total() -> int:
-        return sum(len(node.get_members(SCOPE, g)) for g in node.which_groups(SCOPE))
-
-    state = {"converged": False}
-
-    def on_frame(kind: str) -> None:
-        if kind == "sync" and not state["converged"] and total() == 2 * members:
-            state["converged"] = True
-            print(f"converged {time.monotonic()}", flush=True)
-
-    transport.on_frame = on_frame
-    original_down = node.peer_down
-
-    def peer_down(peer: NodeId) -> None:
-        original_down(peer)
-        if total() == members:
-            print(f"alone {time.monotonic()}", flush=True)
-
-    node.peer_down = peer_down  # type: ignore[method-assign]
-    server = await asyncio.start_server(transport.serve, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
+    port = 0
+    background: list[asyncio.Task[None]] = []
+    if role == "ts":  # listen as a topic server does
+        endpoint = link_endpoint(hub, options, "ws", lambda: 0.0)
+        app = Starlette(routes=[WebSocketRoute(LINK_PATH, endpoint)])
+        sock = socket.create_server(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        config = uvicorn.Config(
+            app, ws=Connection, ws_max_size=options.queue_limit, log_level="warning",
+            ws_per_message_deflate=False, lifespan="off",
+        )  # fmt: skip
+        background.append(loop.create_task(uvicorn.Server(config).serve(sockets=[sock])))
     print(f"ready {port}", flush=True)
     stdin = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
-    links: set[asyncio.Task[None]] = set()
     while line := (await stdin.readline()).decode().split():
-        if line[0] == "connect":
-            reader, writer = await asyncio.open_connection("127.0.0.1", int(line[1]))
-            links.add(loop.create_task(transport.serve(reader, writer)))
+        if line[0] == "connect":  # dial as a gateway does
+            Dialer(hub, options, line[1], f"127.0.0.1:{line[2]}")
         elif line[0] == "quit":
             break
+    for task in background:
+        task.cancel()
 
 
 async def expect(proc: asyncio.subprocess.Process, word: str, timeout: float) -> str:
@@ -283,8 +263,9 @@ async def expect(proc: asyncio.subprocess.Process, word: str, timeout: float) ->
 async def bench_two_nodes(members: int, groups: int, timeout: float) -> None:
     procs: list[asyncio.subprocess.Process] = []
     try:
-        for name in ("node-a", "node-b"):
-            args = [__file__, "--child", name, f"--members={members}", f"--groups={groups}"]
+        for name, role in (("node-a", "ws"), ("node-b", "ts")):
+            args = [__file__, "--child", name, f"--role={role}"]
+            args += [f"--members={members}", f"--groups={groups}"]
             args.append(f"--child-deadline={timeout * 4}")
             procs.append(
                 await asyncio.create_subprocess_exec(
@@ -299,7 +280,7 @@ async def bench_two_nodes(members: int, groups: int, timeout: float) -> None:
         port_b = await expect(b, "ready", timeout)
         assert a.stdin is not None
         start = time.monotonic()
-        a.stdin.write(f"connect {port_b}\n".encode())
+        a.stdin.write(f"connect node-b {port_b}\n".encode())
         await a.stdin.drain()
         done_a, done_b = await asyncio.gather(
             expect(a, "converged", timeout), expect(b, "converged", timeout)
@@ -325,10 +306,11 @@ def main() -> None:
     parser.add_argument("--groups", type=int, default=1_000)
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per two-node step")
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--role", help=argparse.SUPPRESS)
     parser.add_argument("--child-deadline", type=float, default=120.0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        asyncio.run(child(args.child, args.members, args.groups, args.child_deadline))
+        uvloop.run(child(args.child, args.role, args.members, args.groups, args.child_deadline))
         return
     print(f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
     bench_local(args.members, args.groups)
