@@ -10,7 +10,6 @@ gateways enforce for everything clients send.
     U  unsubscribe   topic
     P  publish       id:u64  topic  event  flags:u8  payload:u32+bytes
     A  ack           id:u64  seq:u64     (of a publish, or of a subscribe with seq 0)
-    N  nack          id:u64  reason:u16+bytes
     D  deliver       seq:u64  sent_at:f64  topic  event  flags:u8  payload:u32+bytes
     G  pg            frame:u32+bytes (a pg protocol frame as JSON)
 
@@ -35,7 +34,6 @@ _U32 = struct.Struct("!I")
 _ACK = struct.Struct("!cQQ")
 _ID = struct.Struct("!cQ")
 _DELIVER_HEAD = struct.Struct("!cQd")
-_NACK_HEAD = struct.Struct("!cQH")
 
 
 class LinkFrameError(Exception):
@@ -64,11 +62,6 @@ class Ack(NamedTuple):
     seq: int
 
 
-class Nack(NamedTuple):
-    id: int
-    reason: str
-
-
 class Deliver(NamedTuple):
     seq: int
     sent_at: float
@@ -82,7 +75,7 @@ class Pg(NamedTuple):
     frame: Any
 
 
-Frame = Subscribe | Unsubscribe | Publish | Ack | Nack | Deliver | Pg
+Frame = Subscribe | Unsubscribe | Publish | Ack | Deliver | Pg
 
 
 def _short(text: str) -> bytes:
@@ -114,11 +107,6 @@ def publish(id: int, topic: str, event: str, binary: bool, payload: bytes) -> by
 
 def ack(id: int, seq: int) -> bytes:
     return _ACK.pack(b"A", id, seq)
-
-
-def nack(id: int, reason: str) -> bytes:
-    data = reason.encode()[:65535]
-    return _NACK_HEAD.pack(b"N", id, len(data)) + data
 
 
 def deliver(
@@ -183,9 +171,6 @@ def decode(batch: bytes) -> Iterator[Frame]:
             elif kind == b"U":
                 reader.pos += 1
                 yield Unsubscribe(reader.short())
-            elif kind == b"N":
-                _, id, size = reader.unpack(_NACK_HEAD)
-                yield Nack(id, reader.take(size).decode())
             elif kind == b"G":
                 reader.pos += 1
                 (size,) = reader.unpack(_U32)

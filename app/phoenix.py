@@ -133,9 +133,6 @@ def _json(value: Any) -> bytes:
     return orjson.dumps(value)
 
 
-OK_EMPTY = {"status": "ok", "response": {}}
-
-
 def encode_reply(
     vsn: Vsn,
     join_ref: str | None,

@@ -32,9 +32,6 @@ class Topics(Generic[G]):
     def gateways(self, topic: str) -> tuple[G, ...]:
         return tuple(self._by_topic.get(topic, ()))
 
-    def topics_of(self, gateway: G) -> dict[str, int]:
-        return dict(self._by_gateway.get(gateway, {}))
-
     def subscribe(self, gateway: G, topic: str, count: int = 1) -> None:
         group = self._by_topic.setdefault(topic, {})
         group[gateway] = group.get(gateway, 0) + count

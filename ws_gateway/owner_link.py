@@ -1,9 +1,9 @@
 """A gateway's link to one topic server, over the network.
 
 Subscriptions and publishes go out as link frames; acknowledgements and deliveries come
-back. Every publish and every subscription gets exactly one answer: the owner's ack (or
-nack), or, if none comes within the publish timeout or the link goes down first, an
-error. A publish is never left without a reply.
+back. Every publish and every subscription gets exactly one answer: the owner's ack, or,
+if none comes within the publish timeout or the link goes down first, an error. A publish
+is never left without a reply.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 from app import link_codec
 from app.counters import Counters
 from app.link import Ack, AckCallback
-from app.link_codec import Deliver, Frame, Nack, Pg
+from app.link_codec import Deliver, Frame, Pg
 from app.link_connection import LinkConnection
 
 UNREACHABLE = "topic server unreachable"
@@ -96,11 +96,6 @@ class RemoteOwner:
                 entry = self.subscribing.pop(frame.id, None)
                 if entry is not None:
                     entry[0](Ack(self.owner, 0))
-        elif isinstance(frame, Nack):
-            entry = self.pending.pop(frame.id, None)
-            if entry is not None:
-                self.counters.publish_errors += 1
-                entry[0](frame.reason)
         elif isinstance(frame, Pg):
             self.on_pg(self.link, frame.frame)
 
