@@ -176,6 +176,29 @@ class Client:
 
 
 @contextlib.asynccontextmanager
+async def child_process(
+    argv: list[str], stderr: Path, cwd: Path | None = None, stdin: bool = False
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """A subprocess with piped stdout (and stdin if asked), killed by PID if still running."""
+    with open(stderr, "wb") as err:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            cwd=cwd,
+            stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=err,
+            start_new_session=True,
+        )
+    try:
+        yield proc
+    finally:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGKILL)
+            await proc.wait()
+
+
+@contextlib.asynccontextmanager
 async def connect(url: str, **kwargs: Any) -> AsyncIterator[Client]:
     async with websockets.connect(url, open_timeout=TIMEOUT, **kwargs) as conn:
         yield Client(conn)

