@@ -51,6 +51,8 @@ def _serve() -> int:
     except config.SettingsError as exc:
         print(exc, file=sys.stderr)
         return 2
+    for name in settings.ignored():
+        print(f"warning: {name} is ignored with DPS_APP=all (no cluster)", file=sys.stderr)
     from app.roles import serve  # the server's imports are not needed by other commands
 
     return serve(settings)

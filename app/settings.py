@@ -89,6 +89,13 @@ class Settings(BaseSettings):
         "info", description="debug, info, warning or error"
     )
 
+    def ignored(self) -> list[str]:
+        """Settings given that this role does not use (cluster settings on `all`)."""
+        if self.app != "all":
+            return []
+        cluster = CLUSTER_ONLY & self.model_fields_set
+        return sorted(env_name(field) for field in cluster)
+
     def missing_secret(self) -> str | None:
         """Why this node may not run without DPS_CLUSTER_SECRET, or None."""
         if self.app == "all" or self.cluster_secret is not None:
@@ -118,6 +125,18 @@ class Settings(BaseSettings):
     @property
     def node_name(self) -> str:
         return self.node or f"{self.host}:{self.port}"
+
+
+CLUSTER_ONLY = {
+    "ring",
+    "redis_url",
+    "cluster_secret",
+    "advertise",
+    "link_timeout",
+    "link_queue",
+    "lease_ttl",
+    "handover",
+}
 
 
 def _loopback(host: str) -> bool:

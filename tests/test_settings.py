@@ -50,6 +50,16 @@ def test_empty_values_mean_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.load().port == 4000
 
 
+def test_cluster_settings_on_the_embedded_default_are_reported(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6379")
+    monkeypatch.setenv("DPS_HANDOVER", "1")
+    assert settings.load().ignored() == ["DPS_HANDOVER", "REDIS_URL"]
+    monkeypatch.setenv("DPS_APP", "ws")
+    assert settings.load().ignored() == []
+
+
 def test_unknown_dps_variables_are_reported() -> None:
     assert settings.unknown_variables({"DPS_PROT": "1", "DPS_PORT": "1", "HOME": "/"}) == [
         "DPS_PROT"
