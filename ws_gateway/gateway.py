@@ -24,6 +24,7 @@ from app.connection import frame
 from app.counters import Counters
 from app.link import Ack, AckCallback, OwnerLink
 from app.phoenix import BroadcastFrames, Vsn
+from app.throttled_log import ThrottledLog
 from ws_gateway.socket import Outbox, Socket
 
 log = logging.getLogger("dps.gateway")
@@ -67,7 +68,7 @@ class Subscribers:
 
 
 class Gateway:
-    __slots__ = ("counters", "name", "outbox", "router", "topics")
+    __slots__ = ("counters", "name", "outbox", "router", "skipped", "stale", "topics")
 
     def __init__(self, name: str, router: Router, counters: Counters) -> None:
         self.name = name
@@ -75,6 +76,8 @@ class Gateway:
         self.counters = counters
         self.topics: dict[str, Subscribers] = {}
         self.outbox = Outbox()
+        self.stale = ThrottledLog(log, logging.WARNING)
+        self.skipped = ThrottledLog(log, logging.INFO)
 
     def join(
         self, sock: Socket, topic: str, join_ref: str | None, done: Callable[[], None]
@@ -158,7 +161,7 @@ class Gateway:
         last = subs.owners.get(source)
         if last is None or seq <= last:
             counters.stale_deliveries_dropped += 1
-            log.warning(
+            self.stale(
                 "dropped message %d on %r from %s: not subscribed there, or not newer than %s",
                 seq,
                 topic,
@@ -180,7 +183,7 @@ class Gateway:
             v1 = frames.v1()
             if v1 is None:
                 counters.v1_binary_skipped += len(subs.v1)
-                log.info("binary message on %r not sent to %d V1 sockets", topic, len(subs.v1))
+                self.skipped("binary message on %r not sent to %d V1 sockets", topic, len(subs.v1))
                 return
             data = frame(v1)
             for sock in subs.v1:
