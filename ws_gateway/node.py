@@ -46,7 +46,8 @@ class GatewayNode(LinkHub):
         self.options = LinkOptions.of(settings)
         self.router = ClusterRouter(ring, settings.handover, self._rerouted)
         self.gateway = Gateway(self.local.name, self.router, self.counters)
-        self.owners: dict[str, RemoteOwner] = {}
+        self.owners: dict[str, RemoteOwner] = {}  # the newest link to each topic server
+        self.by_link: dict[LinkConnection, RemoteOwner] = {}
         self.dialers: dict[str, Dialer] = {}
         self.alive: set[str] = set()  # declared topic servers with a live lease
         self.registry: Registry | None = None
@@ -84,7 +85,7 @@ class GatewayNode(LinkHub):
 
     # LinkHub
     def up(self, link: LinkConnection) -> None:
-        self.owners[link.peer.name] = RemoteOwner(
+        owner = RemoteOwner(
             link,
             link.peer_linked_for,
             self.counters,
@@ -92,14 +93,15 @@ class GatewayNode(LinkHub):
             self.pg_frame,
             self.metrics.ack_latency.observe,
         )
+        self.owners[link.peer.name] = self.by_link[link] = owner
 
     def down(self, link: LinkConnection) -> None:
-        owner = self.owners.get(link.peer.name)
-        if owner is None or owner.link is not link:
-            return
-        del self.owners[link.peer.name]
+        owner = self.by_link.pop(link)
         owner.fail_all()
-        self.router.server_down(link.peer.name)
+        if self.owners.get(link.peer.name) is owner:
+            # Not when a newer incarnation of the server is linked already.
+            del self.owners[link.peer.name]
+            self.router.server_down(link.peer.name)
 
     def overflowed(self) -> None:
         self.counters.link_overflows += 1
@@ -110,11 +112,12 @@ class GatewayNode(LinkHub):
             while True:
                 event = await subscription.get()
                 for member in event.members:
+                    owner = self.owners.get(member.node)
+                    if owner is None or owner.link.peer.incarnation != member.incarnation:
+                        continue  # an older incarnation than the one linked now, or gone
                     if event.kind == "leave":
                         self.router.server_down(member.node)
-                        continue
-                    owner = self.owners.get(member.node)
-                    if owner is not None and not owner.link.closed:
+                    elif not owner.link.closed:
                         self.router.server_up(member.node, owner, owner.linked_for)
         except SubscriptionEnded:
             log.error("lost the pg subscription to topic_servers; ring updates stop")
