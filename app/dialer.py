@@ -21,10 +21,11 @@ from typing import cast
 from websockets.client import ClientProtocol
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Response
+from websockets.protocol import OPEN
 from websockets.uri import parse_uri
 
 from app.link_connection import LinkConnection, LinkOptions
-from app.link_handshake import Handshake, HandshakeError, State
+from app.link_handshake import PROTOCOL_ERROR, Handshake, HandshakeError, State
 from app.link_hub import LinkHub
 
 log = logging.getLogger("dps.link")
@@ -89,8 +90,9 @@ class DialedLink(asyncio.Protocol):
 
     # app.link_connection.Writer
     def write_message(self, data: bytes) -> None:
-        self.ws.send_binary(data)
-        self._flush()
+        if self.ws.state is OPEN:  # not once a close frame went either way
+            self.ws.send_binary(data)
+            self._flush()
 
     def buffered(self) -> int:
         return self.transport.get_write_buffer_size() if self.transport else 0
@@ -119,10 +121,12 @@ class DialedLink(asyncio.Protocol):
             reply = self.handshake.receive(bytes(event.data).decode())
             peer = self.handshake.peer
             if peer is not None and (peer.name != self.expect or peer.role != "ts"):
-                raise HandshakeError(4002, f"expected topic server {self.expect}, found {peer}")
+                raise HandshakeError(
+                    PROTOCOL_ERROR, f"expected topic server {self.expect}, found {peer}"
+                )
         except (HandshakeError, UnicodeDecodeError) as exc:
             reason = exc.reason if isinstance(exc, HandshakeError) else "handshake not UTF-8"
-            code = exc.code if isinstance(exc, HandshakeError) else 4002
+            code = exc.code if isinstance(exc, HandshakeError) else PROTOCOL_ERROR
             self.failure = reason
             self.ws.send_close(code, reason)
             self._flush()
