@@ -11,7 +11,7 @@ import pytest
 from app.ring import Ring, load
 from tests.cluster.conftest import Node, Redis
 from tests.cluster.traffic import Traffic
-from tests.support import ROOT, Server, get_json, wait_http
+from tests.support import ROOT, Server, connect, get_json, wait_http
 
 pytestmark = pytest.mark.anyio
 
@@ -91,6 +91,30 @@ async def test_hung_topic_server_is_declared_down_then_rejoins(node: Node) -> No
     gap = max(sub.longest_gap(stopped_at - 0.2, stopped_at + 2.5) for sub in traffic.subscribers)
     report("failover after SIGSTOP", gap)
     assert gap < FAILOVER
+
+
+async def test_a_publish_the_owner_does_not_answer_in_time_gets_an_error(node: Node) -> None:
+    servers = {name: await start(node, "ts", name) for name in ("ts-a", "ts-b")}
+    gateway = await asyncio.to_thread(node, "ws", "gw", DPS_PUBLISH_TIMEOUT="0.3")
+    topic = topic_owned_by("ts-a")
+    async with connect(gateway.ws()) as client:
+        await client.join(topic)
+        servers["ts-a"].proc.send_signal(signal.SIGSTOP)
+        try:
+            sent = time.monotonic()
+            await client.publish(topic, "e", {})
+            reply = await client.recv()
+            waited = time.monotonic() - sent
+        finally:
+            servers["ts-a"].proc.send_signal(signal.SIGCONT)
+    assert reply[4] == {
+        "status": "error",
+        "response": {
+            "reason": "publish failed",
+            "detail": "no answer from the topic server in time",
+        },
+    }
+    assert 0.3 <= waited < 1.0  # the timeout, before the link itself is declared down
 
 
 async def test_traffic_flows_while_redis_restarts(node: Node, redis: Redis) -> None:
