@@ -53,6 +53,15 @@ def test_every_gateway_computes_the_same_owner_whatever_the_order() -> None:
     )
 
 
+def test_weights_share_the_topics() -> None:
+    config = RingConfig(
+        {"a": Declared("a", 3, None), "b": Declared("b", 1, None)}, 160, Path("ring.toml")
+    )
+    ring = Ring(config, ["a", "b"])
+    owners = [ring.owner(t) for t in TOPICS]
+    assert 2 < owners.count("a") / owners.count("b") < 4
+
+
 def test_undeclared_servers_are_not_on_the_ring() -> None:
     assert Ring(CONFIG, ["ts-x"]).owner("t") is None
 
