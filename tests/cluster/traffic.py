@@ -92,6 +92,10 @@ class Traffic:
             await asyncio.sleep(0.05)
         await asyncio.sleep(0.3)
 
+    def longest_gap(self, after: float, before: float) -> float:
+        """The longest any socket waited for a message within [after, before]."""
+        return max(sub.longest_gap(after, before) for sub in self.subscribers)
+
     def acked(self) -> set[int]:
         return {n for n, status in self.replies.items() if status == "ok"}
 
