@@ -61,6 +61,13 @@ async def test_bad_requests_get_400_with_a_reason(
     assert await post(server, body) == (400, {"error": reason})
 
 
+async def test_a_body_over_the_frame_limit_gets_413(spawn: Callable[..., Server]) -> None:
+    server = spawn({"DPS_MAX_FRAME_BYTES": "2048"})
+    message = {"topic": "t", "event": "e", "payload": {"blob": "x" * 4000}}
+    status, body = await post(server, message)
+    assert (status, body) == (413, {"error": "body larger than DPS_MAX_FRAME_BYTES (2048 bytes)"})
+
+
 async def test_api_key(spawn: Callable[..., Server]) -> None:
     server = spawn({"DPS_API_KEY": "s3cret"})
     message = {"topic": "t", "event": "e", "payload": {}}

@@ -32,8 +32,14 @@ def _authorized(request: Request) -> bool:
 async def broadcast(request: Request) -> JSONResponse:
     if not _authorized(request):
         return _error(401, "missing or wrong API key (Authorization: Bearer <DPS_API_KEY>)")
+    limit = request.app.state.settings.max_frame_bytes
+    data = bytearray()
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > limit:
+            return _error(413, f"body larger than DPS_MAX_FRAME_BYTES ({limit} bytes)")
     try:
-        body = orjson.loads(await request.body())
+        body = orjson.loads(data)
     except orjson.JSONDecodeError:
         return _error(400, "body is not valid JSON")
     if not isinstance(body, dict):
