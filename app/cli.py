@@ -9,8 +9,8 @@ import sys
 import urllib.error
 import urllib.request
 
-from app import loadtest, local_cluster
 from app import settings as config
+from app.tools import loadtest, local_cluster
 
 DEFAULT_URL = "http://127.0.0.1:4000"
 

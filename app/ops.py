@@ -10,12 +10,13 @@ from starlette.routing import BaseRoute, Route
 
 from app.counters import Counters
 from app.metrics import CONTENT_TYPE, Metrics
+from app.settings import Role
 
 
 class Node(Protocol):
     """What every role's node offers to the process around it."""
 
-    role: str
+    role: Role
     counters: Counters
     metrics: Metrics
 

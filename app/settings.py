@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 from collections.abc import Mapping
+from enum import StrEnum
 from pathlib import Path
 from typing import Literal
 
@@ -23,13 +24,21 @@ class SettingsError(Exception):
     """A bad setting; the message is the one line to print."""
 
 
+class Role(StrEnum):
+    """What a node does (DPS_APP), and what it says it is when it links to another."""
+
+    EMBEDDED = "all"  # gateway and topic server in one process, linked in memory
+    GATEWAY = "ws"
+    TOPIC_SERVER = "ts"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="DPS_", env_ignore_empty=True, extra="ignore", frozen=True
     )
 
-    app: Literal["all", "ws", "ts"] = Field(
-        "all", description="all (gateway and topic server in one process), ws or ts"
+    app: Role = Field(
+        Role.EMBEDDED, description="all (gateway and topic server in one process), ws or ts"
     )
     host: str = Field("127.0.0.1", min_length=1, description="an interface address to bind")
     port: int = Field(4000, ge=1, le=65535, description="a TCP port, 1-65535")
@@ -91,14 +100,14 @@ class Settings(BaseSettings):
 
     def ignored(self) -> list[str]:
         """Settings given that this role does not use (cluster settings on `all`)."""
-        if self.app != "all":
+        if self.app is not Role.EMBEDDED:
             return []
         cluster = CLUSTER_ONLY & self.model_fields_set
         return sorted(env_name(field) for field in cluster)
 
     def missing_secret(self) -> str | None:
         """Why this node may not run without DPS_CLUSTER_SECRET, or None."""
-        if self.app == "all" or self.cluster_secret is not None:
+        if self.app is Role.EMBEDDED or self.cluster_secret is not None:
             return None
         for field, host in (("host", self.host), ("advertise", self.advertise_host)):
             if not _loopback(host):

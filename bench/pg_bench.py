@@ -10,9 +10,9 @@ In-process figures: joins/s, leaves/s, get_members/s on a group of 100, memory p
 member (tracemalloc), and the cost of anti-entropy digests.
 
 Two-node figures run two real OS processes on 127.0.0.1, each holding `--members`
-local members, linked by DPS's own node link (`app.link_hub`: the authenticated WebSocket
+local members, linked by DPS's own node link (`app.link.hub`: the authenticated WebSocket
 link, batched frames, pg over it): one listens as a topic server does (uvicorn and the
-`/_dps/link` endpoint), the other dials it as a gateway does (`app.dialer`). Measured:
+`/_dps/link` endpoint), the other dials it as a gateway does (`app.link.dialer`). Measured:
 the time from "connect" until both see all members, and the time from kill -9 of the
 dialling node until the listening one shows only its own members. Child processes are
 bounded in time (they exit on their own after `--child-deadline` seconds) and the parent
@@ -38,14 +38,15 @@ import uvloop
 from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
 
-from app.connection import Connection
-from app.dialer import LINK_PATH, Dialer
-from app.link_codec import Frame, Pg
-from app.link_connection import LinkConnection, LinkOptions
-from app.link_handshake import Identity
-from app.link_hub import LinkHub
-from app.link_listener import link_endpoint
+from app.link.codec import LinkFrame, LinkPg
+from app.link.connection import LinkConnection, LinkOptions
+from app.link.dialer import LINK_PATH, Dialer
+from app.link.handshake import Identity
+from app.link.hub import LinkHub
+from app.link.listener import link_endpoint
 from app.pg import Member, Node, NodeId, new_incarnation, wire
+from app.settings import Role
+from app.websocket import ServedWebSocket
 
 SCOPE = "bench"
 SECRET = "pg-bench-secret"
@@ -79,7 +80,7 @@ class NullTransport:
     def __init__(self) -> None:
         self.frames = 0
 
-    def send(self, peer: NodeId, frame: wire.Frame) -> None:
+    def send(self, peer: NodeId, frame: wire.PgFrame) -> None:
         self.frames += 1
 
 
@@ -201,8 +202,8 @@ class BenchHub(LinkHub):
     def up(self, link: LinkConnection) -> None:
         link.on_frame = lambda frame: self.frame(link, frame)
 
-    def frame(self, link: LinkConnection, frame: Frame) -> None:
-        if isinstance(frame, Pg):
+    def frame(self, link: LinkConnection, frame: LinkFrame) -> None:
+        if isinstance(frame, LinkPg):
             self.pg_frame(link, frame.frame)
             if frame.frame[0] == "sync" and not self.converged and self.total() == 2 * self.members:
                 self.converged = True
@@ -217,7 +218,7 @@ async def child(name: str, role: str, members: int, groups: int, deadline: float
     """One node: populate, announce its port, then obey `connect NAME PORT` / `quit`."""
     loop = asyncio.get_running_loop()
     loop.call_later(deadline, os._exit, 3)
-    hub = BenchHub(Identity(name, role, new_incarnation()), members)
+    hub = BenchHub(Identity(name, Role(role), new_incarnation()), members)
     options = LinkOptions(SECRET, queue_limit=256 * 1024 * 1024, ping_interval=1, ping_timeout=5)
     node = hub.pg
     node.start_scope(SCOPE)
@@ -229,12 +230,12 @@ async def child(name: str, role: str, members: int, groups: int, deadline: float
     port = 0
     background: list[asyncio.Task[None]] = []
     if role == "ts":  # listen as a topic server does
-        endpoint = link_endpoint(hub, options, "ws", lambda: 0.0)
+        endpoint = link_endpoint(hub, options, Role.GATEWAY, lambda: 0.0)
         app = Starlette(routes=[WebSocketRoute(LINK_PATH, endpoint)])
         sock = socket.create_server(("127.0.0.1", 0))
         port = sock.getsockname()[1]
         config = uvicorn.Config(
-            app, ws=Connection, ws_max_size=options.queue_limit, log_level="warning",
+            app, ws=ServedWebSocket, ws_max_size=options.queue_limit, log_level="warning",
             ws_per_message_deflate=False, lifespan="off",
         )  # fmt: skip
         background.append(loop.create_task(uvicorn.Server(config).serve(sockets=[sock])))

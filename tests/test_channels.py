@@ -6,16 +6,17 @@ from typing import Any
 
 import orjson
 
-from app.phoenix import Message
 from ws_gateway.channels import (
     MAX_CHANNELS,
+    Action,
     Channels,
+    Join,
+    Leave,
     Publish,
     Push,
     Reply,
-    Subscribe,
-    Unsubscribe,
 )
+from ws_gateway.serializers import Message
 
 OK: dict[str, Any] = {}
 
@@ -30,10 +31,19 @@ def test_heartbeat() -> None:
     ]
 
 
+def join(channels: Channels, message: Message, problem: str | None = None) -> list[Action]:
+    """Handle a phx_join and complete it as the gateway would: the actions of both steps."""
+    actions = channels.handle(message)
+    if actions and isinstance(actions[0], Join):
+        return [actions[0], *channels.join_done(actions[0], problem)]
+    return actions
+
+
 def test_join_subscribes_and_replies() -> None:
     channels = Channels()
-    assert channels.handle(msg("6", "6", "room:lobby", "phx_join", {})) == [
-        Subscribe("room:lobby", "6"),
+    message = msg("6", "6", "room:lobby", "phx_join", {})
+    assert join(channels, message) == [
+        Join("room:lobby", "6", message, None),
         Reply("6", "6", "room:lobby", "ok", OK),
     ]
     assert channels.joined == {"room:lobby": "6"}
@@ -41,28 +51,47 @@ def test_join_subscribes_and_replies() -> None:
 
 def test_join_without_join_ref_uses_the_ref() -> None:
     channels = Channels()
-    assert channels.handle(msg(None, "3", "t", "phx_join", {})) == [
-        Subscribe("t", "3"),
+    message = msg(None, "3", "t", "phx_join", {})
+    assert join(channels, message) == [
+        Join("t", "3", message, None),
         Reply(None, "3", "t", "ok", OK),
     ]
 
 
 def test_duplicate_join_closes_the_old_instance_after_the_reply() -> None:
     channels = Channels()
-    channels.handle(msg("6", "6", "t", "phx_join", {}))
-    assert channels.handle(msg("19", "19", "t", "phx_join", {})) == [
-        Subscribe("t", "19"),
+    join(channels, msg("6", "6", "t", "phx_join", {}))
+    message = msg("19", "19", "t", "phx_join", {})
+    assert join(channels, message) == [
+        Join("t", "19", message, ("6",)),
         Reply("19", "19", "t", "ok", OK),
         Push("6", "6", "t", "phx_close", OK),
     ]
     assert channels.joined == {"t": "19"}
 
 
+def test_a_join_the_gateway_could_not_do_is_refused_and_forgotten() -> None:
+    channels = Channels()
+    assert join(channels, msg("1", "1", "t", "phx_join", {}), "topic server unreachable")[1:] == [
+        Reply(
+            "1", "1", "t", "error", {"reason": "join failed", "detail": "topic server unreachable"}
+        )
+    ]
+    assert channels.joined == {}
+    # A failed rejoin still ends the instance it replaced.
+    join(channels, msg("2", "2", "t", "phx_join", {}))
+    assert join(channels, msg("3", "3", "t", "phx_join", {}), "no answer")[1:] == [
+        Reply("3", "3", "t", "error", {"reason": "join failed", "detail": "no answer"}),
+        Push("2", "2", "t", "phx_close", OK),
+    ]
+    assert channels.joined == {}
+
+
 def test_leave() -> None:
     channels = Channels()
-    channels.handle(msg("6", "6", "t", "phx_join", {}))
+    join(channels, msg("6", "6", "t", "phx_join", {}))
     assert channels.handle(msg("6", "18", "t", "phx_leave", {})) == [
-        Unsubscribe("t"),
+        Leave("t"),
         Reply("6", "18", "t", "ok", OK),
         Push("6", "6", "t", "phx_close", OK),
     ]
@@ -74,13 +103,13 @@ def test_leave() -> None:
 
 def test_leave_with_null_join_ref_leaves_the_current_instance() -> None:
     channels = Channels()
-    channels.handle(msg("6", "6", "t", "phx_join", {}))
-    assert channels.handle(msg(None, "7", "t", "phx_leave", {}))[0] == Unsubscribe("t")
+    join(channels, msg("6", "6", "t", "phx_join", {}))
+    assert channels.handle(msg(None, "7", "t", "phx_leave", {}))[0] == Leave("t")
 
 
 def test_stale_join_ref_is_dropped_silently() -> None:
     channels = Channels()
-    channels.handle(msg("6", "6", "t", "phx_join", {}))
+    join(channels, msg("6", "6", "t", "phx_join", {}))
     assert channels.handle(msg("5", "7", "t", "phx_leave", {})) == []
     assert channels.handle(msg("5", "8", "t", "publish", ["e", {}])) == []
     assert channels.joined == {"t": "6"}
@@ -150,9 +179,7 @@ def test_channel_limit() -> None:
         Reply("x", "x", "more", "error", {"reason": "too many channels joined"})
     ]
     # Rejoining a topic that is already joined is not a new channel.
-    assert channels.handle(msg("y", "y", "t0", "phx_join", {}))[1] == Reply(
-        "y", "y", "t0", "ok", OK
-    )
+    assert join(channels, msg("y", "y", "t0", "phx_join", {}))[1] == Reply("y", "y", "t0", "ok", OK)
 
 
 def test_leave_all() -> None:

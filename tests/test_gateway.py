@@ -7,19 +7,19 @@ from typing import Any
 import orjson
 
 from app.counters import Counters
-from app.embedded import SingleOwner
-from app.link import Ack, AckCallback
-from app.memory_link import MemoryLink
-from app.phoenix import Vsn
+from app.link.interface import Accepted, OnOutcome, Outcome
+from app.link.memory import MemoryLink
+from app.roles.embedded import SingleOwner
 from topic_server.server import TopicServer
 from ws_gateway.gateway import NO_OWNER, Gateway
+from ws_gateway.serializers import V1, V2, Serializer
 
 
 class FakeSocket:
     """Records the frames the gateway writes to it."""
 
-    def __init__(self, vsn: Vsn = Vsn.V2) -> None:
-        self.vsn = vsn
+    def __init__(self, serializer: Serializer = V2) -> None:
+        self.serializer = serializer
         self.sent: list[bytes] = []
 
     def send(self, data: bytes) -> None:
@@ -31,9 +31,9 @@ class FakeSocket:
 
 
 def join(gateway: Gateway, sock: FakeSocket, topic: str, join_ref: str) -> None:
-    done: list[bool] = []
-    gateway.join(sock, topic, join_ref, lambda: done.append(True))  # type: ignore[arg-type]
-    assert done == [True]  # the in-memory owner acknowledges at once
+    done: list[str | None] = []
+    gateway.join(sock, topic, join_ref, done.append)  # type: ignore[arg-type]
+    assert done == [None]  # the in-memory owner acknowledges at once
 
 
 def embedded() -> tuple[Gateway, TopicServer, SingleOwner]:
@@ -61,12 +61,12 @@ def test_one_subscription_per_gateway_and_topic() -> None:
 
 def test_fan_out_builds_each_frame_once() -> None:
     gateway, _, _ = embedded()
-    sockets = [FakeSocket() for _ in range(4)] + [FakeSocket(Vsn.V1) for _ in range(2)]
+    sockets = [FakeSocket() for _ in range(4)] + [FakeSocket(V1) for _ in range(2)]
     for i, sock in enumerate(sockets):
         join(gateway, sock, "t", "1" if i < 3 else "2")
-    acks: list[Ack | str] = []
+    acks: list[Outcome] = []
     gateway.publish("t", "ev", b'{"n":1}', False, acks.append)
-    assert acks == [Ack("ts", 1)]
+    assert acks == [Accepted("ts", 1)]
     assert [s.payloads() for s in sockets[:3]] == [[["1", None, "t", "ev", {"n": 1}]]] * 3
     assert sockets[3].payloads() == [["2", None, "t", "ev", {"n": 1}]]
     v1 = {"topic": "t", "event": "ev", "payload": {"n": 1}, "ref": None}
@@ -80,7 +80,7 @@ def test_fan_out_builds_each_frame_once() -> None:
 
 def test_binary_messages_skip_v1_sockets_and_count_them() -> None:
     gateway, _, _ = embedded()
-    v1, v2 = FakeSocket(Vsn.V1), FakeSocket()
+    v1, v2 = FakeSocket(V1), FakeSocket()
     join(gateway, v1, "t", "1")
     join(gateway, v2, "t", "1")
     gateway.publish("t", "publish", b"\x01\x02", True, lambda _: None)
@@ -108,7 +108,7 @@ def test_deliveries_from_a_former_owner_or_out_of_order_are_dropped() -> None:
 def test_publish_without_an_owner_fails_at_once() -> None:
     gateway, _, router = embedded()
     router.link = None
-    acks: list[Ack | str] = []
+    acks: list[Outcome] = []
     gateway.publish("t", "ev", b"{}", False, acks.append)
     assert acks == [NO_OWNER]
     assert gateway.counters.publish_errors == 1
@@ -120,39 +120,49 @@ class SlowOwner:
     owner = "ts-slow"
 
     def __init__(self) -> None:
-        self.acks: list[AckCallback] = []
+        self.acks: list[OnOutcome] = []
+        self.unsubscribed: list[str] = []
 
-    def subscribe(self, topic: str, on_ack: AckCallback) -> None:
-        self.acks.append(on_ack)
+    def subscribe(self, topic: str, on_outcome: OnOutcome) -> None:
+        self.acks.append(on_outcome)
 
-    def unsubscribe(self, topic: str) -> None: ...
+    def unsubscribe(self, topic: str) -> None:
+        self.unsubscribed.append(topic)
 
     def publish(
-        self, topic: str, event: str, payload: bytes, binary: bool, on_ack: AckCallback
+        self, topic: str, event: str, payload: bytes, binary: bool, on_outcome: OnOutcome
     ) -> None: ...
 
 
+def slow_gateway() -> tuple[Gateway, SlowOwner]:
+    router = SingleOwner()
+    owner = SlowOwner()
+    router.link = owner
+    return Gateway("gw", router, Counters()), owner
+
+
 def test_joins_are_done_only_once_the_owner_has_the_subscription() -> None:
-    router = SingleOwner()
-    owner = SlowOwner()
-    router.link = owner  # type: ignore[assignment]
-    gateway = Gateway("gw", router, Counters())
-    done: list[str] = []
-    gateway.join(FakeSocket(), "t", "1", lambda: done.append("first"))  # type: ignore[arg-type]
-    gateway.join(FakeSocket(), "t", "2", lambda: done.append("second"))  # type: ignore[arg-type]
+    gateway, owner = slow_gateway()
+    done: list[tuple[str, str | None]] = []
+    gateway.join(FakeSocket(), "t", "1", lambda p: done.append(("first", p)))  # type: ignore[arg-type]
+    gateway.join(FakeSocket(), "t", "2", lambda p: done.append(("second", p)))  # type: ignore[arg-type]
     assert (done, len(owner.acks)) == ([], 1)  # one subscription for the gateway
-    owner.acks[0](Ack("ts-slow", 0))
-    assert done == ["first", "second"]
-    gateway.join(FakeSocket(), "t", "3", lambda: done.append("third"))  # type: ignore[arg-type]
-    assert done == ["first", "second", "third"]
+    owner.acks[0](Accepted("ts-slow", 0))
+    assert done == [("first", None), ("second", None)]
+    gateway.join(FakeSocket(), "t", "3", lambda p: done.append(("third", p)))  # type: ignore[arg-type]
+    assert done[-1] == ("third", None)
 
 
-def test_a_failed_subscription_still_ends_the_join() -> None:
-    router = SingleOwner()
-    owner = SlowOwner()
-    router.link = owner  # type: ignore[assignment]
-    gateway = Gateway("gw", router, Counters())
-    done: list[bool] = []
-    gateway.join(FakeSocket(), "t", "1", lambda: done.append(True))  # type: ignore[arg-type]
+def test_a_failed_subscription_fails_every_waiting_join_and_unsubscribes() -> None:
+    gateway, owner = slow_gateway()
+    done: list[str | None] = []
+    gateway.join(FakeSocket(), "t", "1", done.append)  # type: ignore[arg-type]
+    gateway.join(FakeSocket(), "t", "2", done.append)  # type: ignore[arg-type]
     owner.acks[0]("the topic server went down before answering")
-    assert done == [True]
+    assert done == ["the topic server went down before answering"] * 2
+    # Neither socket is a subscriber: nothing is delivered to them, nothing stays subscribed.
+    assert gateway.topics == {}
+    assert owner.unsubscribed == ["t"]
+    # The next join subscribes again.
+    gateway.join(FakeSocket(), "t", "3", done.append)  # type: ignore[arg-type]
+    assert len(owner.acks) == 2

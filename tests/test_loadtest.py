@@ -1,5 +1,5 @@
 """`dps loadtest`: its accounting, options and client protocol without a server, then small
-runs against a real embedded server (as a subprocess, `python -m app.loadtest`)."""
+runs against a real embedded server (as a subprocess, `python -m app.tools.loadtest`)."""
 
 from __future__ import annotations
 
@@ -20,11 +20,11 @@ import orjson
 import pytest
 from websockets.speedups import apply_mask
 
-from app.loadtest import add_parser, run
-from app.loadtest.options import OptionError, Target, add_arguments, from_args, parse_target
-from app.loadtest.scenarios import ConnSpec, connections, plans
-from app.loadtest.session import Session
-from app.loadtest.stats import (
+from app.tools.loadtest import add_parser, run
+from app.tools.loadtest.options import OptionError, Target, add_arguments, from_args, parse_target
+from app.tools.loadtest.scenarios import ConnSpec, connections, plans
+from app.tools.loadtest.session import LoadSession
+from app.tools.loadtest.stats import (
     WorkerResult,
     build_report,
     counter_deltas,
@@ -32,8 +32,8 @@ from app.loadtest.stats import (
     expected_deliveries,
     percentiles,
 )
-from app.loadtest.tally import Tally
-from app.loadtest.websocket import accept_key
+from app.tools.loadtest.tally import Tally
+from app.tools.loadtest.websocket import accept_key
 from tests.support import ROOT, Server, free_port
 
 # -- accounting ---------------------------------------------------------------------------
@@ -89,7 +89,7 @@ def test_sequences_are_kept_per_subscription_and_publisher_slot() -> None:
 
 
 def test_batches_fill_the_timeline_and_bound_the_samples(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("app.loadtest.tally.MAX_SAMPLES", 4)
+    monkeypatch.setattr("app.tools.loadtest.tally.MAX_SAMPLES", 4)
     tally = Tally([0], slots=1, epoch_ns=1_000_000_000)
     tally.latencies.extend(range(5))
     tally.batch(1_000_000_000 + 250_000_000, 5)
@@ -401,10 +401,10 @@ def delivery(topic: str, slot: int, seq: int, pad: int = 0) -> bytes:
 
 def open_session(
     spec: ConnSpec, window: int = 64
-) -> tuple[Session, Tally, FakeTransport, list[str]]:
+) -> tuple[LoadSession, Tally, FakeTransport, list[str]]:
     tally = Tally(list(spec.topics), slots=2, epoch_ns=time.monotonic_ns())
     settled: list[str] = []
-    session = Session(
+    session = LoadSession(
         Target("127.0.0.1", 1, "/socket/websocket?vsn=2.0.0"),
         spec,
         0,
@@ -467,7 +467,7 @@ def test_pings_are_answered_and_a_close_is_counted_as_a_drop() -> None:
 
 def test_a_refused_handshake_is_a_failed_connection() -> None:
     tally = Tally([], slots=1, epoch_ns=0)
-    session = Session(
+    session = LoadSession(
         Target("127.0.0.1", 1, "/"), ConnSpec(0, (), -1, 0, 0.0), 0, tally, 0, 1, lambda: None
     )
     transport = FakeTransport()
@@ -512,7 +512,7 @@ def counters(server: Server) -> dict[str, int]:
 
 def loadtest(*argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "app.loadtest", *argv],
+        [sys.executable, "-m", "app.tools.loadtest", *argv],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -592,7 +592,7 @@ def test_a_server_killed_mid_run_means_drops_and_exit_1(
     server = spawn()
     out = tmp_path / "report.json"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "app.loadtest", "--url", server.ws(), "--subscribers", "10",
+        [sys.executable, "-m", "app.tools.loadtest", "--url", server.ws(), "--subscribers", "10",
          "--rate", "50", "--duration", "5", "--drain", "1", "--json", str(out)],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )  # fmt: skip
@@ -618,7 +618,7 @@ def test_ctrl_c_prints_the_partial_report(spawn: Callable[..., Server], tmp_path
     server = spawn()
     out = tmp_path / "report.json"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "app.loadtest", "--url", server.ws(), "--subscribers", "10",
+        [sys.executable, "-m", "app.tools.loadtest", "--url", server.ws(), "--subscribers", "10",
          "--rate", "50", "--duration", "30", "--json", str(out)],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip

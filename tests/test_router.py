@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from app.link import AckCallback
+from app.link.interface import OnOutcome
 from app.ring import Declared, Ring, RingConfig, RingError, load
 from ws_gateway.router import ClusterRouter
 
@@ -29,7 +29,7 @@ class Link:
     def unsubscribe(self, topic: str) -> None: ...
 
     def publish(
-        self, topic: str, event: str, payload: bytes, binary: bool, on_ack: AckCallback
+        self, topic: str, event: str, payload: bytes, binary: bool, on_outcome: OnOutcome
     ) -> None: ...
 
     def __repr__(self) -> str:

@@ -20,24 +20,23 @@ from typing import Any
 
 from app.counters import Counters
 from app.discovery import NodeRecord, Registry
-from app.link_connection import LinkConnection, LinkOptions
-from app.link_handshake import Identity
-from app.link_hub import LinkHub
+from app.link.connection import LinkConnection, LinkOptions
+from app.link.handshake import Identity
+from app.link.hub import SCOPE, TOPIC_SERVERS, LinkHub
 from app.metrics import Metrics
 from app.pg import new_incarnation
 from app.ring import RingConfig, RingError
-from app.settings import Settings
-from topic_server.gateway_link import RemoteGateway
+from app.settings import Role, Settings
+from topic_server.remote_gateway import RemoteGateway
 from topic_server.server import TopicServer
 
 log = logging.getLogger("dps.topic_server")
 
-SCOPE = "dps"
 PAUSE_TICK = 0.1  # seconds between checks that the process has not been paused
 
 
 class TopicServerNode(LinkHub):
-    role = "ts"
+    role = Role.TOPIC_SERVER
 
     def __init__(self, settings: Settings, ring: RingConfig) -> None:
         if settings.node_name not in ring.servers:
@@ -60,7 +59,7 @@ class TopicServerNode(LinkHub):
     async def start(self) -> None:
         self._watchdog = asyncio.get_running_loop().create_task(self._watch_pauses())
         self.pg.start_scope(SCOPE)
-        self.pg.join(SCOPE, "topic_servers", self.pg.spawn_member().member)
+        self.pg.join(SCOPE, TOPIC_SERVERS, self.pg.spawn_member().member)
         if self.settings.redis_url:
             me = NodeRecord(
                 self.local.name, self.role, self.local.incarnation, self.settings.advertise_address

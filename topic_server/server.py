@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 
 from app.counters import Counters
-from app.link import Delivery, GatewayLink
+from app.link.interface import Delivery, GatewayLink
 from topic_server.topics import Topics
 
 

@@ -11,7 +11,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from app.link import Ack
+from app.link.interface import Outcome
 from ws_gateway.channels import event_problem, topic_problem
 from ws_gateway.gateway import Gateway
 
@@ -54,7 +54,7 @@ async def broadcast(request: Request) -> JSONResponse:
         return _error(400, problem)
     assert isinstance(event, str)
     gateway: Gateway = request.app.state.gateway
-    outcome: asyncio.Future[Ack | str] = asyncio.get_running_loop().create_future()
+    outcome: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
     gateway.publish(topic, event, orjson.dumps(payload), False, outcome.set_result)
     result = await outcome
     if isinstance(result, str):

@@ -3,15 +3,16 @@
 Each topic is, on one socket, either unjoined or joined under a join_ref (the ref of the
 `phx_join` that created the current instance). `Channels.handle` takes one decoded client
 message and returns what to do, in order: replies and pushes to send to this socket, and
-commands for the gateway (subscribe, unsubscribe, publish). It never does I/O.
+commands for the gateway (join, leave, publish). It never does I/O.
 
     message                          state              actions
     heartbeat on "phoenix"           any                ok reply, join_ref null
-    phx_join T (valid topic)         unjoined           subscribe T, ok reply
-    phx_join T                       joined as J        subscribe T (new ref), ok reply,
+    phx_join T (valid topic)         unjoined           join T; once the gateway has
+                                                        done it, `join_done`: ok reply
+    phx_join T                       joined as J        join T (new ref); then ok reply,
                                                         phx_close for the old instance J
     phx_join T (bad topic / full)    any                error reply, state unchanged
-    phx_leave T, join_ref J or null  joined as J        unsubscribe T, ok reply, phx_close J
+    phx_leave T, join_ref J or null  joined as J        leave T, ok reply, phx_close J
     phx_leave T                      unjoined           ok reply
     publish T [event, object]        joined as J        publish (the ok reply follows the
                                                         owner's acknowledgement)
@@ -19,6 +20,10 @@ commands for the gateway (subscribe, unsubscribe, publish). It never does I/O.
     nor null
     any other push to T              unjoined           error "unmatched topic", join_ref null
     any other event                  joined             error "unknown event", stays joined
+
+A join counts as joined from the moment it is handled. When the gateway cannot do it (the
+topic's owner refused or never acknowledged the subscription), `join_done` forgets the
+topic and answers with the error reply "join failed" instead.
 
 A V2 join whose join_ref is null (handy when typing frames by hand) and every V1 join take
 the join's own ref as the instance's join_ref, as Phoenix does for V1.
@@ -30,7 +35,8 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from app.phoenix import MAX_FIELD_BYTES, Message
+from ws_gateway.serializers import Message
+from ws_gateway.serializers.protocol import MAX_FIELD_BYTES
 
 MAX_CHANNELS = 100  # Phoenix's limit of channels per socket
 HEARTBEAT_TOPIC = "phoenix"
@@ -54,12 +60,17 @@ class Push(NamedTuple):
     payload: Any
 
 
-class Subscribe(NamedTuple):
+class Join(NamedTuple):
+    """Subscribe the socket to `topic` as instance `join_ref`, for the join `msg`; `replaced`
+    is the join_ref of the instance this one replaces, if it replaces one."""
+
     topic: str
     join_ref: str | None
+    msg: Message
+    replaced: tuple[str | None] | None
 
 
-class Unsubscribe(NamedTuple):
+class Leave(NamedTuple):
     topic: str
 
 
@@ -74,7 +85,7 @@ class Publish(NamedTuple):
     binary: bool
 
 
-Action = Reply | Push | Subscribe | Unsubscribe | Publish
+Action = Reply | Push | Join | Leave | Publish
 
 EMPTY: dict[str, Any] = {}
 
@@ -130,13 +141,29 @@ class Channels:
         if event == "phx_leave":
             del self.joined[topic]
             return [
-                Unsubscribe(topic),
+                Leave(topic),
                 Reply(current, msg.ref, topic, "ok", EMPTY),
                 Push(current, current, topic, "phx_close", EMPTY),
             ]
         if event == "publish":
             return [self._publish(current, msg)]
         return [Reply(current, msg.ref, topic, "error", error("unknown event"))]
+
+    def join_done(self, join: Join, problem: str | None) -> list[Action]:
+        """The gateway has done `join` (`problem` None) or could not (why)."""
+        msg = join.msg
+        if problem is None:
+            actions: list[Action] = [Reply(msg.join_ref, msg.ref, join.topic, "ok", EMPTY)]
+        else:
+            if self.joined.get(join.topic, ()) == join.join_ref:
+                del self.joined[join.topic]
+            actions = [
+                Reply(msg.join_ref, msg.ref, join.topic, "error", error("join failed", problem))
+            ]
+        if join.replaced is not None:
+            (old,) = join.replaced
+            actions.append(Push(old, old, join.topic, "phx_close", EMPTY))
+        return actions
 
     def leave_all(self) -> list[str]:
         """The socket went away: every topic it had joined, now forgotten."""
@@ -153,16 +180,10 @@ class Channels:
         rejoin = topic in self.joined
         if not rejoin and len(self.joined) >= self.max_channels:
             return [Reply(msg.join_ref, msg.ref, topic, "error", error("too many channels joined"))]
-        old = self.joined.get(topic)
+        replaced = (self.joined[topic],) if rejoin else None
         join_ref = msg.join_ref if msg.join_ref is not None else msg.ref
         self.joined[topic] = join_ref
-        actions: list[Action] = [
-            Subscribe(topic, join_ref),
-            Reply(msg.join_ref, msg.ref, topic, "ok", EMPTY),
-        ]
-        if rejoin:
-            actions.append(Push(old, old, topic, "phx_close", EMPTY))
-        return actions
+        return [Join(topic, join_ref, msg, replaced)]
 
     def _publish(self, join_ref: str | None, msg: Message) -> Action:
         payload = msg.payload

@@ -1,17 +1,21 @@
 """The gateway's subscriber table and fan-out.
 
-For every topic with local subscribers: the V2 sockets with their join_ref, the V1 sockets,
+For every topic with local subscribers: the sockets grouped by lane (sockets of one lane
+receive the same bytes for a broadcast: the same serializer, and for V2 the same join_ref),
 and the topic servers this gateway is subscribed at (its owner; two while the topic moves
 from one owner to another, see `router`) with the last sequence number each delivered.
 The first local join of a topic subscribes the gateway, the last leave unsubscribes it:
-a topic server sees one subscription per gateway, never one per socket. A join is done
-(its reply may go out) once every owner has acknowledged the subscription, so that a
-message published anywhere after a client's join reply reaches that client.
+a topic server sees one subscription per gateway, never one per socket.
 
-A deliver is fanned out here, the frame built once per serializer and join_ref and written
-to each socket without awaiting. Deliveries from a server the topic is not subscribed at,
-or not newer than the last one from that server, are dropped and counted, so every socket
-sees a topic's messages in their owner's order, without duplicates.
+A join is done (its reply may go out) once every owner has acknowledged the subscription,
+so that a message published anywhere after a client's join reply reaches that client. If
+an owner refuses it or never answers, every join waiting for it fails and its socket is
+no longer a subscriber: the client gets an error reply, never a join that receives nothing.
+
+A deliver is fanned out here, the frame built once per lane and written to each socket
+without awaiting. Deliveries from a server the topic is not subscribed at, or not newer
+than the last one from that server, are dropped and counted, so every socket sees a
+topic's messages in their owner's order, without duplicates.
 """
 
 from __future__ import annotations
@@ -20,16 +24,18 @@ import logging
 from collections.abc import Callable
 from typing import Protocol
 
-from app.connection import frame
 from app.counters import Counters
-from app.link import Ack, AckCallback, OwnerLink
-from app.phoenix import BroadcastFrames, Vsn
+from app.link.interface import OnOutcome, Outcome, OwnerLink
 from app.throttled_log import ThrottledLog
+from ws_gateway.serializers import Broadcast, Lane
 from ws_gateway.socket import Outbox, Socket
 
 log = logging.getLogger("dps.gateway")
 
 NO_OWNER = "no topic server available"
+
+# Called once a join is done: with None, or with the reason it failed.
+JoinDone = Callable[[str | None], None]
 
 
 class Router(Protocol):
@@ -47,24 +53,35 @@ class Router(Protocol):
 class Subscribers:
     """The local subscribers of one topic."""
 
-    __slots__ = ("owners", "unacked", "v1", "v2", "waiting")
+    __slots__ = ("failure", "lanes", "owners", "sockets", "unacked", "waiting")
 
     def __init__(self) -> None:
-        self.v2: dict[Socket, str | None] = {}
-        self.v1: set[Socket] = set()
+        self.sockets: dict[Socket, Lane] = {}
+        self.lanes: dict[Lane, dict[Socket, None]] = {}
         self.owners: dict[OwnerLink, int] = {}  # subscribed at -> last sequence delivered
         self.unacked = 0  # subscriptions of the first join not yet acknowledged
-        self.waiting: list[Callable[[], None]] = []  # joins done when unacked reaches 0
+        self.failure: str | None = None  # why one of them failed
+        self.waiting: list[tuple[Socket, JoinDone]] = []  # joins done when unacked is 0
 
-    def acked(self, result: Ack | str) -> None:
-        self.unacked -= 1
-        if self.unacked == 0:
-            waiting, self.waiting = self.waiting, []
-            for done in waiting:
-                done()
+    def add(self, sock: Socket, lane: Lane) -> None:
+        self.discard(sock)
+        self.sockets[sock] = lane
+        members = self.lanes.get(lane)
+        if members is None:
+            self.lanes[lane] = {sock: None}
+        else:
+            members[sock] = None
+
+    def discard(self, sock: Socket) -> None:
+        lane = self.sockets.pop(sock, None)
+        if lane is not None:
+            members = self.lanes[lane]
+            del members[sock]
+            if not members:
+                del self.lanes[lane]
 
     def __bool__(self) -> bool:
-        return bool(self.v2) or bool(self.v1)
+        return bool(self.sockets)
 
 
 class Gateway:
@@ -79,40 +96,49 @@ class Gateway:
         self.stale = ThrottledLog(log, logging.WARNING)
         self.skipped = ThrottledLog(log, logging.INFO)
 
-    def join(
-        self, sock: Socket, topic: str, join_ref: str | None, done: Callable[[], None]
-    ) -> None:
-        """Add `sock` to `topic`'s subscribers; `done()` once the owners have the topic."""
+    def join(self, sock: Socket, topic: str, join_ref: str | None, done: JoinDone) -> None:
+        """Add `sock` to `topic`'s subscribers; `done` once the owners have the topic."""
         subs = self.topics.get(topic)
         first = subs is None
         if subs is None:
             subs = self.topics[topic] = Subscribers()
-        if sock.vsn is Vsn.V2:
-            subs.v2[sock] = join_ref
-        else:
-            subs.v1.add(sock)
+        subs.add(sock, sock.serializer.lane(join_ref))
         if not first:
             if subs.unacked:
-                subs.waiting.append(done)
+                subs.waiting.append((sock, done))
             else:
-                done()
+                done(None)
             return
         links = self.router.listeners(topic)
         if not links:
-            done()  # no owner yet: the topic is subscribed when one appears (reroute)
+            done(None)  # no owner yet: the topic is subscribed when one appears (reroute)
             return
         subs.unacked = len(links)
-        subs.waiting.append(done)
+        subs.waiting.append((sock, done))
         for link in links:
             subs.owners[link] = 0
-            link.subscribe(topic, subs.acked)
+            link.subscribe(topic, lambda outcome: self._subscribed(topic, subs, outcome))
+
+    def _subscribed(self, topic: str, subs: Subscribers, outcome: Outcome) -> None:
+        if isinstance(outcome, str):
+            subs.failure = outcome
+        subs.unacked -= 1
+        if subs.unacked:
+            return
+        waiting, subs.waiting = subs.waiting, []
+        failure, subs.failure = subs.failure, None
+        if failure is not None:
+            log.warning("joins of %r failed: %s", topic, failure)
+            for sock, _ in waiting:
+                self.leave(sock, topic)
+        for _, done in waiting:
+            done(failure)
 
     def leave(self, sock: Socket, topic: str) -> None:
         subs = self.topics.get(topic)
         if subs is None:
             return
-        subs.v2.pop(sock, None)
-        subs.v1.discard(sock)
+        subs.discard(sock)
         if not subs:
             del self.topics[topic]
             for link in subs.owners:
@@ -138,16 +164,16 @@ class Gateway:
         }
 
     def publish(
-        self, topic: str, event: str, payload: bytes, binary: bool, on_ack: AckCallback
+        self, topic: str, event: str, payload: bytes, binary: bool, on_outcome: OnOutcome
     ) -> None:
-        """Hand a message to the topic's owner; `on_ack` gets the outcome, exactly once."""
+        """Hand a message to the topic's owner; `on_outcome` gets the outcome, exactly once."""
         self.counters.publishes_received += 1
         owner = self.router.owner_of(topic)
         if owner is None:
             self.counters.publish_errors += 1
-            on_ack(NO_OWNER)
+            on_outcome(NO_OWNER)
             return
-        owner.publish(topic, event, payload, binary, on_ack)
+        owner.publish(topic, event, payload, binary, on_outcome)
 
     def deliver(
         self, source: OwnerLink, topic: str, seq: int, event: str, payload: bytes, binary: bool
@@ -170,26 +196,17 @@ class Gateway:
             )
             return
         subs.owners[source] = seq
-        frames = BroadcastFrames(topic, event, payload, binary)
-        if subs.v2:
-            built: dict[str | None, bytes] = {}
-            for sock, join_ref in subs.v2.items():
-                data = built.get(join_ref)
-                if data is None:
-                    data = built[join_ref] = frame(frames.v2(join_ref), binary)
+        broadcast = Broadcast(topic, event, payload, binary)
+        for (serializer, join_ref), sockets in subs.lanes.items():
+            data = serializer.fastlane(broadcast, join_ref)
+            if data is None:
+                counters.v1_binary_skipped += len(sockets)
+                self.skipped("binary message on %r not sent to %d V1 sockets", topic, len(sockets))
+                continue
+            for sock in sockets:
                 sock.send(data)
-            counters.socket_deliveries += len(subs.v2)
-        if subs.v1:
-            v1 = frames.v1()
-            if v1 is None:
-                counters.v1_binary_skipped += len(subs.v1)
-                self.skipped("binary message on %r not sent to %d V1 sockets", topic, len(subs.v1))
-                return
-            data = frame(v1)
-            for sock in subs.v1:
-                sock.send(data)
-            counters.socket_deliveries += len(subs.v1)
+            counters.socket_deliveries += len(sockets)
 
 
-def _ignore(result: Ack | str) -> None:
+def _ignore(outcome: Outcome) -> None:
     """A re-subscription after a ring change: nobody waits for it."""

@@ -14,28 +14,27 @@ import time
 from typing import Any
 
 from app.counters import Counters
-from app.dialer import Dialer
 from app.discovery import NodeRecord, Registry
-from app.link_codec import Deliver
-from app.link_connection import LinkConnection, LinkOptions
-from app.link_handshake import Identity
-from app.link_hub import LinkHub
+from app.link.codec import LinkDeliver
+from app.link.connection import LinkConnection, LinkOptions
+from app.link.dialer import Dialer
+from app.link.handshake import Identity
+from app.link.hub import GATEWAYS, SCOPE, TOPIC_SERVERS, LinkHub
 from app.metrics import Metrics
 from app.pg import SubscriptionEnded, new_incarnation
 from app.ring import RingConfig
-from app.settings import Settings
+from app.settings import Role, Settings
 from ws_gateway.gateway import Gateway
-from ws_gateway.owner_link import RemoteOwner
+from ws_gateway.remote_owner import RemoteOwner
 from ws_gateway.router import ClusterRouter
 
 log = logging.getLogger("dps.gateway")
 
-SCOPE = "dps"
 EXPIRY_TICK = 0.05  # seconds between sweeps for publishes that waited too long
 
 
 class GatewayNode(LinkHub):
-    role = "ws"
+    role = Role.GATEWAY
 
     def __init__(self, settings: Settings, ring: RingConfig) -> None:
         super().__init__(Identity(settings.node_name, self.role, new_incarnation()))
@@ -55,8 +54,8 @@ class GatewayNode(LinkHub):
 
     async def start(self) -> None:
         self.pg.start_scope(SCOPE)
-        self.pg.join(SCOPE, "gateways", self.pg.spawn_member().member)
-        subscription, _ = self.pg.monitor(SCOPE, "topic_servers")  # no links yet: empty
+        self.pg.join(SCOPE, GATEWAYS, self.pg.spawn_member().member)
+        subscription, _ = self.pg.monitor(SCOPE, TOPIC_SERVERS)  # no links yet: empty
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._membership(subscription)))
         self._tasks.append(loop.create_task(self._expire()))
@@ -125,7 +124,7 @@ class GatewayNode(LinkHub):
     def _rerouted(self) -> None:
         self.gateway.reroute()
 
-    def _deliver(self, source: RemoteOwner, frame: Deliver) -> None:
+    def _deliver(self, source: RemoteOwner, frame: LinkDeliver) -> None:
         self.metrics.delivery_latency.observe(max(0.0, time.time() - frame.sent_at))
         self.gateway.deliver(
             source, frame.topic, frame.seq, frame.event, frame.payload, frame.binary
@@ -143,7 +142,7 @@ class GatewayNode(LinkHub):
         servers = {
             name: record
             for name, record in nodes.items()
-            if record.role == "ts" and name in self.ring.servers
+            if record.role == Role.TOPIC_SERVER and name in self.ring.servers
         }
         self.alive = set(servers)
         for name, record in servers.items():

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from app.link import OwnerLink
+from app.link.interface import OwnerLink
 from app.ring import Ring, RingConfig
 
 

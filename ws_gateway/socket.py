@@ -15,10 +15,10 @@ import asyncio
 import logging
 from typing import Any
 
-from app.connection import Connection, frame
 from app.counters import Counters
-from app.phoenix import Vsn, encode_push, encode_reply
+from app.websocket import ServedWebSocket
 from ws_gateway.channels import Channels
+from ws_gateway.serializers import Serializer, encode_reply
 
 log = logging.getLogger("dps.gateway")
 
@@ -46,14 +46,28 @@ class Outbox:
 
 
 class Socket:
-    __slots__ = ("channels", "conn", "counters", "limit", "out", "outbox", "transport", "vsn")
+    __slots__ = (
+        "channels",
+        "conn",
+        "counters",
+        "limit",
+        "out",
+        "outbox",
+        "serializer",
+        "transport",
+    )
 
     def __init__(
-        self, conn: Connection, vsn: Vsn, limit: int, counters: Counters, outbox: Outbox
+        self,
+        conn: ServedWebSocket,
+        serializer: Serializer,
+        limit: int,
+        counters: Counters,
+        outbox: Outbox,
     ) -> None:
         self.conn = conn
         self.transport = conn.transport
-        self.vsn = vsn
+        self.serializer = serializer
         self.limit = limit
         self.counters = counters
         self.outbox = outbox
@@ -61,7 +75,7 @@ class Socket:
         self.channels = Channels()
 
     def send(self, data: bytes) -> None:
-        """Queue one framed message (see `connection.frame`)."""
+        """Queue one framed message (a serializer's output)."""
         out = self.out
         if out is not None:
             out.append(data)
@@ -88,13 +102,13 @@ class Socket:
     def push(
         self, join_ref: str | None, ref: str | None, topic: str, event: str, payload: Any
     ) -> None:
-        """Send one JSON frame to this socket only (replies, phx_close)."""
-        self.send(frame(encode_push(self.vsn, join_ref, ref, topic, event, payload)))
+        """Send one frame to this socket only (phx_close)."""
+        self.send(self.serializer.encode(join_ref, ref, topic, event, payload))
 
     def reply(
         self, join_ref: str | None, ref: str | None, topic: str, status: str, response: Any
     ) -> None:
-        self.send(frame(encode_reply(self.vsn, join_ref, ref, topic, status, response)))
+        self.send(encode_reply(self.serializer, join_ref, ref, topic, status, response))
 
     def close(self, code: int, reason: str) -> None:
         self.conn.close_now(code, reason)

@@ -1,4 +1,4 @@
-"""pg: Erlang/OTP's process groups with scopes, for asyncio (docs/pg-groups.md).
+"""pg: Erlang/OTP's process groups with scopes, for asyncio (docs/pg.md).
 
 A `Node` is the local node; scopes run on it, members are spawned on it, and its links
 feed it `peer_up` / `peer_down` / `receive`. Groups and scope names are `str` (they
@@ -61,25 +61,22 @@ the Erlang monitor on a peer scope; anti-entropy digests (`send_digests`,
 from app.pg.member import Member, NodeId, new_incarnation
 from app.pg.node import MemberHandle, Node, NoScopeError, NotLocalError
 from app.pg.subscription import Event, EventKind, Subscription, SubscriptionEnded, SubscriptionState
-from app.pg.transport import Endpoint, Link, MemoryNetwork, MemoryTransport, Transport
-from app.pg.wire import PROTOCOL_VERSION, Frame, FrameError
+from app.pg.transport import Endpoint, Transport
+from app.pg.wire import PROTOCOL_VERSION, PgFrame, PgFrameError
 
 __all__ = [
     "PROTOCOL_VERSION",
     "Endpoint",
     "Event",
     "EventKind",
-    "Frame",
-    "FrameError",
-    "Link",
     "Member",
     "MemberHandle",
-    "MemoryNetwork",
-    "MemoryTransport",
     "NoScopeError",
     "Node",
     "NodeId",
     "NotLocalError",
+    "PgFrame",
+    "PgFrameError",
     "Subscription",
     "SubscriptionEnded",
     "SubscriptionState",

@@ -39,7 +39,7 @@ from app.pg.member import Member, NodeId, new_incarnation
 from app.pg.scope import Scope
 from app.pg.subscription import Subscription
 from app.pg.transport import Transport
-from app.pg.wire import Frame, FrameError, header
+from app.pg.wire import PgFrame, PgFrameError, header
 
 __all__ = ["MemberHandle", "NoScopeError", "Node", "NotLocalError"]
 
@@ -233,7 +233,7 @@ class Node:
         del self._links[peer.name]
         self._purge(peer)
 
-    def receive(self, peer: NodeId, frame: Frame) -> None:
+    def receive(self, peer: NodeId, frame: PgFrame) -> None:
         current = self._links.get(peer.name)
         if current != peer:
             if current is None or peer in self._retired:
@@ -245,7 +245,7 @@ class Node:
             if running is None:
                 return
             running.receive(peer, kind, instance, frame)
-        except FrameError as e:
+        except PgFrameError as e:
             log.warning("pg: dropped a frame from %s: %s", peer, e)
             return
         if running.outbox:

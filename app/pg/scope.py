@@ -10,7 +10,7 @@ new `Scope` with the next instance number). Its view of each connected peer node
 
     UNKNOWN --discover/sync--> KNOWN(instance, groups) --peer down / scope_down--> UNKNOWN
 
-Rules, one per input (the classic OTP protocol, see docs/pg-groups.md section 3):
+Rules, one per input (the classic OTP protocol, see docs/pg.md):
 
 1. start: send `discover(reply=1)` to every connected node. Nodes without the scope
    drop it. reply=1 asks for a discover back, because any discover this peer sent us
@@ -55,7 +55,7 @@ from itertools import repeat
 from app.pg import wire
 from app.pg.member import Member, NodeId
 from app.pg.table import GroupTable, Multiset, Owner
-from app.pg.wire import Frame, FrameError
+from app.pg.wire import PgFrame, PgFrameError
 
 __all__ = ["Scope", "ScopeState", "UnsupportedVersion"]
 
@@ -65,7 +65,7 @@ class ScopeState(enum.Enum):
     STOPPED = "stopped"
 
 
-class UnsupportedVersion(FrameError):
+class UnsupportedVersion(PgFrameError):
     """A discover carrying a protocol version this node does not speak."""
 
 
@@ -78,7 +78,7 @@ class Scope:
         self.table = GroupTable(node, instance)
         # Local member -> its groups, one entry per membership (OTP's `local` map).
         self.memberships: dict[Member, tuple[str, ...]] = {}
-        self.outbox: list[tuple[NodeId, Frame]] = []
+        self.outbox: list[tuple[NodeId, PgFrame]] = []
 
     def __repr__(self) -> str:
         return f"<Scope {self.name!r} #{self.instance} on {self.node.name} {self.state.value}>"
@@ -152,8 +152,8 @@ class Scope:
         frame = wire.digest_frame(self.name, self.instance, self._digest(self.table.local))
         self.outbox.extend((peer, frame) for peer in connected)
 
-    def receive(self, peer: NodeId, kind: str, instance: int, frame: Frame) -> None:
-        """Handle a frame whose header the node has parsed; raises `FrameError`."""
+    def receive(self, peer: NodeId, kind: str, instance: int, frame: PgFrame) -> None:
+        """Handle a frame whose header the node has parsed; raises `PgFrameError`."""
         table = self.table
         owner = table.peers.get(peer)
         if owner is not None and owner.instance != instance:
@@ -194,11 +194,11 @@ class Scope:
             if owner is None or value != self._digest(owner):
                 self.outbox.append((peer, wire.discover(self.name, self.instance, reply=False)))
         else:
-            raise FrameError(f"unknown frame kind {kind!r} from {peer}")
+            raise PgFrameError(f"unknown frame kind {kind!r} from {peer}")
 
     # Internals.
 
-    def _broadcast(self, frame: Frame) -> None:
+    def _broadcast(self, frame: PgFrame) -> None:
         self.outbox.extend((peer, frame) for peer in self.table.peers)
 
     @staticmethod

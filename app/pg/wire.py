@@ -17,7 +17,7 @@ local ids only, since a node announces nothing but its own members. Groups are s
 | digest | `["digest", scope, instance, digest]` |
 
 Parsers check shapes and types completely before anything is applied, raising
-`FrameError` (the peer's fault: the node logs it and drops the frame).
+`PgFrameError` (the peer's fault: the node logs it and drops the frame).
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ __all__ = [
     "PROTOCOL_VERSION",
     "SCOPE_DOWN",
     "SYNC",
-    "Frame",
-    "FrameError",
+    "PgFrame",
+    "PgFrameError",
     "digest",
     "digest_frame",
     "discover",
@@ -58,7 +58,7 @@ __all__ = [
 ]
 
 # A frame as it leaves orjson.loads: nothing is known about it until it is parsed.
-Frame: TypeAlias = list[Any]
+PgFrame: TypeAlias = list[Any]
 
 PROTOCOL_VERSION: Final = 1
 
@@ -72,7 +72,7 @@ DIGEST: Final = "digest"
 _local_id = itemgetter(2)
 
 
-class FrameError(ValueError):
+class PgFrameError(ValueError):
     """A malformed frame from a peer."""
 
 
@@ -84,27 +84,27 @@ def local_ids(members: Multiset) -> list[int]:
 # Builders.
 
 
-def discover(scope: str, instance: int, *, reply: bool) -> Frame:
+def discover(scope: str, instance: int, *, reply: bool) -> PgFrame:
     return [DISCOVER, scope, instance, PROTOCOL_VERSION, int(reply)]
 
 
-def sync(scope: str, instance: int, groups: dict[str, Multiset]) -> Frame:
+def sync(scope: str, instance: int, groups: dict[str, Multiset]) -> PgFrame:
     return [SYNC, scope, instance, [[g, local_ids(ms)] for g, ms in groups.items()]]
 
 
-def join(scope: str, instance: int, group: str, ids: list[int]) -> Frame:
+def join(scope: str, instance: int, group: str, ids: list[int]) -> PgFrame:
     return [JOIN, scope, instance, group, ids]
 
 
-def leave(scope: str, instance: int, ids: list[int], groups: list[str]) -> Frame:
+def leave(scope: str, instance: int, ids: list[int], groups: list[str]) -> PgFrame:
     return [LEAVE, scope, instance, ids, groups]
 
 
-def scope_down(scope: str, instance: int) -> Frame:
+def scope_down(scope: str, instance: int) -> PgFrame:
     return [SCOPE_DOWN, scope, instance]
 
 
-def digest_frame(scope: str, instance: int, value: str) -> Frame:
+def digest_frame(scope: str, instance: int, value: str) -> PgFrame:
     return [DIGEST, scope, instance, value]
 
 
@@ -120,64 +120,64 @@ def header(frame: object) -> tuple[str, str, int]:
         or type(frame[1]) is not str
         or type(frame[2]) is not int
     ):
-        raise FrameError(f"bad frame header: {_abbrev(frame)}")
+        raise PgFrameError(f"bad frame header: {_abbrev(frame)}")
     return frame[0], frame[1], frame[2]
 
 
-def parse_discover(frame: Frame) -> tuple[int, bool]:
+def parse_discover(frame: PgFrame) -> tuple[int, bool]:
     """`(version, reply)`. The version is returned unchecked, for the caller to judge."""
     _arity(frame, 5)
     version, reply = frame[3], frame[4]
     if type(version) is not int or reply not in (0, 1) or type(reply) is not int:
-        raise FrameError(f"bad discover: {_abbrev(frame)}")
+        raise PgFrameError(f"bad discover: {_abbrev(frame)}")
     return version, bool(reply)
 
 
-def parse_sync(frame: Frame) -> list[tuple[str, list[int]]]:
+def parse_sync(frame: PgFrame) -> list[tuple[str, list[int]]]:
     _arity(frame, 4)
     entries = frame[3]
     if type(entries) is not list:
-        raise FrameError(f"bad sync: {_abbrev(frame)}")
+        raise PgFrameError(f"bad sync: {_abbrev(frame)}")
     out = []
     for entry in entries:
         if type(entry) is not list or len(entry) != 2 or type(entry[0]) is not str:
-            raise FrameError(f"bad sync entry: {_abbrev(entry)}")
+            raise PgFrameError(f"bad sync entry: {_abbrev(entry)}")
         out.append((entry[0], _ids(entry[1])))
     return out
 
 
-def parse_join(frame: Frame) -> tuple[str, list[int]]:
+def parse_join(frame: PgFrame) -> tuple[str, list[int]]:
     _arity(frame, 5)
     group = frame[3]
     if type(group) is not str:
-        raise FrameError(f"bad join group: {_abbrev(frame)}")
+        raise PgFrameError(f"bad join group: {_abbrev(frame)}")
     return group, _ids(frame[4])
 
 
-def parse_leave(frame: Frame) -> tuple[list[int], list[str]]:
+def parse_leave(frame: PgFrame) -> tuple[list[int], list[str]]:
     _arity(frame, 5)
     groups = frame[4]
     if type(groups) is not list or not _all_of_type(groups, str):
-        raise FrameError(f"bad leave groups: {_abbrev(frame)}")
+        raise PgFrameError(f"bad leave groups: {_abbrev(frame)}")
     return _ids(frame[3]), groups
 
 
-def parse_digest(frame: Frame) -> str:
+def parse_digest(frame: PgFrame) -> str:
     _arity(frame, 4)
     value = frame[3]
     if type(value) is not str:
-        raise FrameError(f"bad digest: {_abbrev(frame)}")
+        raise PgFrameError(f"bad digest: {_abbrev(frame)}")
     return value
 
 
-def _arity(frame: Frame, n: int) -> None:
+def _arity(frame: PgFrame, n: int) -> None:
     if len(frame) != n:
-        raise FrameError(f"{frame[0]} frame needs {n} fields: {_abbrev(frame)}")
+        raise PgFrameError(f"{frame[0]} frame needs {n} fields: {_abbrev(frame)}")
 
 
 def _ids(value: object) -> list[int]:
     if type(value) is not list or not _all_of_type(value, int):
-        raise FrameError(f"bad member ids: {_abbrev(value)}")
+        raise PgFrameError(f"bad member ids: {_abbrev(value)}")
     return value
 
 

@@ -30,7 +30,7 @@ def test_fanout_over_two_gateways_matches_what_the_nodes_counted(
         "--procs", "2", "--json", str(out),
     ]  # fmt: skip
     done = subprocess.run(
-        [sys.executable, "-m", "app.loadtest", *argv],
+        [sys.executable, "-m", "app.tools.loadtest", *argv],
         cwd=ROOT,
         capture_output=True,
         text=True,

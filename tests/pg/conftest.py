@@ -11,7 +11,8 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import HealthCheck, settings
 
-from app.pg import MemoryNetwork, Node
+from app.pg import Node
+from tests.pg.network import MemoryNetwork
 
 settings.register_profile(
     "default",

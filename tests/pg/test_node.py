@@ -19,19 +19,19 @@ from app.pg import (
     Subscription,
     wire,
 )
-from app.pg.wire import Frame
+from app.pg.wire import PgFrame
 
 
 class Recorder:
     def __init__(self) -> None:
-        self.sent: list[tuple[NodeId, Frame]] = []
-        self.on_send: Callable[[Frame], object] = lambda frame: None
+        self.sent: list[tuple[NodeId, PgFrame]] = []
+        self.on_send: Callable[[PgFrame], object] = lambda frame: None
 
-    def send(self, peer: NodeId, frame: Frame) -> None:
+    def send(self, peer: NodeId, frame: PgFrame) -> None:
         self.sent.append((peer, frame))
         self.on_send(frame)
 
-    def take(self) -> list[tuple[NodeId, Frame]]:
+    def take(self) -> list[tuple[NodeId, PgFrame]]:
         out, self.sent = self.sent, []
         return out
 
@@ -331,7 +331,7 @@ def test_close_stops_scopes_and_anti_entropy(node: Node, rec: Recorder) -> None:
     async def scenario() -> None:
         digest_sent = asyncio.Event()
 
-        def on_send(frame: Frame) -> None:
+        def on_send(frame: PgFrame) -> None:
             if frame[0] == "digest":
                 digest_sent.set()
 

@@ -8,7 +8,7 @@ import pytest
 
 from app.pg import Member, NodeId, Subscription, wire
 from app.pg.scope import Scope, ScopeState, UnsupportedVersion
-from app.pg.wire import Frame, FrameError
+from app.pg.wire import PgFrame, PgFrameError
 
 ME, P, Q = NodeId("me", "i0"), NodeId("p", "i1"), NodeId("q", "i2")
 a1, a2 = Member("me", "i0", 1), Member("me", "i0", 2)
@@ -19,12 +19,12 @@ def new_scope() -> Scope:
     return Scope("s", ME, 7)
 
 
-def take(scope: Scope) -> list[tuple[NodeId, Frame]]:
+def take(scope: Scope) -> list[tuple[NodeId, PgFrame]]:
     out, scope.outbox = scope.outbox, []
     return out
 
 
-def feed(scope: Scope, peer: NodeId, frame: Frame) -> None:
+def feed(scope: Scope, peer: NodeId, frame: PgFrame) -> None:
     kind, _, instance = wire.header(frame)
     scope.receive(peer, kind, instance, frame)
 
@@ -202,9 +202,9 @@ def test_stop_tells_every_connected_node_and_closes_subscriptions() -> None:
 
 def test_malformed_and_unknown_frames_raise_frame_error_without_change() -> None:
     s = known(new_scope())
-    with pytest.raises(FrameError):
+    with pytest.raises(PgFrameError):
         feed(s, P, ["bogus", "s", 1])
-    with pytest.raises(FrameError):
+    with pytest.raises(PgFrameError):
         feed(s, P, ["sync", "s", 1, [["g", [1]], ["h", ["x"]]]])
     assert s.table.groups() == []
     assert "Scope 's' #7" in repr(s)

@@ -25,7 +25,6 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from app.pg import (
     Member,
     MemberHandle,
-    MemoryNetwork,
     Node,
     NodeId,
     NoScopeError,
@@ -33,6 +32,7 @@ from app.pg import (
     Subscription,
     SubscriptionState,
 )
+from tests.pg.network import MemoryNetwork
 
 # The long profile runs for minutes: lift pytest-timeout's per-test limit for it.
 pytestmark = pytest.mark.timeout(0 if settings.get_current_profile_name() == "long" else 120)

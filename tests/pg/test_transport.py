@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from app.pg import MemoryNetwork, NodeId
-from app.pg.wire import Frame
+from app.pg import NodeId
+from app.pg.wire import PgFrame
+from tests.pg.network import MemoryNetwork
 
 
 class Probe:
@@ -27,7 +28,7 @@ class Probe:
     def peer_down(self, peer: NodeId) -> None:
         self.log.append(("down", peer.incarnation, None))
 
-    def receive(self, peer: NodeId, frame: Frame) -> None:
+    def receive(self, peer: NodeId, frame: PgFrame) -> None:
         self.log.append(("frame", peer.incarnation, frame))
 
 
@@ -125,7 +126,7 @@ def test_drain_detects_a_livelock() -> None:
     net = MemoryNetwork()
 
     class Echo(Probe):
-        def receive(self, peer: NodeId, frame: Frame) -> None:
+        def receive(self, peer: NodeId, frame: PgFrame) -> None:
             self.transport.send(peer, frame)
 
     a, b = Echo(net, "a"), Echo(net, "b")

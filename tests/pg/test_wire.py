@@ -4,14 +4,14 @@ import orjson
 import pytest
 
 from app.pg import Member, wire
-from app.pg.wire import FrameError
+from app.pg.wire import PgFrameError
 
 A = "a"
 m1, m2 = Member(A, "i", 1), Member(A, "i", 2)
 
 
-def roundtrip(frame: wire.Frame) -> wire.Frame:
-    decoded: wire.Frame = orjson.loads(orjson.dumps(frame))
+def roundtrip(frame: wire.PgFrame) -> wire.PgFrame:
+    decoded: wire.PgFrame = orjson.loads(orjson.dumps(frame))
     assert decoded == frame
     return decoded
 
@@ -53,7 +53,7 @@ def test_parsers_accept_what_builders_make() -> None:
     ],
 )
 def test_bad_headers(frame: object) -> None:
-    with pytest.raises(FrameError):
+    with pytest.raises(PgFrameError):
         wire.header(frame)
 
 
@@ -79,8 +79,8 @@ def test_bad_headers(frame: object) -> None:
         (wire.parse_digest, ["digest", "s", 1, "x", "y"]),
     ],
 )
-def test_bad_bodies(parse: object, frame: wire.Frame) -> None:
-    with pytest.raises(FrameError):
+def test_bad_bodies(parse: object, frame: wire.PgFrame) -> None:
+    with pytest.raises(PgFrameError):
         parse(frame)  # type: ignore[operator]
 
 

@@ -1,0 +1,191 @@
+"""The frames of a node link, as bytes: pure encoding and decoding, no I/O.
+
+After the handshake (`app.link.handshake`) a link carries binary WebSocket messages, each
+a batch of frames written back to back, so that everything queued during one turn of the
+event loop leaves in one write. Every frame starts with one ASCII kind byte; numbers are
+big-endian; a topic or an event is at most 255 bytes of UTF-8 (one size byte), as the
+gateways enforce for everything clients send.
+
+    S  subscribe     id:u64  topic
+    U  unsubscribe   topic
+    P  publish       id:u64  topic  event  flags:u8  payload:u32+bytes
+    A  ack           id:u64  seq:u64     (of a publish, or of a subscribe with seq 0)
+    D  deliver       seq:u64  sent_at:f64  topic  event  flags:u8  payload:u32+bytes
+    G  pg            frame:u32+bytes (a pg protocol frame as JSON)
+
+`flags` bit 0 marks a binary payload (raw bytes rather than a JSON object). `sent_at` is
+the topic server's wall clock when it sequenced the message, for the gateways' delivery
+latency histogram. The deliver frame of a message is encoded once and the same bytes are
+queued to every gateway that wants it.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from enum import IntEnum
+from typing import Any, NamedTuple
+
+import orjson
+
+BINARY = 1
+
+
+class LinkClose(IntEnum):
+    """WebSocket close codes of a link that ends abnormally (the private range)."""
+
+    AUTH_FAILED = 4001  # the peer does not know the cluster secret
+    PROTOCOL_ERROR = 4002  # a handshake or a batch that does not follow this protocol
+    QUEUE_FULL = 4003  # the peer did not read fast enough
+
+
+_U8 = struct.Struct("!B")
+_U32 = struct.Struct("!I")
+_ACK = struct.Struct("!cQQ")
+_ID = struct.Struct("!cQ")
+_DELIVER_HEAD = struct.Struct("!cQd")
+
+
+class LinkFrameError(Exception):
+    """A batch that does not decode: the peer is broken, the link must close."""
+
+
+class LinkSubscribe(NamedTuple):
+    id: int
+    topic: str
+
+
+class LinkUnsubscribe(NamedTuple):
+    topic: str
+
+
+class LinkPublish(NamedTuple):
+    id: int
+    topic: str
+    event: str
+    binary: bool
+    payload: bytes
+
+
+class LinkAck(NamedTuple):
+    id: int
+    seq: int
+
+
+class LinkDeliver(NamedTuple):
+    seq: int
+    sent_at: float
+    topic: str
+    event: str
+    binary: bool
+    payload: bytes
+
+
+class LinkPg(NamedTuple):
+    frame: Any
+
+
+LinkFrame = LinkSubscribe | LinkUnsubscribe | LinkPublish | LinkAck | LinkDeliver | LinkPg
+
+
+def _short(text: str) -> bytes:
+    data = text.encode()
+    return _U8.pack(len(data)) + data
+
+
+def subscribe(id: int, topic: str) -> bytes:
+    return _ID.pack(b"S", id) + _short(topic)
+
+
+def unsubscribe(topic: str) -> bytes:
+    return b"U" + _short(topic)
+
+
+def _message(topic: str, event: str, binary: bool, payload: bytes) -> bytes:
+    return (
+        _short(topic)
+        + _short(event)
+        + (b"\x01" if binary else b"\x00")
+        + _U32.pack(len(payload))
+        + payload
+    )
+
+
+def publish(id: int, topic: str, event: str, binary: bool, payload: bytes) -> bytes:
+    return _ID.pack(b"P", id) + _message(topic, event, binary, payload)
+
+
+def ack(id: int, seq: int) -> bytes:
+    return _ACK.pack(b"A", id, seq)
+
+
+def deliver(
+    seq: int, sent_at: float, topic: str, event: str, binary: bool, payload: bytes
+) -> bytes:
+    return _DELIVER_HEAD.pack(b"D", seq, sent_at) + _message(topic, event, binary, payload)
+
+
+def pg(frame: Any) -> bytes:
+    data = orjson.dumps(frame)
+    return b"G" + _U32.pack(len(data)) + data
+
+
+class _Reader:
+    __slots__ = ("data", "pos")
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    def take(self, size: int) -> bytes:
+        end = self.pos + size
+        if end > len(self.data):
+            raise LinkFrameError("frame truncated")
+        chunk = self.data[self.pos : end]
+        self.pos = end
+        return chunk
+
+    def unpack(self, fmt: struct.Struct) -> tuple[Any, ...]:
+        return fmt.unpack(self.take(fmt.size))
+
+    def short(self) -> str:
+        return self.take(self.data[self.pos] + 1 if self.pos < len(self.data) else 1)[1:].decode()
+
+    def message(self) -> tuple[str, str, bool, bytes]:
+        topic = self.short()
+        event = self.short()
+        (flags,) = self.unpack(_U8)
+        (size,) = self.unpack(_U32)
+        return topic, event, bool(flags & BINARY), self.take(size)
+
+
+def decode(batch: bytes) -> Iterator[LinkFrame]:
+    """The frames of one batch, in order; `LinkFrameError` if any is malformed."""
+    reader = _Reader(batch)
+    try:
+        while reader.pos < len(batch):
+            kind = batch[reader.pos : reader.pos + 1]
+            if kind == b"D":
+                _, seq, sent_at = reader.unpack(_DELIVER_HEAD)
+                topic, event, binary, payload = reader.message()
+                yield LinkDeliver(seq, sent_at, topic, event, binary, payload)
+            elif kind == b"P":
+                _, id = reader.unpack(_ID)
+                yield LinkPublish(id, *reader.message())
+            elif kind == b"A":
+                _, id, seq = reader.unpack(_ACK)
+                yield LinkAck(id, seq)
+            elif kind == b"S":
+                _, id = reader.unpack(_ID)
+                yield LinkSubscribe(id, reader.short())
+            elif kind == b"U":
+                reader.pos += 1
+                yield LinkUnsubscribe(reader.short())
+            elif kind == b"G":
+                reader.pos += 1
+                (size,) = reader.unpack(_U32)
+                yield LinkPg(orjson.loads(reader.take(size)))
+            else:
+                raise LinkFrameError(f"unknown frame kind {kind!r}")
+    except (UnicodeDecodeError, orjson.JSONDecodeError) as exc:
+        raise LinkFrameError(f"undecodable frame: {exc}") from None

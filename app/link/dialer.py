@@ -1,0 +1,242 @@
+"""The dialling end of node links: connect, authenticate, keep alive, redial.
+
+`DialedLink` is one connection: an asyncio protocol around the `websockets` library's
+sans-I/O client, so that received batches are handled as they arrive and sent batches
+are written without an await, like the listening end (`app.websocket`). It pings the
+peer every `ping_interval` and declares it down when nothing at all has been heard for
+`ping_timeout`: a peer that hangs (SIGSTOP, a lost network) is noticed, not only one
+that closes its socket.
+
+`Dialer` keeps one peer linked: it redials with exponential backoff and jitter after a
+failure or a lost link, for as long as the peer is wanted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from typing import cast
+
+from websockets.client import ClientProtocol
+from websockets.frames import Frame as WebSocketFrame
+from websockets.frames import Opcode
+from websockets.http11 import Response
+from websockets.protocol import OPEN
+from websockets.uri import parse_uri
+
+from app.link.codec import LinkClose
+from app.link.connection import LinkConnection, LinkOptions
+from app.link.handshake import Handshake, HandshakeError, HandshakeState
+from app.link.hub import LinkHub
+from app.settings import Role
+
+log = logging.getLogger("dps.link")
+
+LINK_PATH = "/_dps/link"
+CLOSE_TIMEOUT = 2.0  # seconds to wait for the peer's close reply before aborting
+CONNECT_TIMEOUT = 2.0
+BACKOFF = (0.05, 2.0)  # first and longest pause between attempts, before jitter
+STABLE = 10.0  # a link that lived this long resets the backoff
+VERDICT_DELAY = 0.01
+
+
+class DialedLink(asyncio.Protocol):
+    def __init__(
+        self, url: str, handshake: Handshake, expect: str, hub: LinkHub, options: LinkOptions
+    ) -> None:
+        self.ws = ClientProtocol(parse_uri(url), max_size=None)
+        self.handshake = handshake
+        self.expect = expect
+        self.hub = hub
+        self.options = options
+        self.loop = asyncio.get_running_loop()
+        self.done: asyncio.Future[None] = self.loop.create_future()
+        self.link: LinkConnection | None = None
+        self.transport: asyncio.Transport | None = None
+        self.last_heard = self.loop.time()
+        self.timer: asyncio.TimerHandle | None = None
+        self.failure: str | None = None
+
+    # asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.ws.send_request(self.ws.connect())
+        self._flush()
+        self.timer = self.loop.call_later(self.options.ping_interval, self._keepalive)
+
+    def data_received(self, data: bytes) -> None:
+        self.last_heard = self.loop.time()
+        self.ws.receive_data(data)
+        self._flush()
+        for event in self.ws.events_received():
+            if isinstance(event, WebSocketFrame):
+                self._frame(event)
+            elif isinstance(event, Response) and event.status_code != 101:
+                self._fail(f"refused the link with HTTP {event.status_code}")
+                return
+        if self.ws.close_expected():
+            self.loop.call_later(CLOSE_TIMEOUT, self._abort)
+
+    def eof_received(self) -> None:
+        self.ws.receive_eof()
+        self._flush()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.link is not None:
+            self.link.closed = True
+            self.hub.link_down(self.link)
+        if not self.done.done():
+            self.done.set_result(None)
+
+    # app.link.connection.Writer
+    def write_message(self, data: bytes) -> None:
+        if self.ws.state is OPEN:  # not once a close frame went either way
+            self.ws.send_binary(data)
+            self._flush()
+
+    def buffered(self) -> int:
+        return self.transport.get_write_buffer_size() if self.transport else 0
+
+    def close(self, code: int, reason: str) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        self.ws.send_close(code, reason)
+        self._flush()
+        self.loop.call_later(CLOSE_TIMEOUT, self._abort)
+
+    # internals
+    def _frame(self, frame: WebSocketFrame) -> None:
+        if frame.opcode is Opcode.BINARY:
+            if self.link is not None:
+                self.link.receive(bytes(frame.data))
+        elif frame.opcode is Opcode.TEXT:
+            self._handshake(frame)
+        elif frame.opcode is Opcode.CLOSE:
+            close = self.ws.close_rcvd
+            if close is not None and close.code >= 4000:
+                self.failure = close.reason
+
+    def _handshake(self, event: WebSocketFrame) -> None:
+        try:
+            reply = self.handshake.receive(bytes(event.data).decode())
+            peer = self.handshake.peer
+            if peer is not None and (
+                peer.name != self.expect or peer.role is not Role.TOPIC_SERVER
+            ):
+                raise HandshakeError(
+                    LinkClose.PROTOCOL_ERROR, f"expected topic server {self.expect}, found {peer}"
+                )
+        except (HandshakeError, UnicodeDecodeError) as exc:
+            reason = exc.reason if isinstance(exc, HandshakeError) else "handshake not UTF-8"
+            code = exc.code if isinstance(exc, HandshakeError) else LinkClose.PROTOCOL_ERROR
+            self.failure = reason
+            self.ws.send_close(code, reason)
+            self._flush()
+            self.loop.call_later(CLOSE_TIMEOUT, self._abort)
+            return
+        if reply is not None:
+            self.ws.send_text(reply.encode())
+            self._flush()
+        if self.handshake.state is HandshakeState.OPEN and self.link is None:
+            assert peer is not None
+            self.link = LinkConnection(peer, self, self.options.queue_limit, self.hub.overflowed)
+            self.link.peer_linked_for = self.handshake.peer_linked_for
+            self.hub.link_up(self.link)
+
+    def _keepalive(self) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        if self.loop.time() - self.last_heard > self.options.ping_timeout:
+            # After a stall of this process, timers can run before the pending input is
+            # read: give the input one more chance before judging the peer.
+            self.timer = self.loop.call_later(VERDICT_DELAY, self._verdict)
+            return
+        self.ws.send_ping(b"")
+        self._flush()
+        self.timer = self.loop.call_later(self.options.ping_interval, self._keepalive)
+
+    def _verdict(self) -> None:
+        silent = self.loop.time() - self.last_heard
+        if silent <= self.options.ping_timeout:
+            self._keepalive()
+            return
+        peer = self.link.peer.name if self.link else self.expect
+        log.warning("link to %s: nothing heard for %.1f s, declaring it down", peer, silent)
+        self._abort()
+
+    def _fail(self, reason: str) -> None:
+        self.failure = reason
+        self._abort()
+
+    def _abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _flush(self) -> None:
+        assert self.transport is not None
+        for data in self.ws.data_to_send():
+            if data:
+                self.transport.write(data)
+            elif self.transport.can_write_eof():
+                self.transport.write_eof()
+
+
+class Dialer:
+    """Keeps `hub` linked to the topic server `peer` at `address` until stopped."""
+
+    def __init__(self, hub: LinkHub, options: LinkOptions, peer: str, address: str) -> None:
+        self.hub = hub
+        self.options = options
+        self.peer = peer
+        self.address = address
+        self.current: DialedLink | None = None
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def stop(self) -> None:
+        self._task.cancel()
+        if self.current is not None and self.current.link is not None:
+            self.current.link.close(1001, "peer left the cluster")
+
+    def _connect(self, url: str) -> DialedLink:
+        options = self.options
+        self.current = DialedLink(
+            url,
+            Handshake(self.hub.local, options.secret, listener=False),
+            self.peer,
+            self.hub,
+            options,
+        )
+        return self.current
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        first, ceiling = BACKOFF
+        failures = 0
+        while True:
+            host, _, port = self.address.rpartition(":")
+            started = loop.time()
+            try:
+                _, protocol = await asyncio.wait_for(
+                    loop.create_connection(
+                        lambda: self._connect(f"ws://{self.address}{LINK_PATH}"),
+                        host.strip("[]"),
+                        int(port),
+                    ),
+                    CONNECT_TIMEOUT,
+                )
+                await protocol.done
+                if protocol.failure:
+                    log.error("link to %s at %s: %s", self.peer, self.address, protocol.failure)
+                elif protocol.link is not None and loop.time() - started > STABLE:
+                    failures = 0
+            except (OSError, TimeoutError) as exc:
+                if failures == 0:
+                    log.warning("cannot link to %s at %s: %s", self.peer, self.address, exc)
+            finally:
+                self.current = None
+            failures += 1
+            pause = min(ceiling, first * 2 ** min(failures, 16))
+            await asyncio.sleep(pause * random.uniform(0.5, 1.0))

@@ -1,0 +1,112 @@
+"""The listening end of node links: the `/_dps/link` WebSocket endpoint.
+
+It sends the handshake's hello, authenticates the dialer, then hands the open link to the
+node's hub and feeds it every batch received. Keep-alive on this end is uvicorn's ping
+and pong on the served connection (configured in `app.roles`): a dialer that stops answering is
+dropped after the link timeout. A refused dialer (wrong secret, wrong role, a broken
+handshake) is closed with a reason and logged.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from starlette.websockets import WebSocket
+
+from app.link.codec import LinkClose
+from app.link.connection import LinkConnection, LinkOptions
+from app.link.handshake import Handshake, HandshakeError, HandshakeState
+from app.link.hub import LinkHub
+from app.settings import Role
+from app.websocket import EXTENSION, ServedWebSocket, frame
+
+log = logging.getLogger("dps.link")
+
+
+class ServedLink:
+    """`app.link.connection.Writer` over a connection uvicorn serves."""
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: ServedWebSocket) -> None:
+        self.conn = conn
+
+    def write_message(self, data: bytes) -> None:
+        if not self.conn.closing:
+            self.conn.transport.write(frame(data, binary=True))
+
+    def buffered(self) -> int:
+        return self.conn.transport.get_write_buffer_size()
+
+    def close(self, code: int, reason: str) -> None:
+        self.conn.close_now(code, reason)
+
+
+def link_endpoint(
+    hub: LinkHub, options: LinkOptions, accept_role: Role, linked_for: Callable[[], float]
+) -> Callable[[WebSocket], Awaitable[None]]:
+    """The endpoint for links dialled by nodes of role `accept_role`."""
+
+    async def endpoint(websocket: WebSocket) -> None:
+        conn: ServedWebSocket = websocket.scope["extensions"][EXTENSION]
+        await websocket.accept()
+        client = websocket.client
+        listener = Listener(hub, options, accept_role, conn, client.host if client else "?")
+        conn.transport.write(frame(listener.handshake.hello(linked_for()).encode()))
+        conn.detach(listener.received, listener.closed)
+
+    return endpoint
+
+
+class Listener:
+    """One served link connection: the handshake, then its batches."""
+
+    __slots__ = ("accept_role", "address", "conn", "handshake", "hub", "link", "options")
+
+    def __init__(
+        self,
+        hub: LinkHub,
+        options: LinkOptions,
+        accept_role: Role,
+        conn: ServedWebSocket,
+        address: str,
+    ) -> None:
+        self.hub = hub
+        self.options = options
+        self.accept_role = accept_role
+        self.conn = conn
+        self.address = address
+        self.handshake = Handshake(hub.local, options.secret, listener=True)
+        self.link: LinkConnection | None = None
+
+    def received(self, data: bytes, text: bool) -> None:
+        if self.link is not None and not text:
+            self.link.receive(data)
+            return
+        try:
+            if self.link is not None or not text:
+                raise HandshakeError(LinkClose.PROTOCOL_ERROR, "unexpected message")
+            reply = self.handshake.receive(data.decode())
+            peer = self.handshake.peer
+            if peer is not None and peer.role != self.accept_role:
+                raise HandshakeError(
+                    LinkClose.PROTOCOL_ERROR,
+                    f"{peer.name} is a {peer.role} node, not {self.accept_role}",
+                )
+        except (HandshakeError, UnicodeDecodeError) as exc:
+            reason = exc.reason if isinstance(exc, HandshakeError) else "handshake not UTF-8"
+            code = exc.code if isinstance(exc, HandshakeError) else LinkClose.PROTOCOL_ERROR
+            log.warning("refused link from %s: %s", self.address, reason)
+            self.conn.close_now(code, reason)
+            return
+        if reply is not None:
+            self.conn.transport.write(frame(reply.encode()))
+        if self.handshake.state is HandshakeState.OPEN and peer is not None:
+            writer = ServedLink(self.conn)
+            self.link = LinkConnection(peer, writer, self.options.queue_limit, self.hub.overflowed)
+            self.hub.link_up(self.link)
+
+    def closed(self) -> None:
+        if self.link is not None:
+            self.hub.link_down(self.link)

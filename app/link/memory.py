@@ -1,0 +1,44 @@
+"""The in-memory link of the embedded default: gateway and topic server in one process.
+
+It implements both ends of `app.link.interface` as direct calls, so the embedded server
+runs the same gateway and topic-server code, on the same fan-out path, as a cluster does.
+"""
+
+from __future__ import annotations
+
+from app.link.interface import Accepted, Delivery, OnOutcome, Recipient, Sequencer
+
+
+class MemoryLink:
+    __slots__ = ("_gateway", "_server")
+
+    def __init__(self, gateway: Recipient, server: Sequencer) -> None:
+        self._gateway = gateway
+        self._server = server
+
+    # OwnerLink: the gateway's side.
+    @property
+    def owner(self) -> str:
+        return self._server.name
+
+    def subscribe(self, topic: str, on_outcome: OnOutcome) -> None:
+        self._server.subscribe(self, topic)
+        on_outcome(Accepted(self._server.name, 0))
+
+    def unsubscribe(self, topic: str) -> None:
+        self._server.unsubscribe(self, topic)
+
+    def publish(
+        self, topic: str, event: str, payload: bytes, binary: bool, on_outcome: OnOutcome
+    ) -> None:
+        seq = self._server.publish(topic, event, payload, binary)
+        on_outcome(Accepted(self._server.name, seq))
+
+    # GatewayLink: the topic server's side.
+    @property
+    def gateway(self) -> str:
+        return self._gateway.name
+
+    def deliver(self, delivery: Delivery) -> None:
+        d = delivery
+        self._gateway.deliver(self, d.topic, d.seq, d.event, d.payload, d.binary)

@@ -1,0 +1,60 @@
+"""The embedded default (DPS_APP=all): a gateway and a topic server in one process.
+
+They talk through `MemoryLink`, the same interface a cluster's network links implement,
+so the embedded server runs exactly the cluster's fan-out path, minus the network.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.counters import Counters
+from app.link.interface import OwnerLink
+from app.link.memory import MemoryLink
+from app.metrics import Metrics
+from app.settings import Role, Settings
+from topic_server.server import TopicServer
+from ws_gateway.gateway import Gateway
+
+
+class SingleOwner:
+    """The embedded router: the one topic server owns every topic."""
+
+    __slots__ = ("link",)
+
+    def __init__(self) -> None:
+        self.link: OwnerLink | None = None
+
+    def owner_of(self, topic: str) -> OwnerLink | None:
+        return self.link
+
+    def listeners(self, topic: str) -> set[OwnerLink]:
+        return set() if self.link is None else {self.link}
+
+
+class EmbeddedNode:
+    role = Role.EMBEDDED
+
+    def __init__(self, settings: Settings) -> None:
+        self.name = settings.node_name
+        self.counters = Counters()
+        self.metrics = Metrics(self.counters, self.gauges)
+        router = SingleOwner()
+        self.gateway = Gateway(self.name, router, self.counters)
+        self.server = TopicServer(self.name, self.counters)
+        router.link = MemoryLink(self.gateway, self.server)
+
+    async def start(self) -> None:
+        """Nothing to start: no links, no discovery."""
+
+    async def stop(self) -> None:
+        """Nothing to stop."""
+
+    def ready(self) -> bool:
+        return True
+
+    def gauges(self) -> dict[str, tuple[float, str]]:
+        return self.gateway.gauges()
+
+    def describe(self) -> dict[str, Any]:
+        return {}

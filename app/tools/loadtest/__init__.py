@@ -1,0 +1,112 @@
+"""`dps loadtest`: drive a DPS server (or cluster) on loopback and measure it.
+
+Usage, against the embedded server (`DPS_PORT=4010 dps`):
+
+    dps loadtest --url ws://127.0.0.1:4010 --scenario fanout --topics 1 \\
+        --subscribers 1000 --publishers 1 --rate 0 --messages 2000 --procs 2 --json out.json
+
+Scenarios (`--scenario`, fanout by default):
+
+- fanout: `--subscribers` sockets, subscriber i joined to topic i % `--topics`, each
+  topic's subscribers spread round-robin over the `--url`s; `--publishers` more sockets
+  publish to the topics (publisher p to topics p, p+P, ...; or to topic p % T when there
+  are fewer topics than publishers). A publisher joins the topics it publishes to, so it
+  receives them too: `expected` counts every joined socket, publishers included, and
+  equals the servers' socket deliveries when nothing is lost.
+- chat: every one of `--subscribers` clients joins room i % `--topics` and publishes to it.
+- connect: open `--subscribers` (alias `--connections`) sockets as fast as `--connect-rate`
+  allows (0: at most 256 handshakes in flight per process), hold them idle (heartbeats
+  only) for `--duration` seconds (5 by default), close them. Reports the connection rate
+  and failures.
+
+`--messages` is the total published (1,000 by default), or `--duration` seconds of
+publishing. `--rate` is the total messages/s, shared evenly by the publishers; 0 means a
+closed loop where each publisher keeps `--window` publishes unacknowledged. Every message
+is a JSON object `{"m":"<slot>:<seq>:<sent_ns>","p":"xxx..."}` padded to `--payload-bytes`:
+the publisher's slot on the topic, its sequence number there, its send time. A closed loop
+measures throughput: its latencies include the window's own queueing (window x fan-out
+deliveries ahead of each message); measure latency at a `--rate` the server keeps up with.
+A DPS socket joins at most 100 topics, so keep topics/publishers at or below that.
+
+Every step is bounded: connecting and joining by `--phase-timeout` (30 s); publishing by its
+budget (duration, or messages/rate) plus `--phase-timeout`, and in any case it stops when no
+acknowledgement arrived for `--phase-timeout` (publish_stalled; the unacknowledged ones are
+counted as ack_timeout); after the last publish the tool waits at most `--drain` seconds (5)
+for outstanding deliveries, and what is missing then is lost. `--procs N` forks N client
+processes and merges their results. Ctrl-C stops the workers and prints what was measured
+(exit status 130). Targets must be loopback (127.0.0.1, localhost, ::1); anything else is
+refused with status 2.
+
+Exit status: 0 when the failures (lost + duplicated + out-of-order deliveries + connections
+that failed to open + connections the server dropped + failed joins + lost worker
+processes) are at most `--max-loss`, a count (0 by default); 1 otherwise; 2 for bad
+arguments; 130 when interrupted.
+
+After the run: a summary table; with each `--url`'s `/cluster` (and any `--node URL`), the
+nodes' counter deltas and deliver frames per publish (Δgateway_deliveries_sent/Δpublishes).
+`--json FILE` writes the report: `scenario`, `subscribers`, `publishers`, `topics`,
+`connections` (planned, opened, failed, dropped, per_s), `subscriptions`, `messages`
+(published), `acked`, `expected`, `delivered`, `unique`, `lost`, `duplicates`,
+`out_of_order`, `publish_s`, `deliveries_per_s`, `latency_ms`, `ack_latency_ms`,
+`join_latency_ms`, `connect_latency_ms` (each p50, p90, p99, p999, max, samples), `errors`
+(kind -> count), `client_cpu_s` (user+sys of every client process), `client_cpu`, `nodes`
+(counter deltas), `deliver_frames_per_publish`, `failures`, `max_loss`, `passed`,
+`interrupted`. `--plot FILE.png` (needs `pip install dps[plot]`) draws the latency
+histogram and the delivery rate over time.
+
+Scenario files (`--scenario-file FILE.toml`) run phases one after the other. Keys are the
+long options without `--` (`payload-bytes` or `payload_bytes`); a phase takes its values
+from `[defaults]`, then its own table, then options given on the command line:
+
+    [defaults]
+    url = ["ws://127.0.0.1:4000", "ws://127.0.0.1:4001"]
+    procs = 2
+
+    [[phase]]
+    name = "warm-up"
+    scenario = "connect"
+    subscribers = 500
+    duration = 2
+
+    [[phase]]
+    name = "fan-out"
+    scenario = "fanout"
+    subscribers = 2000
+    messages = 5000
+
+The JSON report of a file with several phases sums the counts, merges the latencies and
+lists every phase's own report under `phases`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+DESCRIPTION = "Load-test a DPS server on loopback: fan-out, chat and connection scenarios."
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the `loadtest` command to a parser's subcommands."""
+    from app.tools.loadtest.options import add_arguments
+
+    parser = subparsers.add_parser("loadtest", help=DESCRIPTION, description=DESCRIPTION)
+    add_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the load test described by parsed arguments; the exit status."""
+    from rich.console import Console
+
+    from app.tools.loadtest.options import OptionError, from_args
+    from app.tools.loadtest.runner import execute
+
+    try:
+        plan = from_args(args)
+    except OptionError as exc:
+        print(f"dps loadtest: {exc}", file=sys.stderr)
+        return 2
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=120)  # a log file or a pipe: room for the summary's lines
+    return execute(plan, console)

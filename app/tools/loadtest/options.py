@@ -1,0 +1,382 @@
+"""The load test's options: the command line, scenario files, and their validation.
+
+Every run is a list of phases (`Phase`): one for `--scenario NAME`, one per `[[phase]]` table
+of a `--scenario-file`. A phase's value for each option comes from, lowest first: the
+built-in default, the file's `[defaults]` table, the phase's table, and an option given
+explicitly on the command line (so `--url` or `--procs` retarget a whole file; a `--url`
+there also drops the file's `node` list, which named the file's servers).
+
+Targets are loopback only: a URL whose host is not 127.0.0.1, localhost or ::1 is refused,
+so that a load tool never hits a remote host by accident. Every refusal is an `OptionError`
+whose message is the one line to print (exit status 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import math
+import resource
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+SCENARIOS = ("fanout", "chat", "connect")
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+DEFAULT_URL = "ws://127.0.0.1:4000/socket/websocket?vsn=2.0.0"
+SOCKET_PATH = "/socket/websocket"
+FDS_PER_PROCESS = 64  # descriptors a worker needs besides its sockets
+
+
+class OptionError(Exception):
+    """A bad option or scenario file; the message is the one line to print."""
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A gateway's WebSocket endpoint, already checked to be on loopback."""
+
+    host: str
+    port: int
+    path: str  # path and query, e.g. /socket/websocket?vsn=2.0.0
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"ws://{host}:{self.port}{self.path}"
+
+    @property
+    def cluster_url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/cluster"
+
+
+@dataclass(frozen=True, slots=True)
+class Phase:
+    """One scenario run with its own options."""
+
+    name: str
+    scenario: str
+    targets: tuple[Target, ...]
+    nodes: tuple[str, ...]  # /cluster URLs read before and after
+    subscribers: int
+    topics: int
+    publishers: int
+    rate: float
+    window: int
+    messages: int | None
+    duration: float | None
+    payload_bytes: int
+    procs: int
+    max_loss: int
+    drain: float
+    phase_timeout: float
+    connect_rate: float
+    heartbeat: float
+
+    @property
+    def publish_budget_s(self) -> float | None:
+        """How long publishing should take; None for a closed loop by count (it stops when
+        done, or when acknowledgements stall)."""
+        if self.duration is not None:
+            return self.duration
+        if self.rate:
+            return (self.messages or 0) / self.rate
+        return None
+
+    @property
+    def connections(self) -> int:
+        if self.scenario == "fanout":
+            return self.subscribers + self.publishers
+        return self.subscribers
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """What to run and where to write the results."""
+
+    source: str  # the scenario's name, or the scenario file
+    phases: tuple[Phase, ...]
+    json: Path | None
+    plot: Path | None
+    progress: bool | None  # None: only when stdout is a terminal
+
+
+# Option name -> (type, default). Names are the long options without "--", "-" as "_".
+PHASE_OPTIONS: dict[str, tuple[type, Any]] = {
+    "url": (list, [DEFAULT_URL]),
+    "node": (list, []),
+    "subscribers": (int, 100),
+    "topics": (int, 1),
+    "publishers": (int, 1),
+    "rate": (float, 0.0),
+    "window": (int, 16),
+    "messages": (int, None),
+    "duration": (float, None),
+    "payload_bytes": (int, 100),
+    "procs": (int, 1),
+    "max_loss": (int, 0),
+    "drain": (float, 5.0),
+    "phase_timeout": (float, 30.0),
+    "connect_rate": (float, 0.0),
+    "heartbeat": (float, 30.0),
+}
+DEFAULT_MESSAGES = 1000
+DEFAULT_HOLD = 5.0  # seconds the connect scenario holds its connections without --duration
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The load test's options; every phase option defaults to None ("not given")."""
+    add = parser.add_argument
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--scenario", choices=SCENARIOS, help="the scenario to run (fanout)")
+    which.add_argument(
+        "--scenario-file",
+        type=Path,
+        metavar="FILE",
+        help="a TOML file of phases (pydoc app.tools.loadtest)",
+    )
+    add(
+        "--url",
+        action="append",
+        metavar="URL",
+        help=f"a gateway WebSocket URL, repeatable ({DEFAULT_URL})",
+    )
+    add(
+        "--node",
+        action="append",
+        metavar="URL",
+        help="another node whose /cluster counters to read",
+    )
+    add(
+        "--subscribers",
+        type=int,
+        metavar="N",
+        help="subscriber connections (connect: connections) [100]",
+    )
+    add("--connections", type=int, dest="subscribers", metavar="N", help="alias of --subscribers")
+    add("--topics", type=int, metavar="N", help="topics (chat: rooms) [1]")
+    add("--publishers", type=int, metavar="N", help="publisher connections (fanout) [1]")
+    add(
+        "--rate",
+        type=float,
+        metavar="MSG_S",
+        help="total messages/s; 0 = as fast as --window allows [0]",
+    )
+    add("--window", type=int, metavar="N", help="unacknowledged publishes per publisher [16]")
+    amount = parser.add_mutually_exclusive_group()
+    amount.add_argument(
+        "--messages", type=int, metavar="N", help=f"messages in all [{DEFAULT_MESSAGES}]"
+    )
+    amount.add_argument(
+        "--duration", type=float, metavar="S", help="seconds to publish (connect: to hold) instead"
+    )
+    add("--payload-bytes", type=int, metavar="N", help="size of each published JSON object [100]")
+    add("--procs", type=int, metavar="N", help="client processes [1]")
+    add("--max-loss", type=int, metavar="N", help="failures tolerated, a count (see the docs) [0]")
+    add(
+        "--drain",
+        type=float,
+        metavar="S",
+        help="seconds to wait for deliveries after publishing [5]",
+    )
+    add(
+        "--phase-timeout",
+        type=float,
+        metavar="S",
+        help="seconds connecting and joining may take [30]",
+    )
+    add("--connect-rate", type=float, metavar="CONN_S", help="new connections/s, 0 = unlimited [0]")
+    add("--heartbeat", type=float, metavar="S", help="seconds between heartbeats per socket [30]")
+    add("--json", type=Path, metavar="FILE", help="write the report as JSON to this file")
+    add(
+        "--plot",
+        type=Path,
+        metavar="FILE.png",
+        help="write a PNG: latency histogram and delivery rate",
+    )
+    add("--progress", action="store_true", default=None, help="live progress even if not a tty")
+
+
+def from_args(args: argparse.Namespace) -> Run:
+    """Validate the parsed command line (and scenario file) into a `Run`."""
+    given = {name: getattr(args, name) for name in PHASE_OPTIONS if getattr(args, name) is not None}
+    if args.scenario_file is not None:
+        source = str(args.scenario_file)
+        tables = _read_file(args.scenario_file)
+    else:
+        source = args.scenario or "fanout"
+        tables = [{"scenario": source}]
+    phases = tuple(_phase(i, table, given) for i, table in enumerate(tables))
+    if args.plot is not None and importlib.util.find_spec("matplotlib") is None:
+        raise OptionError("--plot needs matplotlib: pip install dps[plot]")
+    return Run(source, phases, args.json, args.plot, args.progress)
+
+
+def _read_file(path: Path) -> list[dict[str, Any]]:
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise OptionError(f"--scenario-file: cannot read {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise OptionError(f"--scenario-file: {path} is not valid TOML: {exc}") from None
+    unknown = set(data) - {"defaults", "phase"}
+    if unknown:
+        raise OptionError(f"{path}: unknown table {sorted(unknown)[0]!r} (accepts defaults, phase)")
+    defaults = data.get("defaults", {})
+    phases = data.get("phase", [])
+    if not isinstance(defaults, dict) or not isinstance(phases, list) or not phases:
+        raise OptionError(f"{path}: expected a [defaults] table and one or more [[phase]] tables")
+    tables = []
+    for phase in phases:
+        if not isinstance(phase, dict):
+            raise OptionError(f"{path}: every [[phase]] must be a table")
+        merged = _keys(defaults)
+        own = _keys(phase)
+        if {"messages", "duration"} & own.keys():  # the phase's amount replaces the default's
+            merged.pop("messages", None)
+            merged.pop("duration", None)
+        tables.append({**merged, **own})
+    return tables
+
+
+ALIASES = {"connections": "subscribers"}
+
+
+def _keys(table: dict[str, Any]) -> dict[str, Any]:
+    keys = (key.replace("-", "_") for key in table)
+    return {ALIASES.get(key, key): value for key, value in zip(keys, table.values(), strict=True)}
+
+
+def _phase(index: int, table: dict[str, Any], given: dict[str, Any]) -> Phase:
+    table = _keys(table)
+    where = f"phase {index + 1}"
+    name = str(table.pop("name", "")) or f"{where}"
+    scenario = table.pop("scenario", "fanout")
+    if scenario not in SCENARIOS:
+        raise OptionError(f"{where}: scenario {scenario!r} (accepts {', '.join(SCENARIOS)})")
+    values: dict[str, Any] = {key: default for key, (_, default) in PHASE_OPTIONS.items()}
+    for key, value in table.items():
+        if key not in PHASE_OPTIONS:
+            raise OptionError(f"{where}: unknown option {key!r}")
+        values[key] = _typed(where, key, value)
+    if "messages" in table and "duration" in table:
+        raise OptionError(f"{where}: give messages or duration, not both")
+    values.update(given)
+    if "url" in given:  # the command line names other servers: the file's nodes are not theirs
+        values["node"] = given.get("node", [])
+    if "messages" in given:
+        values["duration"] = None
+    if "duration" in given:
+        values["messages"] = None
+    return validate(_build(name, scenario, values))
+
+
+def _typed(where: str, key: str, value: Any) -> Any:
+    kind = PHASE_OPTIONS[key][0]
+    if kind is list:
+        value = [value] if isinstance(value, str) else value
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return value
+    elif kind is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    elif kind is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    raise OptionError(f"{where}: {key} = {value!r} is not {_KIND_NAMES[kind]}")
+
+
+_KIND_NAMES = {list: "a string or list of strings", int: "an integer", float: "a number"}
+
+
+def _build(name: str, scenario: str, v: dict[str, Any]) -> Phase:
+    targets = tuple(parse_target(url, "--url") for url in v["url"])
+    nodes = [t.cluster_url for t in targets]
+    nodes += [parse_target(url, "--node").cluster_url for url in v["node"]]
+    messages, duration = v["messages"], v["duration"]
+    if messages is None and duration is None:
+        if scenario == "connect":
+            duration = DEFAULT_HOLD
+        else:
+            messages = DEFAULT_MESSAGES
+    return Phase(
+        name=name,
+        scenario=scenario,
+        targets=targets,
+        nodes=tuple(dict.fromkeys(nodes)),
+        subscribers=v["subscribers"],
+        topics=v["topics"],
+        publishers=v["publishers"],
+        rate=v["rate"],
+        window=v["window"],
+        messages=messages,
+        duration=duration,
+        payload_bytes=v["payload_bytes"],
+        procs=v["procs"],
+        max_loss=v["max_loss"],
+        drain=v["drain"],
+        phase_timeout=v["phase_timeout"],
+        connect_rate=v["connect_rate"],
+        heartbeat=v["heartbeat"],
+    )
+
+
+def parse_target(text: str, option: str) -> Target:
+    """A ws:// or http:// URL on loopback; the socket path and vsn=2.0.0 are filled in."""
+    parts = urlsplit(text)
+    if parts.scheme not in ("ws", "http"):
+        raise OptionError(f"{option} {text}: expected a ws:// (or http://) URL")
+    host = parts.hostname
+    if host not in LOOPBACK:
+        raise OptionError(
+            f"{option} {text}: not a loopback host (accepts {', '.join(LOOPBACK)}); "
+            "a load test never targets a remote host"
+        )
+    try:
+        port = parts.port or 80
+    except ValueError:
+        raise OptionError(f"{option} {text}: bad port") from None
+    path = parts.path if parts.path not in ("", "/") else SOCKET_PATH
+    query = parse_qsl(parts.query)
+    vsn = dict(query).get("vsn")
+    if vsn is None:
+        query.append(("vsn", "2.0.0"))
+    elif not vsn.startswith("2.0."):
+        raise OptionError(f"{option} {text}: vsn={vsn} (the load test speaks vsn=2.0.0)")
+    return Target(host, port, f"{path}?{urlencode(query)}")
+
+
+def validate(phase: Phase) -> Phase:
+    """Refuse values that make no sense; return the phase unchanged."""
+    where = f"{phase.name} ({phase.scenario})"
+    fanout = phase.scenario == "fanout"
+    least_subscribers = 0 if fanout else 1
+    checks = [
+        (phase.subscribers >= least_subscribers, "subscribers", f">= {least_subscribers}"),
+        (phase.topics >= 1, "topics", ">= 1"),
+        (phase.publishers >= 1 or not fanout, "publishers", ">= 1"),
+        (phase.rate >= 0 and math.isfinite(phase.rate), "rate", ">= 0"),
+        (phase.window >= 1, "window", ">= 1"),
+        (phase.messages is None or phase.messages >= 0, "messages", ">= 0"),
+        (phase.duration is None or 0 < phase.duration <= 86400, "duration", "0 < s <= 86400"),
+        (0 <= phase.payload_bytes <= 1 << 20, "payload-bytes", "0 to 1048576"),
+        (1 <= phase.procs <= 64, "procs", "1 to 64"),
+        (phase.max_loss >= 0, "max-loss", ">= 0"),
+        (0 <= phase.drain <= 3600, "drain", "0 to 3600"),
+        (0 < phase.phase_timeout <= 3600, "phase-timeout", "0 < s <= 3600"),
+        (phase.connect_rate >= 0, "connect-rate", ">= 0"),
+        (phase.heartbeat >= 1, "heartbeat", ">= 1"),
+    ]
+    for ok, option, accepts in checks:
+        if not ok:
+            value = getattr(phase, option.replace("-", "_"))
+            raise OptionError(f"{where}: --{option} {value} (accepts {accepts})")
+    per_proc = math.ceil(phase.connections / phase.procs)
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and per_proc + FDS_PER_PROCESS > hard:
+        raise OptionError(
+            f"{where}: {per_proc} connections per process exceed the open-file limit {hard}; "
+            "raise --procs or `ulimit -Hn`"
+        )
+    return phase

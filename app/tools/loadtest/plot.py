@@ -1,0 +1,46 @@
+"""`--plot FILE.png`: the end-to-end latency histogram and the delivery rate over time.
+
+matplotlib is an optional extra (`pip install dps[plot]`), imported only here, and this
+module only when a plot was asked for; the options check that it is installed first.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from app.tools.loadtest.stats import WorkerResult, merge_timelines
+from app.tools.loadtest.tally import BUCKET_NS
+
+
+def write(path: Path, results: Sequence[WorkerResult], latency_ms: dict[str, float]) -> None:
+    matplotlib: Any = importlib.import_module("matplotlib")
+    matplotlib.use("Agg")
+    plt: Any = importlib.import_module("matplotlib.pyplot")
+
+    samples = [v / 1e6 for r in results for v in r.latencies]
+    timeline = merge_timelines(r.timeline for r in results)
+    step = BUCKET_NS / 1e9
+    fig, (hist, rate) = plt.subplots(2, 1, figsize=(10, 8))
+    if samples:
+        low, high = max(min(samples), 1e-3), max(max(samples), 1e-2)
+        bins = [low * (high / low) ** (i / 80) for i in range(81)]
+        hist.hist(samples, bins=bins)
+        hist.set_xscale("log")
+        for name in ("p50", "p99", "p999"):
+            if latency_ms.get(name):
+                hist.axvline(latency_ms[name], linestyle="--", color="gray")
+                hist.annotate(name, (latency_ms[name], 0), rotation=90, va="bottom")
+    hist.set_title("end-to-end delivery latency")
+    hist.set_xlabel("ms")
+    hist.set_ylabel("deliveries")
+    first = next((i for i, v in enumerate(timeline) if v), 0)
+    rate.plot([i * step for i in range(first, len(timeline))], [v / step for v in timeline[first:]])
+    rate.set_title("deliveries per second")
+    rate.set_xlabel("s since the run started")
+    rate.set_ylabel("deliveries/s")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

@@ -1,0 +1,262 @@
+"""One load-test client socket: Phoenix V2 joins, heartbeats, publishes and deliveries.
+
+Deliveries are the hot path: a message is recognised by the marker its publisher put in the
+object (`"m":"<slot>:<seq>:<sent_ns>"`, found with `bytes.find`) and never JSON-decoded.
+Everything else (join, publish and heartbeat replies, phx_error, phx_close) is rare and is
+decoded. A socket joined to several topics (a fan-out publisher) finds the delivery's topic
+after the `,null,"` that follows its join_ref.
+
+A publisher sends to its topics round-robin, each message with the next sequence number of
+that topic. In a closed loop (rate 0) it keeps `window` publishes unacknowledged: an ack
+sends the next one. At a rate, the worker's pacer calls `pace` a few hundred times a second.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from app.tools.loadtest.options import Target
+from app.tools.loadtest.scenarios import EVENT, ConnSpec, topic_name
+from app.tools.loadtest.tally import Tally
+from app.tools.loadtest.websocket import WebSocketClient
+
+MARK = b'"m":"'
+TOPIC_AFTER_REFS = b',null,"'
+
+
+class LoadSession(WebSocketClient):
+    def __init__(
+        self,
+        target: Target,
+        spec: ConnSpec,
+        first_sub: int,
+        tally: Tally,
+        payload_bytes: int,
+        window: int,
+        on_change: Callable[[], None],
+    ) -> None:
+        super().__init__(target)
+        self.spec = spec
+        self.tally = tally
+        self.window = window
+        self.on_change = on_change  # called when a join or the connection settles
+        self.started_ns = time.monotonic_ns()
+        self.now = 0
+        self.count = 0  # deliveries on this socket
+        self.closing = False
+        self.settled = False  # opened and every join answered, or failed
+        self.ref = 0
+        self.subs = list(range(first_sub, first_sub + len(spec.topics)))
+        self.single = self.subs[0] if len(self.subs) == 1 else -1
+        self.sub_of_topic = {
+            topic_name(t).encode(): s for t, s in zip(spec.topics, self.subs, strict=True)
+        }
+        self.join_refs: dict[int, tuple[int, int]] = {}  # ref -> (sub, sent ns)
+        self.beats: dict[int, int] = {}  # heartbeat ref -> sent ns
+        # The publisher.
+        self.pending: dict[int, int] = {}  # publish ref -> sent ns
+        self.remaining = -1 if spec.quota is None else spec.quota  # -1: until the deadline
+        self.deadline_ns = 0
+        self.start_ns = 0
+        self.published = 0
+        self.turn = 0
+        self.sent_per_topic = [0] * len(spec.topics)
+        self.heads: list[bytes] = []
+        self.mids: list[bytes] = []
+        pad = max(0, payload_bytes - len(b'{"m":"%d:1:%d","p":""}' % (spec.slot, 10**18)))
+        self.tail = b'","p":"' + b"x" * pad + b'"}]]'
+
+    # Connection life.
+    def on_open(self) -> None:
+        now = time.monotonic_ns()
+        tally = self.tally
+        tally.opened += 1
+        tally.connects.append(now - self.started_ns)
+        for topic, sub in zip(self.spec.topics, self.subs, strict=True):
+            ref = self._ref()
+            jr = b"%d" % ref
+            name = orjson.dumps(topic_name(topic))
+            self.join_refs[ref] = (sub, now)
+            tally.open[sub] = 1
+            self.send_text(b'["%s","%s",%s,"phx_join",{}]' % (jr, jr, name))
+            self.heads.append(b'["' + jr + b'","')
+            self.mids.append(
+                b'",%s,"publish",["%s",{"m":"%d:' % (name, EVENT.encode(), self.spec.slot)
+            )
+        self._settle_if_joined()
+
+    def on_failed(self, kind: str) -> None:
+        self.tally.failed += 1
+        self.tally.errors[kind] += 1
+        self._settle()
+
+    def on_closed(self, code: int | None) -> None:
+        tally = self.tally
+        for sub in self.subs:
+            tally.open[sub] = 0
+        if not self.closing:
+            tally.dropped += 1
+            tally.errors["connection_lost" if code is None else f"closed_{code}"] += 1
+        if self.pending:
+            tally.errors["ack_lost"] += len(self.pending)
+            self.pending.clear()
+        if self.join_refs:
+            tally.errors["join_lost"] += len(self.join_refs)
+            self.join_refs.clear()
+        self.remaining = 0
+        self._settle()
+
+    def shut(self) -> None:
+        self.closing = True
+        self.close()
+
+    # Receiving.
+    def data_received(self, data: bytes) -> None:
+        self.now = now = time.monotonic_ns()
+        before = self.count
+        super().data_received(data)
+        if self.count != before:
+            self.tally.batch(now, self.count - before)
+
+    def on_message(self, buf: bytes, start: int, end: int) -> None:
+        i = buf.find(MARK, start, end)
+        if i < 0:
+            self._control(buf[start:end])
+            return
+        i += 5
+        slot, seq_text, sent = buf[i : buf.find(b'"', i, end)].split(b":")
+        sub = self.single
+        if sub < 0:
+            t = buf.find(TOPIC_AFTER_REFS, start, end) + 7
+            sub = self.sub_of_topic[bytes(buf[t : buf.find(b'"', t, end)])]
+        tally = self.tally
+        seq = int(seq_text)
+        k = sub * tally.slots + int(slot)
+        lasts = tally.lasts
+        if seq == lasts[k] + 1:
+            lasts[k] = seq
+            tally.unique[sub] += 1
+        else:
+            tally.irregular(k, sub, seq)
+        self.count = count = self.count + 1
+        if not count & tally.sample_mask:
+            tally.latencies.append(self.now - int(sent))
+
+    def _control(self, frame: bytes) -> None:
+        tally = self.tally
+        try:
+            _, ref_text, _, event, payload = orjson.loads(frame)[:5]
+        except (orjson.JSONDecodeError, ValueError, TypeError):
+            tally.errors["bad_frame"] += 1
+            return
+        if event != "phx_reply":
+            tally.errors[f"{event}"] += 1  # phx_error, phx_close, an unexpected push
+            return
+        ok = isinstance(payload, dict) and payload.get("status") == "ok"
+        ref = int(ref_text) if isinstance(ref_text, str) and ref_text.isdigit() else -1
+        sent = self.pending.pop(ref, None)
+        if sent is not None:
+            if ok:
+                tally.acked += 1
+                tally.acks.append(self.now - sent)
+            else:
+                tally.errors[f"publish_error: {_reason(payload)}"] += 1
+            if self.spec.rate == 0:
+                self._refill(self.now)
+            return
+        join = self.join_refs.pop(ref, None)
+        if join is not None:
+            sub, sent = join
+            if ok:
+                tally.joined[sub] = 1
+                tally.joins.append(self.now - sent)
+            else:
+                tally.errors[f"join_error: {_reason(payload)}"] += 1
+            self._settle_if_joined()
+            return
+        if self.beats.pop(ref, None) is None:
+            tally.errors["unexpected_reply"] += 1
+        elif not ok:
+            tally.errors["heartbeat_error"] += 1
+
+    # Sending.
+    def heartbeat(self, now: int) -> None:
+        if self.beats:
+            self.tally.errors["heartbeat_timeout"] += len(self.beats)
+            self.beats.clear()
+        ref = self._ref()
+        self.beats[ref] = now
+        self.send_text(b'[null,"%d","phoenix","heartbeat",{}]' % ref)
+
+    def start_publishing(self, start_ns: int, deadline_ns: int) -> None:
+        """Begin at `start_ns`; a run by duration stops sending at `deadline_ns`."""
+        self.start_ns, self.deadline_ns = start_ns, deadline_ns
+        if self.spec.rate == 0:
+            self._refill(time.monotonic_ns())
+
+    def pace(self, now: int) -> None:
+        """At a rate: send what is due by `now`, within the window."""
+        spec = self.spec
+        due = int((now - self.start_ns) * spec.rate / 1e9 + 1 - spec.offset) - self.published
+        room = self.window - len(self.pending)
+        self._send(now, min(due, room))
+
+    def next_due_ns(self) -> int:
+        """At a rate: when the next message is due."""
+        spec = self.spec
+        return self.start_ns + int((self.published + spec.offset) / spec.rate * 1e9)
+
+    def stop_publishing(self) -> None:
+        self.remaining = 0
+
+    @property
+    def publishing_done(self) -> bool:
+        return self.remaining == 0 and not self.pending
+
+    def _refill(self, now: int) -> None:
+        self._send(now, self.window - len(self.pending))
+
+    def _send(self, now: int, count: int) -> None:
+        if self.remaining == 0 or not self.heads:
+            return
+        if self.deadline_ns and now >= self.deadline_ns:
+            self.remaining = 0
+            return
+        if self.remaining > 0:
+            count = min(count, self.remaining)
+            self.remaining -= max(0, count)
+        heads, mids, tail = self.heads, self.mids, self.tail
+        per_topic, topics = self.sent_per_topic, len(heads)
+        pending, tally, clock = self.pending, self.tally, time.monotonic_ns
+        for _ in range(count):
+            t = self.turn % topics
+            self.turn += 1
+            seq = per_topic[t] = per_topic[t] + 1
+            self.ref = ref = self.ref + 1
+            pending[ref] = sent = clock()
+            self.send_text(heads[t] + b"%d" % ref + mids[t] + b"%d:%d" % (seq, sent) + tail)
+        self.published += max(0, count)
+        tally.sent += max(0, count)
+
+    def _ref(self) -> int:
+        self.ref += 1
+        return self.ref
+
+    def _settle_if_joined(self) -> None:
+        if not self.join_refs:
+            self._settle()
+
+    def _settle(self) -> None:
+        if not self.settled:
+            self.settled = True
+            self.on_change()
+
+
+def _reason(payload: Any) -> str:
+    response = payload.get("response") if isinstance(payload, dict) else None
+    reason = response.get("reason") if isinstance(response, dict) else None
+    return str(reason) if reason else "?"

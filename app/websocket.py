@@ -1,0 +1,152 @@
+"""A served WebSocket (client socket or node link): uvicorn's sans-I/O protocol plus a
+synchronous writer.
+
+The gateway fans one message out to thousands of sockets. Through ASGI that would be one
+`await send(...)` per socket, a coroutine chain that re-frames the same bytes every time.
+This protocol (given to uvicorn as its `ws` class) exposes itself to the app in the ASGI
+scope's extensions, so the fan-out can write frames that were built once, straight to each
+socket's transport, with no await; node links use the same writer for their batches.
+Everything else (handshake, pings, the closing handshake, inbound frames) stays uvicorn's.
+
+Once the app has accepted a connection it can `detach` it: received messages then go to
+a callback as they are parsed, synchronously, instead of through an ASGI queue and a task
+per connection, and the ASGI app returns without closing it. An idle socket then costs
+its transport, its protocol objects and the app's own state, not a task with a stack of
+coroutine frames and queues (about half of the memory of an idle socket), and a received
+message is handled without a task switch.
+
+Two more behaviours differ from uvicorn's: a server shutdown closes sockets with 1001
+(going away, so every client reconnects elsewhere), and `close_now` starts the closing
+handshake at once even when the write buffer is full, for slow consumers that stopped
+reading.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+
+from uvicorn.protocols.utils import ClientDisconnected
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.http11 import Request
+
+EXTENSION = "dps.connection"
+GOING_AWAY = 1001
+
+
+def frame(payload: bytes, binary: bool = False) -> bytes:
+    """An unmasked, unfragmented server-to-client WebSocket message."""
+    head = 0x82 if binary else 0x81
+    size = len(payload)
+    if size < 126:
+        return bytes((head, size)) + payload
+    if size < 65536:
+        return struct.pack("!BBH", head, 126, size) + payload
+    return struct.pack("!BBQ", head, 127, size) + payload
+
+
+class _Discard:
+    """Stands in for the ASGI receive queue of a detached connection."""
+
+    @staticmethod
+    def put_nowait(message: object) -> None:
+        pass
+
+
+class ServedWebSocket(WebSocketsSansIOProtocol):
+    on_message: Callable[[bytes, bool], None] | None = None
+    on_close: Callable[[], None] | None = None
+
+    def detach(
+        self, on_message: Callable[[bytes, bool], None], on_close: Callable[[], None]
+    ) -> None:
+        """Deliver each message to `on_message(data, is_text)` and the end to `on_close()`;
+        the ASGI app may then return. Messages already queued are delivered first."""
+        queued = []
+        while not self.queue.empty():
+            queued.append(self.queue.get_nowait())
+        self.queue = _Discard()  # type: ignore[assignment]
+        self.request = self.response = None  # type: ignore[assignment]
+        self.on_message, self.on_close = on_message, on_close
+        for message in queued:
+            if message["type"] == "websocket.receive":
+                text = message.get("text")
+                if text is not None:
+                    on_message(text.encode(), True)
+                else:
+                    on_message(message.get("bytes") or b"", False)
+        if self.transport.is_closing() or self.disconnected:
+            self._closed()
+        elif self.read_paused:
+            # uvicorn pauses reading while its queue holds a message, until the app takes
+            # it; nobody will now, so reading must resume here.
+            self.read_paused = False
+            self.transport.resume_reading()
+
+    def send_receive_event_to_app(self) -> None:
+        on_message = self.on_message
+        if on_message is None:
+            super().send_receive_event_to_app()
+            return
+        frames = self.frames
+        data = frames[0] if len(frames) == 1 else b"".join(frames)
+        self.frames = []
+        if not self.close_sent:
+            on_message(data, self.curr_msg_data_type == "text")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self._closed()
+
+    def _closed(self) -> None:
+        on_close = self.on_close
+        self.on_message = self.on_close = None
+        if on_close is not None:
+            on_close()
+
+    async def run_asgi(self) -> None:
+        # uvicorn's run_asgi, except that a detached connection outlives the ASGI app.
+        try:
+            result = await self.app(self.scope, self.receive, self.send)
+        except ClientDisconnected:
+            pass
+        except BaseException:
+            self.logger.exception("Exception in ASGI application\n")
+            self.send_500_response()
+        else:
+            if not self.handshake_complete:
+                self.logger.error("ASGI callable returned without completing handshake.")
+                self.send_500_response()
+            elif result is not None:
+                self.logger.error("ASGI callable should return None, but returned %r.", result)
+        if self.close_timer is None and self.on_close is None:
+            self.transport.close()
+
+    def handle_connect(self, event: Request) -> None:
+        super().handle_connect(event)
+        scope = getattr(self, "scope", None)  # set only when the upgrade goes ahead
+        if scope is not None:
+            scope["extensions"][EXTENSION] = self
+
+    @property
+    def closing(self) -> bool:
+        return self.close_sent or self.transport.is_closing()
+
+    def close_now(self, code: int, reason: str) -> None:
+        """Send a close frame now; abort the connection if the client never answers it."""
+        if self.closing:
+            return
+        self.conn.send_close(code, reason)
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        self.close_sent = True
+        self.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
+        # Keep reading (whoever paused it) so that the client's close reply is seen.
+        self.read_paused = False
+        self.transport.resume_reading()
+        self.close_timer = self.loop.call_later(self.close_timeout, self.transport.abort)
+
+    def shutdown(self) -> None:
+        if self.handshake_complete and not self.close_sent:
+            self.stop_keepalive()
+            self.close_now(GOING_AWAY, "server shutting down")
+        super().shutdown()

@@ -1,0 +1,196 @@
+"""The Phoenix serializers, without sockets."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from ws_gateway.serializers import (
+    V1,
+    V2,
+    Broadcast,
+    ClientFrameError,
+    Message,
+    Serializer,
+    encode_reply,
+    negotiate,
+)
+
+
+def unframe(data: bytes) -> bytes:
+    """The message inside a short unmasked server frame (a 2-byte header)."""
+    assert data[1] < 126
+    return data[2:]
+
+
+def decode_text(data: str, serializer: Serializer) -> Message:
+    return serializer.decode(data.encode(), True)
+
+
+def decode_binary(data: bytes) -> Message:
+    return V2.decode(data, False)
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        (None, V1),
+        ("1.0.0", V1),
+        ("1.0.7", V1),
+        ("2.0.0", V2),
+        ("2.0.3", V2),
+        ("2.1.0", None),
+        ("3.0.0", None),
+        ("2.0", None),
+        ("2.0.x", None),
+        ("banana", None),
+        ("", None),
+    ],
+)
+def test_vsn_negotiation(given: str | None, expected: Serializer | None) -> None:
+    assert negotiate(given) is expected
+
+
+def test_v2_frames_as_the_official_client_sends_them() -> None:
+    assert decode_text('["6","6","room:lobby","phx_join",{"nick":"n1"}]', V2) == Message(
+        "6", "6", "room:lobby", "phx_join", {"nick": "n1"}
+    )
+    assert decode_text('[null,"9","phoenix","heartbeat",{}]', V2) == Message(
+        None, "9", "phoenix", "heartbeat", {}
+    )
+
+
+def test_v2_ignores_elements_after_the_fifth() -> None:
+    assert decode_text('["1","2","t","e",{},"extra"]', V2).payload == {}
+
+
+def test_v1_frames() -> None:
+    frame = '{"topic":"room:lobby","event":"phx_join","payload":{},"ref":"1"}'
+    assert decode_text(frame, V1) == Message(None, "1", "room:lobby", "phx_join", {})
+    frame = '{"topic":"t","event":"e","payload":[],"ref":null,"join_ref":"4"}'
+    assert decode_text(frame, V1) == Message("4", None, "t", "e", [])
+
+
+@pytest.mark.parametrize(
+    ("frame", "serializer", "code", "reason"),
+    [
+        ("{", V2, 1007, "frame is not valid JSON"),
+        ("[1,2", V1, 1007, "frame is not valid JSON"),
+        ('{"a":1}', V2, 1003, "expected a [join_ref, ref, topic, event, payload] array"),
+        (
+            '["1","2","t","e"]',
+            V2,
+            1003,
+            "expected a [join_ref, ref, topic, event, payload] array",
+        ),
+        ('[7,"2","t","e",{}]', V2, 1003, "join_ref must be a string or null"),
+        ('["1",2,"t","e",{}]', V2, 1003, "ref must be a string or null"),
+        ('["1","2",null,"e",{}]', V2, 1003, "topic must be a string"),
+        ('["1","2","t",{},{}]', V2, 1003, "event must be a string"),
+        (
+            '["1","2","t","e",{}]',
+            V1,
+            1003,
+            "expected an object with topic, event, payload and ref",
+        ),
+        (
+            '{"topic":"t","event":"e","payload":{}}',
+            V1,
+            1003,
+            "expected an object with topic, event, payload and ref",
+        ),
+    ],
+)
+def test_bad_text_frames(frame: str, serializer: Serializer, code: int, reason: str) -> None:
+    with pytest.raises(ClientFrameError) as err:
+        decode_text(frame, serializer)
+    assert (err.value.code, err.value.reason) == (code, reason)
+
+
+def test_binary_push_from_the_official_client() -> None:
+    # channel.push("bin_up", <de ad>) on join_ref 6 with ref 8 (protocol page, section 5)
+    frame = bytes.fromhex("0001010a06") + b"68room:lobbybin_up" + b"\xde\xad"
+    assert decode_binary(frame) == Message("6", "8", "room:lobby", "bin_up", b"\xde\xad")
+
+
+def test_binary_sizes_count_bytes_not_characters() -> None:
+    topic = "salle:été".encode()
+    frame = bytes([0, 0, 1, len(topic), 1]) + b"1" + topic + b"e" + b"\x00"
+    assert decode_binary(frame) == Message(None, "1", "salle:été", "e", b"\x00")
+
+
+@pytest.mark.parametrize(
+    ("frame", "code", "reason"),
+    [
+        (b"\x00\x01", 1003, "binary frame too short"),
+        (b"\x01\x00\x00\x00\x00", 1003, "binary frame kind 1 is not a push"),
+        (b"\x00\x00\x00\x09\x01abc", 1003, "binary frame shorter than its header says"),
+        (b"\x00\x00\x00\x01\x01\xffe", 1007, "binary frame header is not UTF-8"),
+    ],
+)
+def test_bad_binary_frames(frame: bytes, code: int, reason: str) -> None:
+    with pytest.raises(ClientFrameError) as err:
+        decode_binary(frame)
+    assert (err.value.code, err.value.reason) == (code, reason)
+
+
+def test_replies_and_pushes() -> None:
+    assert orjson.loads(unframe(encode_reply(V2, "6", "7", "t", "ok", {}))) == [
+        "6",
+        "7",
+        "t",
+        "phx_reply",
+        {"status": "ok", "response": {}},
+    ]
+    assert orjson.loads(unframe(encode_reply(V1, "6", "7", "t", "error", {"reason": "x"}))) == {
+        "topic": "t",
+        "event": "phx_reply",
+        "payload": {"status": "error", "response": {"reason": "x"}},
+        "ref": "7",
+    }
+    assert orjson.loads(unframe(V2.encode("6", "6", "t", "phx_close", {}))) == [
+        "6",
+        "6",
+        "t",
+        "phx_close",
+        {},
+    ]
+
+
+def test_broadcasts_share_everything_but_the_join_ref() -> None:
+    broadcast = Broadcast('topics:"quoted"', "event", b'{"message":"hi"}', binary=False)
+    body = ['topics:"quoted"', "event", {"message": "hi"}]
+    for join_ref in ("1", None, 'a"b'):
+        frame = V2.fastlane(broadcast, join_ref)
+        assert frame is not None
+        assert orjson.loads(unframe(frame)) == [join_ref, None, *body]
+    assert orjson.loads(unframe(V1.fastlane(broadcast, "1") or b"")) == {
+        "topic": 'topics:"quoted"',
+        "event": "event",
+        "payload": {"message": "hi"},
+        "ref": None,
+    }
+
+
+def test_lanes_v2_by_join_ref_v1_one_for_all() -> None:
+    assert V2.lane("1") != V2.lane("2")
+    assert V2.lane(None) != V1.lane(None)
+    assert V1.lane("1") == V1.lane("2")
+
+
+def test_binary_broadcast_is_a_binary_push_with_the_join_ref() -> None:
+    broadcast = Broadcast("room:lobby", "bin_push", b"\x04\x05", binary=True)
+    # The protocol page's server push "bin_push" <04 05> with join_ref 6.
+    frame = V2.fastlane(broadcast, "6")
+    assert frame is not None and frame[0] == 0x82
+    assert unframe(frame) == bytes.fromhex("00010a08") + b"6room:lobbybin_push\x04\x05"
+    frame = V2.fastlane(broadcast, None)
+    assert frame is not None
+    assert unframe(frame) == bytes.fromhex("00000a08") + b"room:lobbybin_push\x04\x05"
+    assert V1.fastlane(broadcast, None) is None
+
+
+def test_v1_refuses_binary_frames() -> None:
+    with pytest.raises(ClientFrameError) as err:
+        V1.decode(b"\x00\x00\x00\x01\x01te", False)
+    assert (err.value.code, err.value.reason) == (1003, "binary frames need vsn=2.0.0")

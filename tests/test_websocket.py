@@ -1,0 +1,144 @@
+"""`app.websocket.ServedWebSocket` against the uvicorn release it is pinned to.
+
+It reads uvicorn's private attributes, so these tests exercise each of its behaviours
+directly, in one process, through a real uvicorn server on a loopback port: detaching from
+ASGI, closing at once with a full write buffer, and closing with 1001 on shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+import uvicorn
+import websockets
+from starlette.applications import Starlette
+from starlette.routing import WebSocketRoute
+from starlette.websockets import WebSocket
+from websockets.client import ClientProtocol
+from websockets.frames import Close, Frame, Opcode
+from websockets.uri import parse_uri
+
+from app.websocket import EXTENSION, GOING_AWAY, ServedWebSocket, frame
+
+pytestmark = pytest.mark.anyio
+
+Endpoint = Callable[[WebSocket], Awaitable[None]]
+
+
+@contextlib.asynccontextmanager
+async def serve(endpoint: Endpoint) -> AsyncIterator[tuple[uvicorn.Server, int]]:
+    """A uvicorn server with `ServedWebSocket` on a free loopback port, for one test."""
+    sock = socket.create_server(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    app = Starlette(routes=[WebSocketRoute("/ws", endpoint)])
+    config = uvicorn.Config(
+        app, ws=ServedWebSocket, lifespan="off", log_level="warning", ws_per_message_deflate=False
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
+    try:
+        async with asyncio.timeout(5):
+            while not server.started:
+                await asyncio.sleep(0.01)
+        yield server, port
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 10)
+
+
+async def test_detach_delivers_queued_then_live_messages_and_the_end() -> None:
+    received: list[tuple[bytes, bool]] = []
+    ended = asyncio.Event()
+    returned = asyncio.Event()
+    conns: list[ServedWebSocket] = []
+
+    async def endpoint(websocket: WebSocket) -> None:
+        conn: ServedWebSocket = websocket.scope["extensions"][EXTENSION]
+        await websocket.accept()
+        while conn.queue.empty():  # let the client's first message queue up, the ASGI way
+            await asyncio.sleep(0.01)
+        conn.detach(lambda data, text: received.append((data, text)), ended.set)
+        conns.append(conn)
+        returned.set()
+
+    async with serve(endpoint) as (_, port):
+        async with websockets.connect(f"ws://127.0.0.1:{port}/ws") as client:
+            await client.send("first")
+            await asyncio.wait_for(returned.wait(), 5)
+            await client.send(b"\x00second")
+            # The ASGI app has returned, and the connection still carries frames both ways.
+            conns[0].transport.write(frame(b"from the server"))
+            assert await asyncio.wait_for(client.recv(), 5) == "from the server"
+            async with asyncio.timeout(5):
+                while len(received) < 2:
+                    await asyncio.sleep(0.01)
+            assert received == [(b"first", True), (b"\x00second", False)]
+            assert not ended.is_set()
+        await asyncio.wait_for(ended.wait(), 5)
+
+
+async def test_close_now_sends_the_close_at_once_and_aborts_a_silent_client() -> None:
+    conns: list[ServedWebSocket] = []
+
+    async def endpoint(websocket: WebSocket) -> None:
+        conn: ServedWebSocket = websocket.scope["extensions"][EXTENSION]
+        await websocket.accept()
+        conn.detach(lambda data, text: None, lambda: None)
+        conn.close_timeout = 0.3
+        conns.append(conn)
+
+    async with serve(endpoint) as (_, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        protocol = ClientProtocol(parse_uri(f"ws://127.0.0.1:{port}/ws"))
+        protocol.send_request(protocol.connect())
+        writer.write(b"".join(protocol.data_to_send()))
+        async with asyncio.timeout(5):
+            while not conns:
+                protocol.receive_data(await reader.read(65536))
+        conn = conns[0]
+        # The client stops reading: the server's writes pile up in its transport's buffer.
+        chunk = frame(b"x" * 65536)
+        while conn.transport.get_write_buffer_size() < 4 * 1024 * 1024:
+            conn.transport.write(chunk)
+        assert conn.read_paused or conn.transport.get_write_buffer_size() > 0
+        conn.close_now(1013, "slow consumer")
+        assert conn.closing
+        conn.close_now(1013, "twice")  # a second call does nothing
+        # Read everything without answering the close: the server aborts after close_timeout.
+        data = bytearray()
+        async with asyncio.timeout(10):
+            while chunk_read := await reader.read(1 << 20):
+                data += chunk_read
+        writer.close()
+        protocol.receive_data(bytes(data))
+        frames = [event for event in protocol.events_received() if isinstance(event, Frame)]
+        assert frames[-1].opcode is Opcode.CLOSE
+        assert Close.parse(frames[-1].data) == Close(1013, "slow consumer")
+        assert sum(1 for f in frames if f.opcode is Opcode.CLOSE) == 1
+
+
+async def test_shutdown_closes_detached_sockets_with_going_away() -> None:
+    ended = asyncio.Event()
+
+    async def endpoint(websocket: WebSocket) -> None:
+        conn: ServedWebSocket = websocket.scope["extensions"][EXTENSION]
+        await websocket.accept()
+        conn.detach(lambda data, text: None, ended.set)
+
+    async with serve(endpoint) as (server, port):
+        async with websockets.connect(f"ws://127.0.0.1:{port}/ws") as client:
+            await client.send("hello")  # the endpoint has run once this is answered below
+            await asyncio.sleep(0.1)
+            server.should_exit = True
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await asyncio.wait_for(client.recv(), 10)
+            assert closed.value.rcvd is not None
+            assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (
+                GOING_AWAY,
+                "server shutting down",
+            )
+        await asyncio.wait_for(ended.wait(), 10)

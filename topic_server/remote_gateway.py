@@ -1,0 +1,57 @@
+"""A topic server's link to one gateway, over the network.
+
+Subscribe and unsubscribe frames update the server's table; a publish is sequenced,
+acknowledged on this link, and delivered as one deliver frame to every gateway with
+subscribers (this one included when it has some), the frame bytes shared by all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from app.counters import Counters
+from app.link import codec
+from app.link.codec import LinkFrame, LinkPg, LinkPublish, LinkSubscribe, LinkUnsubscribe
+from app.link.connection import LinkConnection
+from app.link.interface import Delivery
+from topic_server.server import TopicServer
+
+
+class RemoteGateway:
+    __slots__ = ("counters", "link", "on_pg", "server")
+
+    def __init__(
+        self,
+        link: LinkConnection,
+        server: TopicServer,
+        counters: Counters,
+        on_pg: Callable[[LinkConnection, Any], None],
+    ) -> None:
+        self.link = link
+        self.server = server
+        self.counters = counters
+        self.on_pg = on_pg
+        link.on_frame = self.on_frame
+
+    @property
+    def gateway(self) -> str:
+        return self.link.peer.name
+
+    def deliver(self, delivery: Delivery) -> None:
+        if self.link.closed:
+            self.counters.gateway_deliveries_dropped += 1
+            return
+        self.link.send(delivery.frame)
+
+    def on_frame(self, frame: LinkFrame) -> None:
+        if isinstance(frame, LinkPublish):
+            seq = self.server.publish(frame.topic, frame.event, frame.payload, frame.binary)
+            self.link.send(codec.ack(frame.id, seq))
+        elif isinstance(frame, LinkSubscribe):
+            self.server.subscribe(self, frame.topic)
+            self.link.send(codec.ack(frame.id, 0))
+        elif isinstance(frame, LinkUnsubscribe):
+            self.server.unsubscribe(self, frame.topic)
+        elif isinstance(frame, LinkPg):
+            self.on_pg(self.link, frame.frame)

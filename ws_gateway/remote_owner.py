@@ -1,0 +1,125 @@
+"""A gateway's link to one topic server, over the network.
+
+Subscriptions and publishes go out as link frames; acknowledgements and deliveries come
+back. Every publish and every subscription gets exactly one answer: the owner's ack, or,
+if none comes within the publish timeout or the link goes down first, an error. A publish
+is never left without a reply.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from itertools import count
+from typing import Any
+
+from app.counters import Counters
+from app.link import codec
+from app.link.codec import LinkAck, LinkDeliver, LinkFrame, LinkPg
+from app.link.connection import LinkConnection
+from app.link.interface import Accepted, OnOutcome
+
+UNREACHABLE = "topic server unreachable"
+TIMED_OUT = "no answer from the topic server in time"
+WENT_DOWN = "the topic server went down before answering"
+
+
+class RemoteOwner:
+    __slots__ = (
+        "_ids",
+        "counters",
+        "link",
+        "linked_for",
+        "on_ack_latency",
+        "on_deliver",
+        "on_pg",
+        "pending",
+        "subscribing",
+    )
+
+    def __init__(
+        self,
+        link: LinkConnection,
+        linked_for: float,
+        counters: Counters,
+        on_deliver: Callable[[RemoteOwner, LinkDeliver], None],
+        on_pg: Callable[[LinkConnection, Any], None],
+        on_ack_latency: Callable[[float], None],
+    ) -> None:
+        self.link = link
+        self.linked_for = linked_for
+        self.counters = counters
+        self.on_deliver = on_deliver
+        self.on_pg = on_pg
+        self.on_ack_latency = on_ack_latency
+        # request id -> (callback, monotonic time sent); ids grow, so oldest first
+        self.pending: dict[int, tuple[OnOutcome, float]] = {}  # publishes
+        self.subscribing: dict[int, tuple[OnOutcome, float]] = {}
+        self._ids = count(1)
+        link.on_frame = self.on_frame
+
+    @property
+    def owner(self) -> str:
+        return self.link.peer.name
+
+    def subscribe(self, topic: str, on_outcome: OnOutcome) -> None:
+        if self.link.closed:
+            on_outcome(UNREACHABLE)
+            return
+        id = next(self._ids)
+        self.subscribing[id] = (on_outcome, time.monotonic())
+        self.link.send(codec.subscribe(id, topic))
+
+    def unsubscribe(self, topic: str) -> None:
+        self.link.send(codec.unsubscribe(topic))
+
+    def publish(
+        self, topic: str, event: str, payload: bytes, binary: bool, on_outcome: OnOutcome
+    ) -> None:
+        if self.link.closed:
+            self.counters.publish_errors += 1
+            on_outcome(UNREACHABLE)
+            return
+        id = next(self._ids)
+        self.pending[id] = (on_outcome, time.monotonic())
+        self.link.send(codec.publish(id, topic, event, binary, payload))
+
+    def on_frame(self, frame: LinkFrame) -> None:
+        if isinstance(frame, LinkDeliver):
+            self.on_deliver(self, frame)
+        elif isinstance(frame, LinkAck):
+            entry = self.pending.pop(frame.id, None)
+            if entry is not None:
+                self.on_ack_latency(time.monotonic() - entry[1])
+                entry[0](Accepted(self.owner, frame.seq))
+            else:
+                entry = self.subscribing.pop(frame.id, None)
+                if entry is not None:
+                    entry[0](Accepted(self.owner, 0))
+        elif isinstance(frame, LinkPg):
+            self.on_pg(self.link, frame.frame)
+
+    def expire(self, timeout: float) -> None:
+        """Fail the requests that have waited longer than `timeout`."""
+        self.counters.publish_errors += _expire(self.pending, timeout)
+        _expire(self.subscribing, timeout)
+
+    def fail_all(self) -> None:
+        """The link is gone: every request still waiting gets an error."""
+        pending, self.pending = self.pending, {}
+        subscribing, self.subscribing = self.subscribing, {}
+        self.counters.publish_errors += len(pending)
+        for on_outcome, _ in [*pending.values(), *subscribing.values()]:
+            on_outcome(WENT_DOWN)
+
+
+def _expire(waiting: dict[int, tuple[OnOutcome, float]], timeout: float) -> int:
+    deadline = time.monotonic() - timeout
+    expired = []
+    for id, (_, sent) in waiting.items():
+        if sent > deadline:
+            break
+        expired.append(id)
+    for id in expired:
+        waiting.pop(id)[0](TIMED_OUT)
+    return len(expired)

@@ -1,0 +1,78 @@
+"""Phoenix's V1 JSON serializer (`vsn=1.0.0`, or no `vsn`): frames are JSON objects.
+
+    in:   {"topic": T, "event": E, "payload": P, "ref": R, "join_ref": J (optional)}
+    out:  {"topic": T, "event": E, "payload": P, "ref": R}
+
+A V1 broadcast carries no join_ref, so every V1 subscriber of a topic gets the same bytes
+(one lane), and V1 has no binary frames: a binary broadcast is not for V1 sockets.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from app.websocket import frame
+from ws_gateway.serializers.protocol import (
+    INVALID_PAYLOAD,
+    UNSUPPORTED_DATA,
+    Broadcast,
+    ClientFrameError,
+    Lane,
+    Message,
+    ref_field,
+    text_field,
+)
+
+_FIELDS = {"topic", "event", "payload", "ref"}
+
+
+class V1Serializer:
+    __slots__ = ()
+
+    vsn = "1.0.0"
+
+    def decode(self, data: bytes, text: bool) -> Message:
+        if not text:
+            raise ClientFrameError(UNSUPPORTED_DATA, "binary frames need vsn=2.0.0")
+        try:
+            value = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise ClientFrameError(INVALID_PAYLOAD, "frame is not valid JSON") from None
+        if not isinstance(value, dict) or not value.keys() >= _FIELDS:
+            raise ClientFrameError(
+                UNSUPPORTED_DATA, "expected an object with topic, event, payload and ref"
+            )
+        return Message(
+            ref_field(value.get("join_ref"), "join_ref"),
+            ref_field(value["ref"], "ref"),
+            text_field(value["topic"], "topic"),
+            text_field(value["event"], "event"),
+            value["payload"],
+        )
+
+    def encode(
+        self, join_ref: str | None, ref: str | None, topic: str, event: str, payload: Any
+    ) -> bytes:
+        return frame(orjson.dumps({"topic": topic, "event": event, "payload": payload, "ref": ref}))
+
+    def lane(self, join_ref: str | None) -> Lane:
+        return (self, None)
+
+    def fastlane(self, broadcast: Broadcast, join_ref: str | None) -> bytes | None:
+        if broadcast.binary:
+            return None
+        b = broadcast
+        return frame(
+            b'{"topic":'
+            + orjson.dumps(b.topic)
+            + b',"event":'
+            + orjson.dumps(b.event)
+            + b',"payload":'
+            + b.payload
+            + b',"ref":null}'
+        )
+
+
+V1 = V1Serializer()
