@@ -18,6 +18,13 @@ class Counters:
     sockets_opened: int = _counter("client WebSockets accepted")
     sockets_closed: int = _counter("client WebSockets gone")
     frame_errors: int = _counter("client sockets closed for a frame DPS could not understand")
+    sockets_refused: int = _counter(
+        "client sockets refused before the upgrade: token, origin or connect hook"
+    )
+    sockets_expired: int = _counter("client sockets closed because their token expired")
+    joins_refused: int = _counter("joins refused by the channel rules or a hook")
+    publishes_refused: int = _counter("publishes refused by the channel rules or a hook")
+    hook_failures: int = _counter("hook calls that failed (down, slow, bad answer): refused")
     publishes_received: int = _counter("publishes received from clients and the HTTP API")
     publish_errors: int = _counter("publishes answered with an error (no owner, timeout)")
     socket_deliveries: int = _counter("messages written to client sockets")

@@ -15,11 +15,13 @@ from pathlib import Path
 
 from uhashring import HashRing
 
+from app.settings import ConfigError
+
 PACKAGED = Path(__file__).with_name("ring.toml")
 
 
-class RingError(Exception):
-    """A ring.toml that cannot be used; the message is the one line to print."""
+class RingError(ConfigError):
+    """A ring.toml that cannot be used."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,8 +20,13 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 MIB = 1024 * 1024
 
 
-class SettingsError(Exception):
-    """A bad setting; the message is the one line to print."""
+class ConfigError(Exception):
+    """Configuration that cannot be used (a setting, or a file one names); the message is
+    the one line to print before exiting with status 2."""
+
+
+class SettingsError(ConfigError):
+    """A bad setting."""
 
 
 class Role(StrEnum):
@@ -94,6 +99,39 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = Field(
         None, description="a bearer token for POST /api/broadcast (unset: no key required)"
     )
+    jwt_secret: SecretStr | None = Field(
+        None,
+        min_length=32,
+        description="an HMAC key of at least 32 characters for connect and join tokens",
+    )
+    jwt_public_key: Path | None = Field(
+        None, description="the path of a PEM public key (RSA, EC or Ed25519) for tokens"
+    )
+    jwt_audience: str | None = Field(None, min_length=1, description="the `aud` tokens must name")
+    jwt_issuer: str | None = Field(None, min_length=1, description="the `iss` tokens must name")
+    allow_anonymous: bool = Field(
+        False, description="1 to accept sockets without a token when a JWT key is set, else 0"
+    )
+    channels: Path | None = Field(None, description="the path of a channels.toml file")
+    hook_url: str | None = Field(
+        None,
+        pattern=r"^https?://[^\s]+$",
+        description="the http:// or https:// base URL of the application's hooks",
+    )
+    hook_connect: bool = Field(
+        False, description="1 to ask the connect hook about every new socket, else 0"
+    )
+    hook_timeout: float = Field(
+        2.0, gt=0, le=60, description="seconds a hook may take, above 0 up to 60"
+    )
+    hook_concurrency: int = Field(
+        64, ge=1, le=10_000, description="hook calls in flight at most, 1 to 10000"
+    )
+    allowed_origins: str | None = Field(
+        None,
+        pattern=r"^\s*(\*|https?://[^\s,/]+)(\s*,\s*(\*|https?://[^\s,/]+))*\s*$",
+        description="comma-separated origins (https://host[:port]) browsers may connect from, or *",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="debug, info, warning or error"
     )
@@ -116,6 +154,11 @@ class Settings(BaseSettings):
                     "a loopback address"
                 )
         return None
+
+    @property
+    def beyond_loopback(self) -> bool:
+        """Whether this node listens on an interface other hosts can reach."""
+        return not _loopback(self.host)
 
     @property
     def advertise_address(self) -> str:

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import jwt
 import orjson
 
+from app.counters import Counters
+from ws_gateway.access import rules
+from ws_gateway.access.hooks import Verdict
+from ws_gateway.access.policy import MAX_CHANNELS, Policy
+from ws_gateway.access.tokens import Verifier
 from ws_gateway.channels import (
-    MAX_CHANNELS,
     Action,
+    AskJoin,
+    AskPublish,
     Channels,
     Join,
     Leave,
@@ -19,6 +27,11 @@ from ws_gateway.channels import (
 from ws_gateway.serializers import Message
 
 OK: dict[str, Any] = {}
+OPEN = rules.load(rules.DEFAULT)  # the shipped rules: anyone joins, members publish
+
+
+def open_channels() -> Channels:
+    return Channels(Policy(OPEN, None, lambda: 0.0, Counters()))
 
 
 def msg(join_ref: str | None, ref: str | None, topic: str, event: str, payload: Any) -> Message:
@@ -26,7 +39,7 @@ def msg(join_ref: str | None, ref: str | None, topic: str, event: str, payload: 
 
 
 def test_heartbeat() -> None:
-    assert Channels().handle(msg(None, "9", "phoenix", "heartbeat", {})) == [
+    assert open_channels().handle(msg(None, "9", "phoenix", "heartbeat", {})) == [
         Reply(None, "9", "phoenix", "ok", OK)
     ]
 
@@ -40,17 +53,17 @@ def join(channels: Channels, message: Message, problem: str | None = None) -> li
 
 
 def test_join_subscribes_and_replies() -> None:
-    channels = Channels()
+    channels = open_channels()
     message = msg("6", "6", "room:lobby", "phx_join", {})
     assert join(channels, message) == [
         Join("room:lobby", "6", message, None),
         Reply("6", "6", "room:lobby", "ok", OK),
     ]
-    assert channels.joined == {"room:lobby": "6"}
+    assert {t: c.join_ref for t, c in channels.joined.items()} == {"room:lobby": "6"}
 
 
 def test_join_without_join_ref_uses_the_ref() -> None:
-    channels = Channels()
+    channels = open_channels()
     message = msg(None, "3", "t", "phx_join", {})
     assert join(channels, message) == [
         Join("t", "3", message, None),
@@ -59,7 +72,7 @@ def test_join_without_join_ref_uses_the_ref() -> None:
 
 
 def test_duplicate_join_closes_the_old_instance_after_the_reply() -> None:
-    channels = Channels()
+    channels = open_channels()
     join(channels, msg("6", "6", "t", "phx_join", {}))
     message = msg("19", "19", "t", "phx_join", {})
     assert join(channels, message) == [
@@ -67,11 +80,11 @@ def test_duplicate_join_closes_the_old_instance_after_the_reply() -> None:
         Reply("19", "19", "t", "ok", OK),
         Push("6", "6", "t", "phx_close", OK),
     ]
-    assert channels.joined == {"t": "19"}
+    assert {t: c.join_ref for t, c in channels.joined.items()} == {"t": "19"}
 
 
 def test_a_join_the_gateway_could_not_do_is_refused_and_forgotten() -> None:
-    channels = Channels()
+    channels = open_channels()
     assert join(channels, msg("1", "1", "t", "phx_join", {}), "topic server unreachable")[1:] == [
         Reply(
             "1", "1", "t", "error", {"reason": "join failed", "detail": "topic server unreachable"}
@@ -88,7 +101,7 @@ def test_a_join_the_gateway_could_not_do_is_refused_and_forgotten() -> None:
 
 
 def test_leave() -> None:
-    channels = Channels()
+    channels = open_channels()
     join(channels, msg("6", "6", "t", "phx_join", {}))
     assert channels.handle(msg("6", "18", "t", "phx_leave", {})) == [
         Leave("t"),
@@ -102,51 +115,51 @@ def test_leave() -> None:
 
 
 def test_leave_with_null_join_ref_leaves_the_current_instance() -> None:
-    channels = Channels()
+    channels = open_channels()
     join(channels, msg("6", "6", "t", "phx_join", {}))
     assert channels.handle(msg(None, "7", "t", "phx_leave", {}))[0] == Leave("t")
 
 
 def test_stale_join_ref_is_dropped_silently() -> None:
-    channels = Channels()
+    channels = open_channels()
     join(channels, msg("6", "6", "t", "phx_join", {}))
     assert channels.handle(msg("5", "7", "t", "phx_leave", {})) == []
     assert channels.handle(msg("5", "8", "t", "publish", ["e", {}])) == []
-    assert channels.joined == {"t": "6"}
+    assert {t: c.join_ref for t, c in channels.joined.items()} == {"t": "6"}
 
 
 def test_push_to_unjoined_topic() -> None:
-    assert Channels().handle(msg("1", "5", "room:nowhere", "new_msg", {})) == [
+    assert open_channels().handle(msg("1", "5", "room:nowhere", "new_msg", {})) == [
         Reply(None, "5", "room:nowhere", "error", {"reason": "unmatched topic"})
     ]
 
 
 def test_unknown_event_keeps_the_channel() -> None:
-    channels = Channels()
+    channels = open_channels()
     channels.handle(msg("1", "1", "t", "phx_join", {}))
     assert channels.handle(msg("1", "2", "t", "shout", {})) == [
         Reply("1", "2", "t", "error", {"reason": "unknown event"})
     ]
-    assert channels.joined == {"t": "1"}
+    assert {t: c.join_ref for t, c in channels.joined.items()} == {"t": "1"}
 
 
 def test_publish_encodes_the_body_once() -> None:
-    channels = Channels()
+    channels = open_channels()
     channels.handle(msg(None, "1", "t", "phx_join", {}))
     [action] = channels.handle(msg(None, "2", "t", "publish", ["ev", {"a": [1, 2]}]))
-    assert action == Publish("1", "2", "t", "ev", orjson.dumps({"a": [1, 2]}), False)
+    assert action == Publish("1", "2", "t", "ev", orjson.dumps({"a": [1, 2]}), False, True)
 
 
 def test_binary_publish() -> None:
-    channels = Channels()
+    channels = open_channels()
     channels.handle(msg("1", "1", "t", "phx_join", {}))
     assert channels.handle(msg("1", "2", "t", "publish", b"\x01")) == [
-        Publish("1", "2", "t", "publish", b"\x01", True)
+        Publish("1", "2", "t", "publish", b"\x01", True, True)
     ]
 
 
 def test_malformed_publishes() -> None:
-    channels = Channels()
+    channels = open_channels()
     channels.handle(msg("1", "1", "t", "phx_join", {}))
     for payload in [{}, [], ["e"], ["e", {}, 3], ["", {}], [3, {}], ["phx_close", {}], ["e", 5]]:
         [reply] = channels.handle(msg("1", "2", "t", "publish", payload))
@@ -159,7 +172,7 @@ def test_malformed_publishes() -> None:
 
 
 def test_bad_topics() -> None:
-    channels = Channels()
+    channels = open_channels()
     for topic, reason in [
         ("", "invalid topic"),
         ("x" * 256, "invalid topic"),
@@ -172,7 +185,7 @@ def test_bad_topics() -> None:
 
 
 def test_channel_limit() -> None:
-    channels = Channels()
+    channels = open_channels()
     for i in range(MAX_CHANNELS):
         channels.handle(msg(str(i), str(i), f"t{i}", "phx_join", {}))
     assert channels.handle(msg("x", "x", "more", "phx_join", {})) == [
@@ -183,8 +196,179 @@ def test_channel_limit() -> None:
 
 
 def test_leave_all() -> None:
-    channels = Channels()
+    channels = open_channels()
     channels.handle(msg("1", "1", "a", "phx_join", {}))
     channels.handle(msg("2", "2", "b", "phx_join", {}))
     assert sorted(channels.leave_all()) == ["a", "b"]
     assert channels.joined == {}
+
+
+# Access control: the channel rules decide joins and publishes.
+
+SECRET = "0123456789abcdef0123456789abcdef"
+RULES = """
+[[channel]]
+topic = "public:*"
+join = "anyone"
+events = "any"
+echo = false
+
+[[channel]]
+topic = "members:*"
+join = "users"
+events = ["new_msg"]
+
+[[channel]]
+topic = "user:{sub}"
+join = "anyone"
+
+[[channel]]
+topic = "vip:*"
+join = "token"
+
+[[channel]]
+topic = "news:*"
+join = "anyone"
+publish = "nobody"
+
+[[channel]]
+topic = "moderated:*"
+join = "hook"
+publish = "hook"
+"""
+
+
+def guarded(tmp_path: Path, user: str | None) -> Channels:
+    path = tmp_path / "channels.toml"
+    path.write_text(RULES)
+    verifier = Verifier(SECRET.encode(), ("HS256",), None, None)
+    return Channels(Policy(rules.load(path), verifier, lambda: 1000.0, Counters()), user)
+
+
+def outcome(channels: Channels, message: Message) -> Any:
+    """A join's reply status and response, completing it as the gateway would."""
+    actions = join(channels, message)
+    replies = [a for a in actions if isinstance(a, Reply)]
+    return (replies[0].status, replies[0].response) if replies else actions
+
+
+UNAUTHORIZED = ("error", {"reason": "unauthorized"})
+
+
+def test_topics_no_rule_matches_cannot_be_joined(tmp_path: Path) -> None:
+    channels = guarded(tmp_path, "alice")
+    assert outcome(channels, msg("1", "1", "elsewhere", "phx_join", {})) == UNAUTHORIZED
+    assert channels.joined == {}
+    assert channels.policy.counters.joins_refused == 1
+
+
+def test_users_rules_need_a_user(tmp_path: Path) -> None:
+    assert (
+        outcome(guarded(tmp_path, None), msg("1", "1", "members:a", "phx_join", {})) == UNAUTHORIZED
+    )
+    assert outcome(guarded(tmp_path, "bob"), msg("1", "1", "members:a", "phx_join", {}))[0] == "ok"
+
+
+def test_personal_topics_belong_to_their_user(tmp_path: Path) -> None:
+    assert (
+        outcome(guarded(tmp_path, "alice"), msg("1", "1", "user:alice", "phx_join", {}))[0] == "ok"
+    )
+    assert (
+        outcome(guarded(tmp_path, "bob"), msg("1", "1", "user:alice", "phx_join", {}))
+        == UNAUTHORIZED
+    )
+    assert (
+        outcome(guarded(tmp_path, None), msg("1", "1", "user:alice", "phx_join", {}))
+        == UNAUTHORIZED
+    )
+
+
+def test_join_tokens_name_the_topic_and_maybe_the_user(tmp_path: Path) -> None:
+    def token(**claims: Any) -> dict[str, str]:
+        return {"token": jwt.encode(claims, SECRET)}
+
+    def attempt(user: str | None, payload: Any) -> Any:
+        return outcome(guarded(tmp_path, user), msg("1", "1", "vip:1", "phx_join", payload))
+
+    assert attempt(None, token(topic="vip:1"))[0] == "ok"
+    assert attempt("bob", token(topic="vip:1", sub="bob"))[0] == "ok"
+    assert attempt("eve", token(topic="vip:1", sub="bob")) == UNAUTHORIZED
+    assert attempt(None, token(topic="vip:1", sub="bob")) == UNAUTHORIZED
+    assert attempt("bob", token(topic="vip:2")) == UNAUTHORIZED
+    assert attempt("bob", token(topic="vip:1", exp=999)) == UNAUTHORIZED  # the clock says 1000
+    assert attempt("bob", {"token": jwt.encode({"topic": "vip:1"}, "x" * 32)}) == UNAUTHORIZED
+    assert attempt("bob", {}) == UNAUTHORIZED
+    assert attempt("bob", ["not", "an", "object"]) == UNAUTHORIZED
+
+
+def test_a_refused_rejoin_closes_the_old_instance(tmp_path: Path) -> None:
+    channels = guarded(tmp_path, None)
+    join(
+        channels,
+        msg("1", "1", "vip:1", "phx_join", {"token": jwt.encode({"topic": "vip:1"}, SECRET)}),
+    )
+    assert join(channels, msg("2", "2", "vip:1", "phx_join", {})) == [
+        Leave("vip:1"),
+        Reply("2", "2", "vip:1", "error", {"reason": "unauthorized"}),
+        Push("1", "1", "vip:1", "phx_close", OK),
+    ]
+    assert channels.joined == {}
+
+
+def test_nobody_publishes_where_the_rule_says_nobody(tmp_path: Path) -> None:
+    channels = guarded(tmp_path, "alice")
+    join(channels, msg("1", "1", "news:1", "phx_join", {}))
+    assert channels.handle(msg("1", "2", "news:1", "publish", ["ev", {}])) == [
+        Reply("1", "2", "news:1", "error", {"reason": "unauthorized"})
+    ]
+    assert channels.policy.counters.publishes_refused == 1
+
+
+def test_events_any_broadcasts_every_push_as_itself_without_echo(tmp_path: Path) -> None:
+    channels = guarded(tmp_path, None)
+    join(channels, msg("1", "1", "public:1", "phx_join", {}))
+    assert channels.handle(msg("1", "2", "public:1", "new_msg", {"body": "hi"})) == [
+        Publish("1", "2", "public:1", "new_msg", b'{"body":"hi"}', False, False)
+    ]
+    # The publish envelope keeps its meaning.
+    assert channels.handle(msg("1", "3", "public:1", "publish", ["ev", {}]))[0] == Publish(
+        "1", "3", "public:1", "ev", b"{}", False, False
+    )
+    [reply] = channels.handle(msg("1", "4", "public:1", "new_msg", "text"))
+    assert isinstance(reply, Reply) and reply.response["reason"] == "malformed payload"
+    [reply] = channels.handle(msg("1", "5", "public:1", "phx_custom", {}))
+    assert isinstance(reply, Reply) and reply.response == {"reason": "unknown event"}
+
+
+def test_a_list_of_events_allows_those_alone(tmp_path: Path) -> None:
+    channels = guarded(tmp_path, "bob")
+    join(channels, msg("1", "1", "members:1", "phx_join", {}))
+    [publish] = channels.handle(msg("1", "2", "members:1", "new_msg", {"b": 1}))
+    assert isinstance(publish, Publish) and publish.echo
+    for event, payload in (("publish", ["ev", {}]), ("typing", {})):
+        [reply] = channels.handle(msg("1", "3", "members:1", event, payload))
+        assert reply == Reply("1", "3", "members:1", "error", {"reason": "unknown event"})
+
+
+def test_hook_rules_ask_and_follow_the_verdict(tmp_path: Path) -> None:
+    channels = guarded(tmp_path, "alice")
+    message = msg("1", "1", "moderated:1", "phx_join", {"x": 1})
+    [ask] = channels.handle(message)
+    assert isinstance(ask, AskJoin) and ask.msg == message
+    assert channels.joined == {}  # nothing joined until the hook says so
+    assert channels.answered(ask, Verdict(False, "banned")) == [
+        Reply("1", "1", "moderated:1", "error", {"reason": "banned"})
+    ]
+    [ask] = channels.handle(message)
+    assert isinstance(ask, AskJoin)
+    [start] = channels.answered(ask, Verdict(True))
+    assert isinstance(start, Join)
+    channels.join_done(start, None)
+    [ask_publish] = channels.handle(msg("1", "2", "moderated:1", "publish", ["ev", {"a": 1}]))
+    assert isinstance(ask_publish, AskPublish) and ask_publish.body == {"a": 1}
+    assert channels.answered(ask_publish, Verdict(True)) == [ask_publish.publish]
+    [replaced] = channels.answered(ask_publish, Verdict(True, None, {"a": 2}))
+    assert isinstance(replaced, Publish) and replaced.payload == b'{"a":2}'
+    assert channels.answered(ask_publish, Verdict(False, "hook unavailable")) == [
+        Reply("1", "2", "moderated:1", "error", {"reason": "hook unavailable"})
+    ]

@@ -18,7 +18,10 @@ from ws_gateway.serializers import V1, V2, Serializer
 class FakeSocket:
     """Records the frames the gateway writes to it."""
 
+    ids = iter(range(1, 1_000_000))
+
     def __init__(self, serializer: Serializer = V2) -> None:
+        self.id = next(self.ids)
         self.serializer = serializer
         self.sent: list[bytes] = []
 

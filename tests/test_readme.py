@@ -18,7 +18,13 @@ def test_every_setting_is_documented_with_its_default() -> None:
     for field, info in Settings.model_fields.items():
         name = env_name(field)
         assert name in table, f"{name} is missing from the README's configuration table"
-        default = "unset" if info.default is None else str(info.default).removesuffix(".0")
+        default = info.default
+        if default is None:
+            default = "unset"
+        elif isinstance(default, bool):
+            default = str(int(default))  # the README says 0 and 1, as the variables take
+        else:
+            default = str(default).removesuffix(".0")
         assert table[name] == default, f"{name}: README says {table[name]}, code says {default}"
 
 

@@ -38,15 +38,17 @@ class RemoteGateway:
     def gateway(self) -> str:
         return self.link.peer.name
 
-    def deliver(self, delivery: Delivery) -> None:
+    def deliver(self, delivery: Delivery, exclude: int = 0) -> None:
         if self.link.closed:
             self.counters.gateway_deliveries_dropped += 1
             return
-        self.link.send(delivery.frame)
+        self.link.send(delivery.frame_excluding(exclude) if exclude else delivery.frame)
 
     def on_frame(self, frame: LinkFrame) -> None:
         if isinstance(frame, LinkPublish):
-            seq = self.server.publish(frame.topic, frame.event, frame.payload, frame.binary)
+            seq = self.server.publish(
+                frame.topic, frame.event, frame.payload, frame.binary, self, frame.exclude
+            )
             self.link.send(codec.ack(frame.id, seq))
         elif isinstance(frame, LinkSubscribe):
             self.server.subscribe(self, frame.topic)

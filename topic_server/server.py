@@ -31,7 +31,15 @@ class TopicServer:
     def gateway_down(self, gateway: GatewayLink) -> None:
         self.topics.drop(gateway)
 
-    def publish(self, topic: str, event: str, payload: bytes, binary: bool) -> int:
+    def publish(
+        self,
+        topic: str,
+        event: str,
+        payload: bytes,
+        binary: bool,
+        origin: GatewayLink | None = None,
+        exclude: int = 0,
+    ) -> int:
         """Sequence and deliver one message; returns its sequence number."""
         seq, gateways = self.topics.publish(topic)
         counters = self.counters
@@ -40,5 +48,8 @@ class TopicServer:
         if gateways:
             delivery = Delivery(topic, seq, event, payload, binary, time.time())
             for gateway in gateways:
-                gateway.deliver(delivery)
+                if exclude and gateway is origin:
+                    gateway.deliver(delivery, exclude)
+                else:
+                    gateway.deliver(delivery)
         return seq

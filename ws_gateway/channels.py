@@ -1,29 +1,39 @@
 """The channels of one socket: Phoenix's channel rules as a pure state machine.
 
 Each topic is, on one socket, either unjoined or joined under a join_ref (the ref of the
-`phx_join` that created the current instance). `Channels.handle` takes one decoded client
-message and returns what to do, in order: replies and pushes to send to this socket, and
-commands for the gateway (join, leave, publish). It never does I/O.
+`phx_join` that created the current instance) with the channel rule that admitted it.
+`Channels.handle` takes one decoded client message and returns what to do, in order:
+replies and pushes to send to this socket, and commands for the gateway (join, leave,
+publish) or for the application's hooks (ask). It never does I/O; time comes from the
+`Policy` it is given.
 
     message                          state              actions
     heartbeat on "phoenix"           any                ok reply, join_ref null
-    phx_join T (valid topic)         unjoined           join T; once the gateway has
-                                                        done it, `join_done`: ok reply
-    phx_join T                       joined as J        join T (new ref); then ok reply,
+    phx_join T, allowed              unjoined           join T; once the gateway has done
+                                                        it (`join_done`): ok reply
+    phx_join T, allowed              joined as J        join T (new ref); then ok reply,
                                                         phx_close for the old instance J
+    phx_join T, a "hook" rule        any                ask the hook; its verdict
+                                                        (`answered`) continues as above
+    phx_join T, refused              unjoined           error reply "unauthorized"
     phx_join T (bad topic / full)    any                error reply, state unchanged
     phx_leave T, join_ref J or null  joined as J        leave T, ok reply, phx_close J
     phx_leave T                      unjoined           ok reply
     publish T [event, object]        joined as J        publish (the ok reply follows the
-                                                        owner's acknowledgement)
+                                                        owner's acknowledgement), or ask
+                                                        the hook, or error "unauthorized"
+    E T object, E allowed by the     joined as J        the same, broadcast as event E
+    rule's `events`
     any push, join_ref neither J     joined as J        dropped without reply (stale)
     nor null
     any other push to T              unjoined           error "unmatched topic", join_ref null
     any other event                  joined             error "unknown event", stays joined
 
-A join counts as joined from the moment it is handled. When the gateway cannot do it (the
-topic's owner refused or never acknowledged the subscription), `join_done` forgets the
-topic and answers with the error reply "join failed" instead.
+A rejoin (phx_join of a topic already joined) replaces the old instance whatever becomes of
+the new one, as in Phoenix: if the new join is refused or fails, the old instance is
+closed too. A join counts as joined from the moment it goes to the gateway; when the
+gateway cannot do it (the topic's owner refused or never acknowledged the subscription),
+`join_done` forgets the topic and answers with the error reply "join failed" instead.
 
 A V2 join whose join_ref is null (handy when typing frames by hand) and every V1 join take
 the join's own ref as the instance's join_ref, as Phoenix does for V1.
@@ -35,11 +45,22 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from ws_gateway.access.hooks import Verdict
+from ws_gateway.access.policy import Policy
+from ws_gateway.access.rules import PUBLISH, JoinMode, PublishMode, Rule
+from ws_gateway.access.tokens import TokenError
 from ws_gateway.serializers import Message
 from ws_gateway.serializers.protocol import MAX_FIELD_BYTES
 
-MAX_CHANNELS = 100  # Phoenix's limit of channels per socket
 HEARTBEAT_TOPIC = "phoenix"
+UNAUTHORIZED = "unauthorized"
+
+
+class Channel(NamedTuple):
+    """A joined topic: the instance's join_ref and the rule that admitted it."""
+
+    join_ref: str | None
+    rule: Rule
 
 
 class Reply(NamedTuple):
@@ -75,7 +96,8 @@ class Leave(NamedTuple):
 
 
 class Publish(NamedTuple):
-    """Broadcast `payload` (encoded JSON, or raw bytes when `binary`) as `event` on `topic`."""
+    """Broadcast `payload` (encoded JSON, or raw bytes when `binary`) as `event` on `topic`;
+    without `echo`, to every subscriber but the sender."""
 
     join_ref: str | None
     ref: str | None
@@ -83,9 +105,24 @@ class Publish(NamedTuple):
     event: str
     payload: bytes
     binary: bool
+    echo: bool
 
 
-Action = Reply | Push | Join | Leave | Publish
+class AskJoin(NamedTuple):
+    """Ask the join hook about `msg` (a phx_join that `rule` leaves to the application)."""
+
+    msg: Message
+    rule: Rule
+
+
+class AskPublish(NamedTuple):
+    """Ask the publish hook about `publish`; `body` is its payload as a JSON value."""
+
+    publish: Publish
+    body: Any
+
+
+Action = Reply | Push | Join | Leave | Publish | AskJoin | AskPublish
 
 EMPTY: dict[str, Any] = {}
 
@@ -117,13 +154,14 @@ def event_problem(event: Any) -> str | None:
 
 
 class Channels:
-    """The joined topics of one socket and the rules above."""
+    """The joined topics of one socket (whose user is `user`, None when anonymous)."""
 
-    __slots__ = ("joined", "max_channels")
+    __slots__ = ("joined", "policy", "user")
 
-    def __init__(self, max_channels: int = MAX_CHANNELS) -> None:
-        self.joined: dict[str, str | None] = {}
-        self.max_channels = max_channels
+    def __init__(self, policy: Policy, user: str | None = None) -> None:
+        self.policy = policy
+        self.user = user
+        self.joined: dict[str, Channel] = {}
 
     def handle(self, msg: Message) -> list[Action]:
         topic, event = msg.topic, msg.event
@@ -131,11 +169,12 @@ class Channels:
             return [Reply(None, msg.ref, topic, "ok", EMPTY)]
         if event == "phx_join":
             return self._join(msg)
-        if topic not in self.joined:
+        channel = self.joined.get(topic)
+        if channel is None:
             if event == "phx_leave":
                 return [Reply(msg.join_ref, msg.ref, topic, "ok", EMPTY)]
             return [Reply(None, msg.ref, topic, "error", error("unmatched topic"))]
-        current = self.joined[topic]
+        current = channel.join_ref
         if msg.join_ref is not None and msg.join_ref != current:
             return []
         if event == "phx_leave":
@@ -145,8 +184,11 @@ class Channels:
                 Reply(current, msg.ref, topic, "ok", EMPTY),
                 Push(current, current, topic, "phx_close", EMPTY),
             ]
-        if event == "publish":
-            return [self._publish(current, msg)]
+        rule = channel.rule
+        if event == PUBLISH and rule.allows(PUBLISH):
+            return [self._publish(current, msg, rule)]
+        if event != PUBLISH and rule.allows(event) and not event.startswith("phx_"):
+            return [self._push(current, msg, rule)]
         return [Reply(current, msg.ref, topic, "error", error("unknown event"))]
 
     def join_done(self, join: Join, problem: str | None) -> list[Action]:
@@ -155,15 +197,30 @@ class Channels:
         if problem is None:
             actions: list[Action] = [Reply(msg.join_ref, msg.ref, join.topic, "ok", EMPTY)]
         else:
-            if self.joined.get(join.topic, ()) == join.join_ref:
+            channel = self.joined.get(join.topic)
+            if channel is not None and channel.join_ref == join.join_ref:
                 del self.joined[join.topic]
-            actions = [
-                Reply(msg.join_ref, msg.ref, join.topic, "error", error("join failed", problem))
-            ]
+            response = error("join failed", problem)
+            actions = [Reply(msg.join_ref, msg.ref, join.topic, "error", response)]
         if join.replaced is not None:
             (old,) = join.replaced
             actions.append(Push(old, old, join.topic, "phx_close", EMPTY))
         return actions
+
+    def answered(self, ask: AskJoin | AskPublish, verdict: Verdict) -> list[Action]:
+        """The hook's verdict on `ask`."""
+        refusal = error(verdict.reason or UNAUTHORIZED)
+        if isinstance(ask, AskJoin):
+            if not verdict.allow:
+                return self._refuse_join(ask.msg, refusal)
+            return self._start_join(ask.msg, ask.rule)
+        publish = ask.publish
+        if not verdict.allow:
+            self.policy.counters.publishes_refused += 1
+            return [Reply(publish.join_ref, publish.ref, publish.topic, "error", refusal)]
+        if verdict.payload is not None:  # a JSON object, whatever the original was
+            publish = publish._replace(payload=orjson.dumps(verdict.payload), binary=False)
+        return [publish]
 
     def leave_all(self) -> list[str]:
         """The socket went away: every topic it had joined, now forgotten."""
@@ -171,35 +228,105 @@ class Channels:
         self.joined.clear()
         return topics
 
+    # Joins.
+
     def _join(self, msg: Message) -> list[Action]:
         topic = msg.topic
         problem = topic_problem(topic)
         if problem is not None:
             reason = "unmatched topic" if topic == HEARTBEAT_TOPIC else "invalid topic"
             return [Reply(msg.join_ref, msg.ref, topic, "error", error(reason, problem))]
-        rejoin = topic in self.joined
-        if not rejoin and len(self.joined) >= self.max_channels:
+        if topic not in self.joined and len(self.joined) >= self.policy.max_channels:
             return [Reply(msg.join_ref, msg.ref, topic, "error", error("too many channels joined"))]
-        replaced = (self.joined[topic],) if rejoin else None
+        rule = self.policy.rules.match(topic)
+        if rule is None or not self._may_join(rule, msg):
+            return self._refuse_join(msg, error(UNAUTHORIZED))
+        if rule.join is JoinMode.HOOK:
+            return [AskJoin(msg, rule)]
+        return self._start_join(msg, rule)
+
+    def _may_join(self, rule: Rule, msg: Message) -> bool:
+        """Whether `rule` lets this socket join (a hook rule: whether to ask at all)."""
+        owner = rule.owner(msg.topic)
+        if owner is not None and owner != self.user:
+            return False
+        if rule.join is JoinMode.USERS:
+            return self.user is not None
+        if rule.join is JoinMode.TOKEN:
+            return self._join_token_fits(msg)
+        return True
+
+    def _join_token_fits(self, msg: Message) -> bool:
+        token = msg.payload.get("token") if isinstance(msg.payload, dict) else None
+        verifier = self.policy.verifier
+        if not isinstance(token, str) or verifier is None:
+            return False
+        try:
+            claims = verifier.verify(token, self.policy.clock())
+        except TokenError:
+            return False
+        sub = claims.get("sub")
+        return claims.get("topic") == msg.topic and (sub is None or sub == self.user)
+
+    def _start_join(self, msg: Message, rule: Rule) -> list[Action]:
+        topic = msg.topic
+        old = self.joined.get(topic)
         join_ref = msg.join_ref if msg.join_ref is not None else msg.ref
-        self.joined[topic] = join_ref
+        self.joined[topic] = Channel(join_ref, rule)
+        replaced = None if old is None else (old.join_ref,)
         return [Join(topic, join_ref, msg, replaced)]
 
-    def _publish(self, join_ref: str | None, msg: Message) -> Action:
+    def _refuse_join(self, msg: Message, response: dict[str, str]) -> list[Action]:
+        self.policy.counters.joins_refused += 1
+        reply = Reply(msg.join_ref, msg.ref, msg.topic, "error", response)
+        old = self.joined.pop(msg.topic, None)
+        if old is None:
+            return [reply]
+        return [
+            Leave(msg.topic),
+            reply,
+            Push(old.join_ref, old.join_ref, msg.topic, "phx_close", EMPTY),
+        ]
+
+    # Publishes.
+
+    def _publish(self, join_ref: str | None, msg: Message, rule: Rule) -> Action:
         payload = msg.payload
         if isinstance(payload, bytes):
             # A binary push carries no inner event name: it is broadcast as "publish".
-            return Publish(join_ref, msg.ref, msg.topic, "publish", payload, True)
+            publish = Publish(join_ref, msg.ref, msg.topic, PUBLISH, payload, True, rule.echo)
+            return self._authorize(publish, payload, rule)
         if not (isinstance(payload, list) and len(payload) == 2):
-            return self._malformed(join_ref, msg, "publish expects [event, payload object]")
+            return _malformed(join_ref, msg, "publish expects [event, payload object]")
         event, body = payload
         problem = event_problem(event)
         if problem is None and not isinstance(body, dict):
             problem = "the published payload must be a JSON object"
         if problem is not None:
-            return self._malformed(join_ref, msg, problem)
-        return Publish(join_ref, msg.ref, msg.topic, event, orjson.dumps(body), False)
+            return _malformed(join_ref, msg, problem)
+        encoded = orjson.dumps(body)
+        publish = Publish(join_ref, msg.ref, msg.topic, event, encoded, False, rule.echo)
+        return self._authorize(publish, body, rule)
 
-    @staticmethod
-    def _malformed(join_ref: str | None, msg: Message, detail: str) -> Reply:
-        return Reply(join_ref, msg.ref, msg.topic, "error", error("malformed payload", detail))
+    def _push(self, join_ref: str | None, msg: Message, rule: Rule) -> Action:
+        """A push broadcast as its own event (a rule's `events`)."""
+        problem = event_problem(msg.event)
+        if problem is None and not isinstance(msg.payload, dict):
+            problem = f"the payload of {msg.event!r} must be a JSON object"
+        if problem is not None:
+            return _malformed(join_ref, msg, problem)
+        encoded = orjson.dumps(msg.payload)
+        publish = Publish(join_ref, msg.ref, msg.topic, msg.event, encoded, False, rule.echo)
+        return self._authorize(publish, msg.payload, rule)
+
+    def _authorize(self, publish: Publish, body: Any, rule: Rule) -> Action:
+        if rule.publish is PublishMode.HOOK:
+            return AskPublish(publish, body)
+        if rule.publish is PublishMode.NOBODY:
+            self.policy.counters.publishes_refused += 1
+            return Reply(publish.join_ref, publish.ref, publish.topic, "error", error(UNAUTHORIZED))
+        return publish
+
+
+def _malformed(join_ref: str | None, msg: Message, detail: str) -> Reply:
+    return Reply(join_ref, msg.ref, msg.topic, "error", error("malformed payload", detail))

@@ -1,9 +1,12 @@
 """The Phoenix socket endpoint, `/socket/websocket`: the I/O edge of a client socket.
 
-It negotiates the serializer (`vsn`; anything but 1.0.x or 2.0.x is refused with 403
-before the upgrade), answers the `phoenix` subprotocol that the official client offers
-with an auth token, accepts, and detaches the connection (see `app.websocket`): from then
-on each received frame goes to the socket's `ClientSession` as it arrives.
+Before the upgrade it negotiates the serializer (`vsn`; anything but 1.0.x or 2.0.x is
+refused with 403, as Phoenix does) and asks the gateway's policy whether the socket may
+connect (origin, connect token, and the connect hook when DPS_HOOK_CONNECT=1): a refusal
+is an HTTP 403, counted and logged at most once a second. Then it answers the `phoenix`
+subprotocol that the official client offers with an auth token, accepts, and detaches the
+connection (see `app.websocket`): from then on each received frame goes to the socket's
+`ClientSession` as it arrives.
 """
 
 from __future__ import annotations
@@ -12,27 +15,66 @@ import logging
 
 from starlette.websockets import WebSocket
 
+from app.throttled_log import ThrottledLog
 from app.websocket import EXTENSION, ServedWebSocket
+from ws_gateway.access.policy import Admitted, Policy, Refused
+from ws_gateway.channels import Channels
 from ws_gateway.gateway import Gateway
 from ws_gateway.serializers import negotiate
 from ws_gateway.session import ClientSession
 from ws_gateway.socket import Socket
 
 log = logging.getLogger("dps.gateway")
+refused = ThrottledLog(log, logging.INFO)
 
 
 async def socket_endpoint(websocket: WebSocket) -> None:
     gateway: Gateway = websocket.app.state.gateway
+    policy: Policy = websocket.app.state.policy
     serializer = negotiate(websocket.query_params.get("vsn"))
     if serializer is None:
         log.info("refused socket with unsupported vsn %r", websocket.query_params.get("vsn"))
         await websocket.close()  # before accepting: an HTTP 403, as Phoenix answers
         return
+    subprotocols = websocket.scope.get("subprotocols", ())
+    admission = await _admit(websocket, policy, subprotocols)
+    if isinstance(admission, Refused):
+        gateway.counters.sockets_refused += 1
+        client = websocket.client
+        refused("refused socket from %s: %s", client.host if client else "?", admission.reason)
+        await websocket.close()
+        return
     conn: ServedWebSocket = websocket.scope["extensions"][EXTENSION]
-    subprotocol = "phoenix" if "phoenix" in websocket.scope.get("subprotocols", ()) else None
-    await websocket.accept(subprotocol=subprotocol)
+    await websocket.accept(subprotocol="phoenix" if "phoenix" in subprotocols else None)
     limit = websocket.app.state.settings.socket_queue
-    sock = Socket(conn, serializer, limit, gateway.counters, gateway.outbox)
-    session = ClientSession(sock, gateway)
+    sock = Socket(
+        gateway.new_socket_id(), conn, serializer, limit, gateway.counters, gateway.outbox
+    )
+    session = ClientSession(sock, gateway, Channels(policy, admission.user))
+    if admission.expires is not None:
+        session.expire_at(admission.expires, policy.clock())
     gateway.counters.sockets_opened += 1
     conn.detach(session.received, session.closed)
+
+
+async def _admit(
+    websocket: WebSocket, policy: Policy, subprotocols: list[str]
+) -> Admitted | Refused:
+    admission = policy.admit(websocket.headers.get("origin"), websocket.query_params, subprotocols)
+    if isinstance(admission, Refused) or not policy.hook_connect:
+        return admission
+    assert policy.hooks is not None  # DPS_HOOK_CONNECT needs DPS_HOOK_URL to start
+    client = websocket.client
+    params = {k: v for k, v in websocket.query_params.items() if k != "vsn"}
+    verdict = await policy.hooks.ask(
+        "connect",
+        {
+            "user": admission.user,
+            "params": params,
+            "address": client.host if client else None,
+            "node": websocket.app.state.gateway.name,
+        },
+    )
+    if not verdict.allow:
+        return Refused(f"connect hook: {verdict.reason or 'refused'}")
+    return admission

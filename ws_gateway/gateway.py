@@ -20,6 +20,7 @@ topic's messages in their owner's order, without duplicates.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Callable
 from typing import Protocol
@@ -85,9 +86,10 @@ class Subscribers:
 
 
 class Gateway:
-    __slots__ = ("counters", "name", "outbox", "router", "skipped", "stale", "topics")
+    __slots__ = ("_ids", "counters", "name", "outbox", "router", "skipped", "stale", "topics")
 
     def __init__(self, name: str, router: Router, counters: Counters) -> None:
+        self._ids = itertools.count(1)
         self.name = name
         self.router = router
         self.counters = counters
@@ -95,6 +97,9 @@ class Gateway:
         self.outbox = Outbox()
         self.stale = ThrottledLog(log, logging.WARNING)
         self.skipped = ThrottledLog(log, logging.INFO)
+
+    def new_socket_id(self) -> int:
+        return next(self._ids)
 
     def join(self, sock: Socket, topic: str, join_ref: str | None, done: JoinDone) -> None:
         """Add `sock` to `topic`'s subscribers; `done` once the owners have the topic."""
@@ -164,19 +169,33 @@ class Gateway:
         }
 
     def publish(
-        self, topic: str, event: str, payload: bytes, binary: bool, on_outcome: OnOutcome
+        self,
+        topic: str,
+        event: str,
+        payload: bytes,
+        binary: bool,
+        on_outcome: OnOutcome,
+        exclude: int = 0,
     ) -> None:
-        """Hand a message to the topic's owner; `on_outcome` gets the outcome, exactly once."""
+        """Hand a message to the topic's owner; `on_outcome` gets the outcome, exactly once.
+        Socket `exclude` of this gateway (if not 0) does not receive it."""
         self.counters.publishes_received += 1
         owner = self.router.owner_of(topic)
         if owner is None:
             self.counters.publish_errors += 1
             on_outcome(NO_OWNER)
             return
-        owner.publish(topic, event, payload, binary, on_outcome)
+        owner.publish(topic, event, payload, binary, on_outcome, exclude)
 
     def deliver(
-        self, source: OwnerLink, topic: str, seq: int, event: str, payload: bytes, binary: bool
+        self,
+        source: OwnerLink,
+        topic: str,
+        seq: int,
+        event: str,
+        payload: bytes,
+        binary: bool,
+        exclude: int = 0,
     ) -> None:
         """Fan one message from `source` out to this gateway's subscribers of `topic`."""
         counters = self.counters
@@ -202,6 +221,14 @@ class Gateway:
             if data is None:
                 counters.v1_binary_skipped += len(sockets)
                 self.skipped("binary message on %r not sent to %d V1 sockets", topic, len(sockets))
+                continue
+            if exclude:
+                sent = 0
+                for sock in sockets:
+                    if sock.id != exclude:
+                        sock.send(data)
+                        sent += 1
+                counters.socket_deliveries += sent
                 continue
             for sock in sockets:
                 sock.send(data)

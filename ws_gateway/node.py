@@ -24,6 +24,7 @@ from app.metrics import Metrics
 from app.pg import SubscriptionEnded, new_incarnation
 from app.ring import RingConfig
 from app.settings import Role, Settings
+from ws_gateway.access.policy import Policy
 from ws_gateway.gateway import Gateway
 from ws_gateway.remote_owner import RemoteOwner
 from ws_gateway.router import ClusterRouter
@@ -45,6 +46,7 @@ class GatewayNode(LinkHub):
         self.options = LinkOptions.of(settings)
         self.router = ClusterRouter(ring, settings.handover, self._rerouted)
         self.gateway = Gateway(self.local.name, self.router, self.counters)
+        self.policy = Policy.of(settings, self.counters, time.time)
         self.owners: dict[str, RemoteOwner] = {}  # the newest link to each topic server
         self.by_link: dict[LinkConnection, RemoteOwner] = {}
         self.dialers: dict[str, Dialer] = {}
@@ -81,6 +83,8 @@ class GatewayNode(LinkHub):
         self.pg.stop_scope(SCOPE)
         if self.registry is not None:
             await self.registry.close()
+        if self.policy.hooks is not None:
+            await self.policy.hooks.close()
 
     # LinkHub
     def up(self, link: LinkConnection) -> None:
@@ -127,7 +131,7 @@ class GatewayNode(LinkHub):
     def _deliver(self, source: RemoteOwner, frame: LinkDeliver) -> None:
         self.metrics.delivery_latency.observe(max(0.0, time.time() - frame.sent_at))
         self.gateway.deliver(
-            source, frame.topic, frame.seq, frame.event, frame.payload, frame.binary
+            source, frame.topic, frame.seq, frame.event, frame.payload, frame.binary, frame.exclude
         )
 
     async def _expire(self) -> None:

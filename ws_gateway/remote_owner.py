@@ -74,7 +74,13 @@ class RemoteOwner:
         self.link.send(codec.unsubscribe(topic))
 
     def publish(
-        self, topic: str, event: str, payload: bytes, binary: bool, on_outcome: OnOutcome
+        self,
+        topic: str,
+        event: str,
+        payload: bytes,
+        binary: bool,
+        on_outcome: OnOutcome,
+        exclude: int = 0,
     ) -> None:
         if self.link.closed:
             self.counters.publish_errors += 1
@@ -82,7 +88,7 @@ class RemoteOwner:
             return
         id = next(self._ids)
         self.pending[id] = (on_outcome, time.monotonic())
-        self.link.send(codec.publish(id, topic, event, binary, payload))
+        self.link.send(codec.publish(id, exclude, topic, event, binary, payload))
 
     def on_frame(self, frame: LinkFrame) -> None:
         if isinstance(frame, LinkDeliver):

@@ -1,32 +1,66 @@
 """One accepted client socket's inbound side: frames in, channel actions carried out.
 
-Frames are handled in order, like the messages of a Phoenix socket: while a join waits
-for the topic's owners to acknowledge the subscription, its reply and every later frame
-wait too, and the socket is not read meanwhile. A frame the serializer cannot decode
-closes this socket, and only this one, with the serializer's close code and reason.
+Frames are handled in order, like the messages of a Phoenix socket. Some actions take
+time: a join waits for the topic's owners to acknowledge the subscription, and a "hook"
+rule for the application's verdict. Meanwhile the socket is *held*: it is not read, and
+frames already read wait in a backlog; when the step ends, its outcome goes through the
+channel rules and the backlog is handled, in order. Other sockets never wait for it.
+
+A frame the serializer cannot decode closes this socket, and only this one, with the
+serializer's close code and reason.
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import logging
+from typing import Any
 
 from app.link.interface import Accepted, Outcome
-from ws_gateway.channels import EMPTY, Action, Join, Leave, Publish, Push, Reply, error
+from ws_gateway.access.policy import Policy
+from ws_gateway.channels import (
+    EMPTY,
+    Action,
+    AskJoin,
+    AskPublish,
+    Channels,
+    Join,
+    Leave,
+    Publish,
+    Push,
+    Reply,
+    error,
+)
 from ws_gateway.gateway import Gateway
 from ws_gateway.serializers import ClientFrameError
 from ws_gateway.socket import Socket
 
 log = logging.getLogger("dps.gateway")
 
+POLICY_VIOLATION = 1008
+
 
 class ClientSession:
-    __slots__ = ("backlog", "gateway", "open", "sock")
+    __slots__ = ("backlog", "channels", "expiry", "gateway", "open", "sock")
 
-    def __init__(self, sock: Socket, gateway: Gateway) -> None:
+    def __init__(self, sock: Socket, gateway: Gateway, channels: Channels) -> None:
         self.sock = sock
         self.gateway = gateway
+        self.channels = channels
         self.open = True
-        self.backlog: list[tuple[bytes, bool]] | None = None  # frames held during a join
+        self.backlog: list[tuple[bytes, bool]] | None = None  # frames read while held
+        self.expiry: asyncio.TimerHandle | None = None
+
+    def expire_at(self, when: float, now: float) -> None:
+        """Close the socket when its token expires (`when`, on the clock of `now`)."""
+        loop = asyncio.get_running_loop()
+        self.expiry = loop.call_later(max(0.0, when - now), self._expired)
+
+    def _expired(self) -> None:
+        self.gateway.counters.sockets_expired += 1
+        log.info("closing %s (user %s): token expired", self.sock.peer, self.channels.user)
+        self.sock.close(POLICY_VIOLATION, "token expired")
 
     def received(self, data: bytes, text: bool) -> None:
         if self.backlog is not None:
@@ -40,7 +74,7 @@ class ClientSession:
             log.info("closing %s: %s", sock.peer, exc.reason)
             sock.close(exc.code, exc.reason)
             return
-        self.run_all(sock.channels.handle(msg))
+        self.run_all(self.channels.handle(msg))
 
     def run_all(self, actions: list[Action]) -> None:
         for action in actions:
@@ -48,7 +82,9 @@ class ClientSession:
 
     def closed(self) -> None:
         self.open = False
-        for topic in self.sock.channels.leave_all():
+        if self.expiry is not None:
+            self.expiry.cancel()
+        for topic in self.channels.leave_all():
             self.gateway.leave(self.sock, topic)
         self.gateway.counters.sockets_closed += 1
 
@@ -63,7 +99,7 @@ class ClientSession:
                 self._join(action)
             case Leave(topic):
                 gateway.leave(sock, topic)
-            case Publish(join_ref, ref, topic, event, payload, binary):
+            case Publish(join_ref, ref, topic, event, payload, binary, echo):
 
                 def reply(outcome: Outcome) -> None:
                     if isinstance(outcome, Accepted):
@@ -72,19 +108,44 @@ class ClientSession:
                         status, response = "error", error("publish failed", outcome)
                     sock.reply(join_ref, ref, topic, status, response)
 
-                gateway.publish(topic, event, payload, binary, reply)
+                gateway.publish(topic, event, payload, binary, reply, 0 if echo else sock.id)
+            case AskJoin() | AskPublish():
+                self._ask(action)
 
     def _join(self, join: Join) -> None:
-        # Hold every later frame until the gateway has the subscription.
+        self._hold()
+        done = self.channels.join_done
+        self.gateway.join(
+            self.sock, join.topic, join.join_ref, lambda p: self._resume(done(join, p))
+        )
+
+    def _ask(self, ask: AskJoin | AskPublish) -> None:
+        policy: Policy = self.channels.policy
+        assert policy.hooks is not None  # rules that say "hook" need DPS_HOOK_URL to load
+        self._hold()
+        kind, body = self._hook_body(ask)
+        task = asyncio.get_running_loop().create_task(policy.hooks.ask(kind, body))
+        task.add_done_callback(lambda t: self._resume(self.channels.answered(ask, t.result())))
+
+    def _hook_body(self, ask: AskJoin | AskPublish) -> tuple[str, dict[str, Any]]:
+        common = {"user": self.channels.user, "node": self.gateway.name, "socket": self.sock.id}
+        if isinstance(ask, AskJoin):
+            return "join", {**common, "topic": ask.msg.topic, "payload": ask.msg.payload}
+        publish, body = ask.publish, ask.body
+        if isinstance(body, bytes):
+            body = base64.b64encode(body).decode()
+        event = {"topic": publish.topic, "event": publish.event, "payload": body}
+        return "publish", {**common, **event, "binary": publish.binary}
+
+    def _hold(self) -> None:
         self.backlog = []
         self.sock.transport.pause_reading()
-        self.gateway.join(self.sock, join.topic, join.join_ref, lambda p: self._joined(join, p))
 
-    def _joined(self, join: Join, problem: str | None) -> None:
+    def _resume(self, actions: list[Action]) -> None:
         backlog, self.backlog = self.backlog or [], None
         if not self.open:
             return
         self.sock.transport.resume_reading()
-        self.run_all(self.sock.channels.join_done(join, problem))
+        self.run_all(actions)
         for data, text in backlog:
             self.received(data, text)

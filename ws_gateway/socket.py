@@ -1,4 +1,4 @@
-"""One client socket as the gateway sees it: its serializer, its channels, its writer.
+"""One client socket as the gateway sees it: its id, its serializer, its writer.
 
 Frames for a socket are collected during a turn of the event loop and written together at
 its end (`Outbox`): when several messages reach a socket at once, as under load, they
@@ -17,7 +17,6 @@ from typing import Any
 
 from app.counters import Counters
 from app.websocket import ServedWebSocket
-from ws_gateway.channels import Channels
 from ws_gateway.serializers import Serializer, encode_reply
 
 log = logging.getLogger("dps.gateway")
@@ -47,9 +46,9 @@ class Outbox:
 
 class Socket:
     __slots__ = (
-        "channels",
         "conn",
         "counters",
+        "id",
         "limit",
         "out",
         "outbox",
@@ -59,12 +58,14 @@ class Socket:
 
     def __init__(
         self,
+        id: int,
         conn: ServedWebSocket,
         serializer: Serializer,
         limit: int,
         counters: Counters,
         outbox: Outbox,
     ) -> None:
+        self.id = id  # unique on this gateway, never 0
         self.conn = conn
         self.transport = conn.transport
         self.serializer = serializer
@@ -72,7 +73,6 @@ class Socket:
         self.counters = counters
         self.outbox = outbox
         self.out: list[bytes] | None = None
-        self.channels = Channels()
 
     def send(self, data: bytes) -> None:
         """Queue one framed message (a serializer's output)."""

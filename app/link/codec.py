@@ -8,15 +8,18 @@ gateways enforce for everything clients send.
 
     S  subscribe     id:u64  topic
     U  unsubscribe   topic
-    P  publish       id:u64  topic  event  flags:u8  payload:u32+bytes
+    P  publish       id:u64  exclude:u64  topic  event  flags:u8  payload:u32+bytes
     A  ack           id:u64  seq:u64     (of a publish, or of a subscribe with seq 0)
-    D  deliver       seq:u64  sent_at:f64  topic  event  flags:u8  payload:u32+bytes
+    D  deliver       seq:u64  sent_at:f64  exclude:u64  topic  event  flags:u8
+                     payload:u32+bytes
     G  pg            frame:u32+bytes (a pg protocol frame as JSON)
 
 `flags` bit 0 marks a binary payload (raw bytes rather than a JSON object). `sent_at` is
 the topic server's wall clock when it sequenced the message, for the gateways' delivery
-latency histogram. The deliver frame of a message is encoded once and the same bytes are
-queued to every gateway that wants it.
+latency histogram. `exclude` names a socket of the publishing gateway that must not
+receive the message (a publisher on a topic without echo), 0 for none: the owner sends
+it only to that gateway. The deliver frame of a message is otherwise encoded once and
+the same bytes are queued to every gateway that wants it.
 """
 
 from __future__ import annotations
@@ -43,7 +46,8 @@ _U8 = struct.Struct("!B")
 _U32 = struct.Struct("!I")
 _ACK = struct.Struct("!cQQ")
 _ID = struct.Struct("!cQ")
-_DELIVER_HEAD = struct.Struct("!cQd")
+_PUBLISH_HEAD = struct.Struct("!cQQ")
+_DELIVER_HEAD = struct.Struct("!cQdQ")
 
 
 class LinkFrameError(Exception):
@@ -61,6 +65,7 @@ class LinkUnsubscribe(NamedTuple):
 
 class LinkPublish(NamedTuple):
     id: int
+    exclude: int
     topic: str
     event: str
     binary: bool
@@ -75,6 +80,7 @@ class LinkAck(NamedTuple):
 class LinkDeliver(NamedTuple):
     seq: int
     sent_at: float
+    exclude: int
     topic: str
     event: str
     binary: bool
@@ -111,8 +117,8 @@ def _message(topic: str, event: str, binary: bool, payload: bytes) -> bytes:
     )
 
 
-def publish(id: int, topic: str, event: str, binary: bool, payload: bytes) -> bytes:
-    return _ID.pack(b"P", id) + _message(topic, event, binary, payload)
+def publish(id: int, exclude: int, topic: str, event: str, binary: bool, payload: bytes) -> bytes:
+    return _PUBLISH_HEAD.pack(b"P", id, exclude) + _message(topic, event, binary, payload)
 
 
 def ack(id: int, seq: int) -> bytes:
@@ -120,9 +126,10 @@ def ack(id: int, seq: int) -> bytes:
 
 
 def deliver(
-    seq: int, sent_at: float, topic: str, event: str, binary: bool, payload: bytes
+    seq: int, sent_at: float, exclude: int, topic: str, event: str, binary: bool, payload: bytes
 ) -> bytes:
-    return _DELIVER_HEAD.pack(b"D", seq, sent_at) + _message(topic, event, binary, payload)
+    head = _DELIVER_HEAD.pack(b"D", seq, sent_at, exclude)
+    return head + _message(topic, event, binary, payload)
 
 
 def pg(frame: Any) -> bytes:
@@ -166,12 +173,12 @@ def decode(batch: bytes) -> Iterator[LinkFrame]:
         while reader.pos < len(batch):
             kind = batch[reader.pos : reader.pos + 1]
             if kind == b"D":
-                _, seq, sent_at = reader.unpack(_DELIVER_HEAD)
+                _, seq, sent_at, exclude = reader.unpack(_DELIVER_HEAD)
                 topic, event, binary, payload = reader.message()
-                yield LinkDeliver(seq, sent_at, topic, event, binary, payload)
+                yield LinkDeliver(seq, sent_at, exclude, topic, event, binary, payload)
             elif kind == b"P":
-                _, id = reader.unpack(_ID)
-                yield LinkPublish(id, *reader.message())
+                _, id, exclude = reader.unpack(_PUBLISH_HEAD)
+                yield LinkPublish(id, exclude, *reader.message())
             elif kind == b"A":
                 _, id, seq = reader.unpack(_ACK)
                 yield LinkAck(id, seq)

@@ -35,7 +35,7 @@ import orjson
 from app.link.codec import LinkClose
 from app.settings import Role
 
-VERSION = 1
+VERSION = 2  # of the handshake and of the frames of app.link.codec
 
 
 class Identity(NamedTuple):

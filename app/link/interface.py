@@ -43,8 +43,17 @@ class OwnerLink(Protocol):
     def unsubscribe(self, topic: str) -> None: ...
 
     def publish(
-        self, topic: str, event: str, payload: bytes, binary: bool, on_outcome: OnOutcome
-    ) -> None: ...
+        self,
+        topic: str,
+        event: str,
+        payload: bytes,
+        binary: bool,
+        on_outcome: OnOutcome,
+        exclude: int = 0,
+    ) -> None:
+        """Publish; `exclude`, if not 0, is the id of a socket on this gateway that must not
+        receive the message (a publisher without echo)."""
+        ...
 
 
 class Delivery:
@@ -67,10 +76,14 @@ class Delivery:
     @property
     def frame(self) -> bytes:
         if self._frame is None:
-            self._frame = codec.deliver(
-                self.seq, self.sent_at, self.topic, self.event, self.binary, self.payload
-            )
+            self._frame = self.frame_excluding(0)
         return self._frame
+
+    def frame_excluding(self, exclude: int) -> bytes:
+        """The frame for the publishing gateway, naming the socket to skip."""
+        return codec.deliver(
+            self.seq, self.sent_at, exclude, self.topic, self.event, self.binary, self.payload
+        )
 
 
 class GatewayLink(Protocol):
@@ -81,7 +94,9 @@ class GatewayLink(Protocol):
         """The gateway's node name."""
         ...
 
-    def deliver(self, delivery: Delivery) -> None: ...
+    def deliver(self, delivery: Delivery, exclude: int = 0) -> None:
+        """Send `delivery`, to every local subscriber but socket `exclude` if not 0."""
+        ...
 
 
 class Sequencer(Protocol):
@@ -94,8 +109,17 @@ class Sequencer(Protocol):
 
     def unsubscribe(self, gateway: GatewayLink, topic: str) -> None: ...
 
-    def publish(self, topic: str, event: str, payload: bytes, binary: bool) -> int:
-        """Sequence and deliver one message; its sequence number."""
+    def publish(
+        self,
+        topic: str,
+        event: str,
+        payload: bytes,
+        binary: bool,
+        origin: GatewayLink | None = None,
+        exclude: int = 0,
+    ) -> int:
+        """Sequence and deliver one message; its sequence number. Socket `exclude` of the
+        gateway `origin` does not receive it."""
         ...
 
 
@@ -106,5 +130,12 @@ class Recipient(Protocol):
     def name(self) -> str: ...
 
     def deliver(
-        self, source: OwnerLink, topic: str, seq: int, event: str, payload: bytes, binary: bool
+        self,
+        source: OwnerLink,
+        topic: str,
+        seq: int,
+        event: str,
+        payload: bytes,
+        binary: bool,
+        exclude: int = 0,
     ) -> None: ...

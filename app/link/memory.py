@@ -29,9 +29,15 @@ class MemoryLink:
         self._server.unsubscribe(self, topic)
 
     def publish(
-        self, topic: str, event: str, payload: bytes, binary: bool, on_outcome: OnOutcome
+        self,
+        topic: str,
+        event: str,
+        payload: bytes,
+        binary: bool,
+        on_outcome: OnOutcome,
+        exclude: int = 0,
     ) -> None:
-        seq = self._server.publish(topic, event, payload, binary)
+        seq = self._server.publish(topic, event, payload, binary, self, exclude)
         on_outcome(Accepted(self._server.name, seq))
 
     # GatewayLink: the topic server's side.
@@ -39,6 +45,6 @@ class MemoryLink:
     def gateway(self) -> str:
         return self._gateway.name
 
-    def deliver(self, delivery: Delivery) -> None:
+    def deliver(self, delivery: Delivery, exclude: int = 0) -> None:
         d = delivery
-        self._gateway.deliver(self, d.topic, d.seq, d.event, d.payload, d.binary)
+        self._gateway.deliver(self, d.topic, d.seq, d.event, d.payload, d.binary, exclude)

@@ -24,7 +24,7 @@ from app.link.connection import LinkOptions
 from app.link.dialer import LINK_PATH
 from app.link.listener import link_endpoint
 from app.roles.embedded import EmbeddedNode
-from app.settings import Role, Settings
+from app.settings import ConfigError, Role, Settings
 from app.websocket import ServedWebSocket
 from topic_server.node import TopicServerNode
 from ws_gateway import routes
@@ -36,7 +36,7 @@ CLIENT_PING = 20.0  # seconds between pings to client sockets, and to wait for t
 
 
 def build(settings: Settings) -> tuple[ops.Node, Starlette]:
-    """The node for DPS_APP and its Starlette application. Raises RingError."""
+    """The node for DPS_APP and its Starlette application. Raises ConfigError."""
     node: EmbeddedNode | GatewayNode | TopicServerNode
     served: list[BaseRoute]
     if settings.app is Role.EMBEDDED:
@@ -61,6 +61,7 @@ def build(settings: Settings) -> tuple[ops.Node, Starlette]:
     app.state.settings = settings
     if not isinstance(node, TopicServerNode):
         app.state.gateway = node.gateway
+        app.state.policy = node.policy
     return node, app
 
 
@@ -68,9 +69,11 @@ def serve(settings: Settings) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # httpx (the hooks' client) logs every request at INFO: one line per join is noise.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         node, app = build(settings)
-    except rings.RingError as exc:
+    except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
     links = settings.app is Role.TOPIC_SERVER

@@ -6,6 +6,7 @@ so the embedded server runs exactly the cluster's fan-out path, minus the networ
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from app.counters import Counters
@@ -14,6 +15,7 @@ from app.link.memory import MemoryLink
 from app.metrics import Metrics
 from app.settings import Role, Settings
 from topic_server.server import TopicServer
+from ws_gateway.access.policy import Policy
 from ws_gateway.gateway import Gateway
 
 
@@ -41,6 +43,7 @@ class EmbeddedNode:
         self.metrics = Metrics(self.counters, self.gauges)
         router = SingleOwner()
         self.gateway = Gateway(self.name, router, self.counters)
+        self.policy = Policy.of(settings, self.counters, time.time)
         self.server = TopicServer(self.name, self.counters)
         router.link = MemoryLink(self.gateway, self.server)
 
@@ -48,7 +51,8 @@ class EmbeddedNode:
         """Nothing to start: no links, no discovery."""
 
     async def stop(self) -> None:
-        """Nothing to stop."""
+        if self.policy.hooks is not None:
+            await self.policy.hooks.close()
 
     def ready(self) -> bool:
         return True

@@ -20,18 +20,18 @@ def test_a_batch_decodes_to_its_frames_in_order() -> None:
     batch = b"".join(
         [
             codec.subscribe(3, "rooms:é"),
-            codec.publish(7, "rooms:é", "event", False, b'{"a":1}'),
+            codec.publish(7, 42, "rooms:é", "event", False, b'{"a":1}'),
             codec.ack(7, 2**40),
-            codec.deliver(9, 1.5, "rooms:é", "publish", True, b"\x00\xff"),
+            codec.deliver(9, 1.5, 42, "rooms:é", "publish", True, b"\x00\xff"),
             codec.pg(["sync", "dps", 1, [["g", [1, 2]]]]),
             codec.unsubscribe("rooms:é"),
         ]
     )
     assert list(codec.decode(batch)) == [
         LinkSubscribe(3, "rooms:é"),
-        LinkPublish(7, "rooms:é", "event", False, b'{"a":1}'),
+        LinkPublish(7, 42, "rooms:é", "event", False, b'{"a":1}'),
         LinkAck(7, 2**40),
-        LinkDeliver(9, 1.5, "rooms:é", "publish", True, b"\x00\xff"),
+        LinkDeliver(9, 1.5, 42, "rooms:é", "publish", True, b"\x00\xff"),
         LinkPg(["sync", "dps", 1, [["g", [1, 2]]]]),
         LinkUnsubscribe("rooms:é"),
     ]
@@ -39,8 +39,8 @@ def test_a_batch_decodes_to_its_frames_in_order() -> None:
 
 def test_empty_and_large_payloads() -> None:
     big = b"x" * 200_000
-    empty = codec.deliver(1, 0.0, "t", "e", False, b"")
-    frames = empty + codec.deliver(2, 0.0, "t", "e", False, big)
+    empty = codec.deliver(1, 0.0, 0, "t", "e", False, b"")
+    frames = empty + codec.deliver(2, 0.0, 0, "t", "e", False, big)
     assert [f.payload for f in codec.decode(frames)] == [b"", big]  # type: ignore[union-attr]
 
 
@@ -49,7 +49,7 @@ def test_empty_and_large_payloads() -> None:
     [
         b"Z",
         codec.subscribe(1, "topic")[:-1],
-        codec.publish(1, "t", "e", False, b"{}")[:-1],
+        codec.publish(1, 0, "t", "e", False, b"{}")[:-1],
         codec.ack(1, 1)[:5],
         b"S\x02\xff\xfe",
         b"G\x00\x00\x00\x02{x",

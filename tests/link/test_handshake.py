@@ -70,7 +70,7 @@ def test_a_recorded_auth_cannot_be_replayed_on_another_connection() -> None:
 
 @pytest.mark.parametrize(
     "message",
-    ["not json", "[1]", '{"auth": 2, "identity": ["a","ws","i"], "nonce": "n", "mac": "m"}', "{}"],
+    ["not json", "[1]", '{"auth": 99, "identity": ["a","ws","i"], "nonce": "n", "mac": "m"}', "{}"],
 )
 def test_malformed_or_foreign_messages_fail_the_handshake(message: str) -> None:
     listener = Handshake(TS, "secret!!", listener=True)

@@ -1,0 +1,90 @@
+"""Application hooks: the gateway asks the application's backend over HTTP.
+
+For rules that say "hook" (and for every new socket when DPS_HOOK_CONNECT=1) the gateway
+POSTs JSON to `{DPS_HOOK_URL}/connect`, `/join` or `/publish` and reads the verdict:
+
+    200 {"allow": true}                         allowed
+    200 {"allow": true, "payload": {...}}       allowed, with this payload (publish only)
+    200 {"allow": false, "reason": "..."}       refused; the reason reaches the client
+
+Anything else (a refused connection, a timeout, another status, a body of another shape)
+fails closed: the verdict is "hook unavailable", counted and logged at most once a second.
+One pooled client serves every call; at most DPS_HOOK_CONCURRENCY calls are in flight, and
+DPS_HOOK_TIMEOUT bounds each call, its wait for a free slot included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, NamedTuple
+
+import httpx
+import orjson
+
+from app.counters import Counters
+from app.throttled_log import ThrottledLog
+
+log = logging.getLogger("dps.hooks")
+
+UNAVAILABLE = "hook unavailable"
+
+
+class Verdict(NamedTuple):
+    allow: bool
+    reason: str | None = None  # why it was refused
+    payload: Any = None  # a publish's replacement payload (a JSON object), if any
+
+
+REFUSED = Verdict(False, UNAVAILABLE)
+
+
+def parse(status: int, body: bytes, replaceable: bool) -> Verdict | None:
+    """The verdict an answer carries, or None when the answer is not one."""
+    if status != 200:
+        return None
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(value, dict) or not isinstance(value.get("allow"), bool):
+        return None
+    reason, payload = value.get("reason"), value.get("payload")
+    if reason is not None and not isinstance(reason, str):
+        return None
+    if payload is not None and not (replaceable and isinstance(payload, dict)):
+        return None
+    return Verdict(value["allow"], reason, payload)
+
+
+class Hooks:
+    def __init__(self, url: str, timeout: float, concurrency: int, counters: Counters) -> None:
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self.counters = counters
+        self.slots = asyncio.Semaphore(concurrency)
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        self.client = httpx.AsyncClient(limits=limits, timeout=timeout, trust_env=False)
+        self.failed = ThrottledLog(log, logging.WARNING)
+
+    async def ask(self, kind: str, body: dict[str, Any]) -> Verdict:
+        """POST `body` to the `kind` hook; never raises."""
+        try:
+            async with asyncio.timeout(self.timeout), self.slots:
+                response = await self.client.post(
+                    f"{self.url}/{kind}",
+                    content=orjson.dumps(body),
+                    headers={"content-type": "application/json"},
+                )
+            verdict = parse(response.status_code, response.content, kind == "publish")
+            problem = f"answered {response.status_code} {response.content[:100]!r}"
+        except (TimeoutError, httpx.HTTPError) as exc:
+            verdict, problem = None, f"{type(exc).__name__} {exc}".strip()
+        if verdict is None:
+            self.counters.hook_failures += 1
+            self.failed("%s hook at %s failed closed: %s", kind, self.url, problem)
+            return REFUSED
+        return verdict
+
+    async def close(self) -> None:
+        await self.client.aclose()
