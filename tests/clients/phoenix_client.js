@@ -4,7 +4,9 @@
 //
 // <socket-url> is the socket base the client is given, e.g. ws://127.0.0.1:4000/socket (the
 // client appends /websocket and the query string). Options: vsn=2.0.0|1.0.0, topic=...,
-// timeout=<ms> (the whole run; default 20000), token=... (scenario "auth").
+// timeout=<ms> (the whole run; default 20000), token=... (scenarios "auth", "params",
+// "refused"), tokens=t1,t2,... (scenario "refresh": the `params` function hands them out
+// in turn).
 //
 // Every observed event is printed as one JSON object per line on stdout, with the client
 // ("a" or "b") it happened on:
@@ -256,6 +258,63 @@ const scenarios = {
     await until("a rejoined", () => a.joins() > 1)
     await until("news on a", () => a.received("news") > 0)
     await a.disconnect()
+  },
+
+  // The token as a connect param (`params: {token}`): join the topic, publish, receive.
+  async params() {
+    const a = new Client("a", { params: { token: opts.token } })
+    a.listen("greet")
+    a.connect()
+    await a.join()
+    await a.push("publish", ["greet", { text: "params" }])
+    await until("greet on a", () => a.received("greet") > 0)
+    await a.disconnect()
+  },
+
+  // A refused socket never opens: the client sees errors and keeps retrying.
+  async refused() {
+    const a = new Client("a", { params: { token: opts.token }, reconnectAfterMs: () => 100 })
+    a.connect()
+    await until("three failed attempts", () => a.count((l) => l.event === "socket_error") >= 3)
+    if (a.count((l) => l.event === "open") > 0) fail("a refused socket opened")
+    await a.disconnect()
+  },
+
+  // `params` is a function, called on every (re)connect, handing out `tokens` in turn: the
+  // first expires while connected, the server closes the socket, the client reconnects
+  // with the next token and rejoins by itself; done once "news" arrives after the rejoin.
+  async refresh() {
+    const tokens = opts.tokens.split(",")
+    let handed = 0
+    const a = new Client("a", {
+      params: () => ({ token: tokens[Math.min(handed++, tokens.length - 1)] }),
+      reconnectAfterMs: () => 100,
+      rejoinAfterMs: () => 100,
+    })
+    a.listen("news")
+    a.connect()
+    await a.join()
+    await until("the server closing the socket", () => a.count((l) => l.event === "close") > 0)
+    await until("a rejoined", () => a.joins() > 1)
+    await until("news on a", () => a.received("news") > 0)
+    await a.disconnect()
+  },
+
+  // Phoenix-style pushes under `events = "any"` and `echo = false`: a pushes "new_msg",
+  // b receives it as "new_msg", a gets an ok reply and not its own message.
+  async new_msg() {
+    const a = new Client("a")
+    const b = new Client("b")
+    for (const c of [a, b]) {
+      c.listen("new_msg")
+      c.connect()
+    }
+    await Promise.all([a.join(), b.join()])
+    await a.push("new_msg", { body: "hi" })
+    await until("new_msg on b", () => b.received("new_msg") > 0)
+    await b.push("new_msg", { body: "hello" })
+    await until("new_msg on a", () => a.received("new_msg") > 0)
+    await Promise.all([a.disconnect(), b.disconnect()])
   },
 
   // The socket offers the token as a subprotocol; it must open (the server answers

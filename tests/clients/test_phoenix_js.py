@@ -11,14 +11,16 @@ import asyncio
 import contextlib
 import json
 import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import anyio
+import jwt
 import pytest
 
-from tests.support import Server, child_process, connect
+from tests.support import Server, child_process, connect, get_json, http_post
 
 pytestmark = pytest.mark.anyio
 
@@ -254,3 +256,70 @@ async def test_auth_token_subprotocol(server: Server, tmp_path: Path, vsn: str) 
     assert run.of("a", "reply", push="publish", status="ok")
     [greet] = run.of("a", "message", name="greet")
     assert greet["payload"] == {"text": "token"}
+
+
+# Access control, with the official client.
+
+SECRET = "phoenix-js-test-secret-of-32-chars!"
+
+
+def token(sub: str, lifetime: float = 60.0) -> str:
+    return jwt.encode({"sub": sub, "exp": int(time.time() + lifetime)}, SECRET)
+
+
+@pytest.fixture
+def guarded(spawn: Callable[..., Server], tmp_path: Path) -> Server:
+    rules = tmp_path / "channels.toml"
+    rules.write_text('[[channel]]\ntopic = "user:{sub}"\njoin = "users"\n')
+    return spawn({"DPS_JWT_SECRET": SECRET, "DPS_CHANNELS": str(rules)})
+
+
+@pytest.mark.parametrize("scenario", ["params", "auth"])
+async def test_connect_with_a_token(guarded: Server, tmp_path: Path, scenario: str) -> None:
+    async with node_client(
+        tmp_path, scenario, guarded, token=token("ada"), topic="user:ada"
+    ) as run:
+        await run.finish()
+    [join] = run.of("a", "join")
+    assert join["status"] == "ok", run.transcript()
+    assert len(run.of("a", "message", name="greet")) == 1, run.transcript()
+
+
+async def test_an_expired_token_is_refused(guarded: Server, tmp_path: Path) -> None:
+    async with node_client(
+        tmp_path, "refused", guarded, token=token("ada", -10), topic="user:ada"
+    ) as run:
+        await run.finish()
+    assert not run.of("a", "open"), run.transcript()
+    assert get_json(guarded.http + "/cluster")["counters"]["sockets_refused"] >= 3
+
+
+async def test_a_token_that_expires_is_refreshed_by_the_params_function(
+    guarded: Server, tmp_path: Path
+) -> None:
+    tokens = f"{token('ada', 2)},{token('ada', 60)}"
+    topic = "user:ada"
+    async with node_client(tmp_path, "refresh", guarded, tokens=tokens, topic=topic) as run:
+        await run.expect("the first join", joined)
+        close = await run.expect("the close", lambda line: line.get("event") == "close")
+        assert (close["code"], close["reason"]) == (1008, "token expired"), run.transcript()
+        await run.expect("the rejoin", joined)
+        message = {"topic": topic, "event": "news", "payload": {"fresh": True}}
+        status, _ = await asyncio.to_thread(http_post, guarded.http + "/api/broadcast", message)
+        assert status == 200
+        await run.finish()
+    [news] = run.of("a", "message", name="news")
+    assert news["payload"] == {"fresh": True}
+
+
+async def test_phoenix_style_pushes_without_echo(
+    spawn: Callable[..., Server], tmp_path: Path
+) -> None:
+    rules = tmp_path / "channels.toml"
+    rules.write_text('[[channel]]\ntopic = "room:*"\nevents = "any"\necho = false\n')
+    server = spawn({"DPS_CHANNELS": str(rules)})
+    async with node_client(tmp_path, "new_msg", server, topic="room:lobby") as run:
+        await run.finish()
+    assert [m["payload"] for m in run.of("a", "message")] == [{"body": "hello"}], run.transcript()
+    assert [m["payload"] for m in run.of("b", "message")] == [{"body": "hi"}], run.transcript()
+    assert run.of("a", "reply", push="new_msg", status="ok"), run.transcript()
