@@ -78,6 +78,15 @@ class Settings(BaseSettings):
         le=1024 * MIB,
         description="bytes that may wait to be sent on one node link, 65536 to 1073741824",
     )
+    link_tls_cert: Path | None = Field(
+        None, description="the path of this node's PEM certificate (chain) for TLS links"
+    )
+    link_tls_key: Path | None = Field(
+        None, description="the path of the PEM private key of DPS_LINK_TLS_CERT"
+    )
+    link_tls_ca: Path | None = Field(
+        None, description="the path of the PEM CA certificate every node's certificate is from"
+    )
     lease_ttl: float = Field(
         3.0, ge=0.5, le=300, description="seconds a node's Redis lease lives unrenewed"
     )
@@ -186,6 +195,9 @@ CLUSTER_ONLY = {
     "advertise",
     "link_timeout",
     "link_queue",
+    "link_tls_cert",
+    "link_tls_key",
+    "link_tls_ca",
     "lease_ttl",
     "handover",
 }

@@ -7,6 +7,7 @@ import contextlib
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -39,8 +40,13 @@ class Server:
     env: dict[str, str] = field(default_factory=dict)
 
     @property
+    def tls(self) -> bool:
+        """A topic server with TLS links serves its whole port over TLS."""
+        return self.env.get("DPS_APP") == "ts" and "DPS_LINK_TLS_CA" in self.env
+
+    @property
     def http(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def ws(self, vsn: str | None = "2.0.0") -> str:
         query = "" if vsn is None else f"?vsn={vsn}"
@@ -76,8 +82,8 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 20.0) -
     raise TimeoutError(f"port {port} did not open")
 
 
-def get_json(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=TIMEOUT) as response:
+def get_json(url: str, context: ssl.SSLContext | None = None) -> Any:
+    with urllib.request.urlopen(url, timeout=TIMEOUT, context=context) as response:
         return orjson.loads(response.read())
 
 
@@ -105,13 +111,22 @@ def start_server(
     return server
 
 
+def server_context(server: Server) -> ssl.SSLContext | None:
+    """A client context that trusts the server's CA, for a TLS server."""
+    if not server.tls:
+        return None
+    return ssl.create_default_context(cafile=server.env["DPS_LINK_TLS_CA"])
+
+
 def wait_http(server: Server, path: str, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.proc.poll() is not None:
             raise RuntimeError(f"DPS exited with {server.proc.returncode}:\n{server.output()}")
         try:
-            with urllib.request.urlopen(server.http + path, timeout=1) as response:
+            with urllib.request.urlopen(
+                server.http + path, timeout=1, context=server_context(server)
+            ) as response:
                 if response.status == 200:
                     return
         except OSError:

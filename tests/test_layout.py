@@ -10,6 +10,9 @@ from __future__ import annotations
 import ast
 import importlib
 import re
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -98,3 +101,19 @@ def test_references_point_at_what_exists(path: Path) -> None:
     missing = [name for name in DOTTED.findall(text) if not resolves(name)]
     missing += [name for name in FILE.findall(text) if not (ROOT / name).exists()]
     assert not missing, f"{path.relative_to(ROOT)} refers to {missing}"
+
+
+def test_the_wheel_ships_every_module_and_data_file(tmp_path: Path) -> None:
+    """What `pip install .` (and so the Docker image) installs: the whole product."""
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), str(ROOT)],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    [wheel] = tmp_path.glob("*.whl")
+    shipped = set(zipfile.ZipFile(wheel).namelist())
+    expected = {str(path.relative_to(ROOT)) for path in sources()}
+    expected |= {"app/ring.toml", "ws_gateway/access/channels.toml"}
+    assert expected - shipped == set()
+    assert not [name for name in shipped if name.startswith("tests/")]

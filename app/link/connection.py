@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from app.link import tls
 from app.link.codec import LinkClose, LinkFrame, LinkFrameError, decode
 from app.link.handshake import Identity
 from app.settings import Settings
@@ -32,15 +34,18 @@ class LinkOptions:
     queue_limit: int
     ping_interval: float
     ping_timeout: float
+    tls: ssl.SSLContext | None = None  # a dialer's TLS context; set: links need TLS
 
     @classmethod
     def of(cls, settings: Settings) -> LinkOptions:
+        """Raises `SettingsError` for TLS files that cannot be loaded."""
         secret = settings.cluster_secret
         return cls(
             secret=secret.get_secret_value() if secret is not None else "",
             queue_limit=settings.link_queue,
             ping_interval=settings.link_timeout / 4,
             ping_timeout=settings.link_timeout,
+            tls=tls.client_context(settings),
         )
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from functools import partial
 from typing import cast
 
 from websockets.client import ClientProtocol
@@ -219,11 +220,15 @@ class Dialer:
             host, _, port = self.address.rpartition(":")
             started = loop.time()
             try:
+                tls = self.options.tls
+                url = f"{'ws' if tls is None else 'wss'}://{self.address}{LINK_PATH}"
                 _, protocol = await asyncio.wait_for(
                     loop.create_connection(
-                        lambda: self._connect(f"ws://{self.address}{LINK_PATH}"),
+                        partial(self._connect, url),
                         host.strip("[]"),
                         int(port),
+                        ssl=tls,
+                        server_hostname=None if tls is None else host.strip("[]"),
                     ),
                     CONNECT_TIMEOUT,
                 )

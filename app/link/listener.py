@@ -19,9 +19,11 @@ from app.link.connection import LinkConnection, LinkOptions
 from app.link.handshake import Handshake, HandshakeError, HandshakeState
 from app.link.hub import LinkHub
 from app.settings import Role
+from app.throttled_log import ThrottledLog
 from app.websocket import EXTENSION, ServedWebSocket, frame
 
 log = logging.getLogger("dps.link")
+refused = ThrottledLog(log, logging.WARNING)  # anyone who can reach the port can try
 
 
 class ServedLink:
@@ -50,8 +52,12 @@ def link_endpoint(
 
     async def endpoint(websocket: WebSocket) -> None:
         conn: ServedWebSocket = websocket.scope["extensions"][EXTENSION]
-        await websocket.accept()
         client = websocket.client
+        if options.tls is not None and not conn.transport.get_extra_info("peercert"):
+            refused("refused link from %s: no client certificate", client.host if client else "?")
+            await websocket.close()  # before the upgrade: HTTP 403
+            return
+        await websocket.accept()
         listener = Listener(hub, options, accept_role, conn, client.host if client else "?")
         conn.transport.write(frame(listener.handshake.hello(linked_for()).encode()))
         conn.detach(listener.received, listener.closed)
@@ -97,7 +103,7 @@ class Listener:
         except (HandshakeError, UnicodeDecodeError) as exc:
             reason = exc.reason if isinstance(exc, HandshakeError) else "handshake not UTF-8"
             code = exc.code if isinstance(exc, HandshakeError) else LinkClose.PROTOCOL_ERROR
-            log.warning("refused link from %s: %s", self.address, reason)
+            refused("refused link from %s: %s", self.address, reason)
             self.conn.close_now(code, reason)
             return
         if reply is not None:

@@ -20,7 +20,7 @@ from starlette.routing import BaseRoute, WebSocketRoute
 
 from app import ops
 from app import ring as rings
-from app.link.connection import LinkOptions
+from app.link import tls
 from app.link.dialer import LINK_PATH
 from app.link.listener import link_endpoint
 from app.roles.embedded import EmbeddedNode
@@ -77,14 +77,13 @@ def serve(settings: Settings) -> int:
         print(exc, file=sys.stderr)
         return 2
     links = settings.app is Role.TOPIC_SERVER
-    options = LinkOptions.of(settings)
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         ws=ServedWebSocket,
         ws_max_size=settings.link_queue if links else settings.max_frame_bytes,
-        ws_ping_interval=options.ping_interval if links else CLIENT_PING,
+        ws_ping_interval=settings.link_timeout / 4 if links else CLIENT_PING,
         ws_ping_timeout=settings.link_timeout if links else CLIENT_PING,
         ws_per_message_deflate=False,
         loop="uvloop",
@@ -94,6 +93,7 @@ def serve(settings: Settings) -> int:
         log_level="debug" if settings.log_level == "debug" else "warning",
         backlog=4096,
         timeout_graceful_shutdown=5,
+        **(tls.server_options(settings) if links else {}),
     )
     log.info(
         "DPS %s node %s serving on %s:%d", settings.app, node.name, settings.host, settings.port
