@@ -13,6 +13,7 @@ import logging
 import time
 from typing import Any
 
+from app.clock import Clock
 from app.counters import Counters
 from app.discovery import NodeRecord, Registry
 from app.link.codec import LinkDeliver
@@ -36,14 +37,15 @@ EXPIRY_TICK = 0.05  # seconds between sweeps for publishes that waited too long
 class GatewayNode(LinkHub):
     role = Role.GATEWAY
 
-    def __init__(self, settings: Settings, ring: RingConfig) -> None:
+    def __init__(self, settings: Settings, ring: RingConfig, clock: Clock) -> None:
         super().__init__(Identity(settings.node_name, self.role, new_incarnation()))
         self.settings = settings
         self.ring = ring
+        self.clock = clock
         self.counters = Counters()
         self.metrics = Metrics(self.counters, self.gauges)
         self.options = LinkOptions.of(settings)
-        self.router = ClusterRouter(ring, settings.handover, self._rerouted)
+        self.router = ClusterRouter(ring, settings.handover, self._rerouted, clock)
         self.gateway = Gateway(self.local.name, self.router, self.counters)
         self.owners: dict[str, RemoteOwner] = {}  # the newest link to each topic server
         self.by_link: dict[LinkConnection, RemoteOwner] = {}

@@ -20,24 +20,31 @@ linked server, and owners on rings retired less than `handover` ago.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 
+from app.clock import Clock, Timer
 from app.link.interface import OwnerLink
 from app.ring import Ring, RingConfig
 
 
 class ClusterRouter:
-    def __init__(self, config: RingConfig, handover: float, on_change: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        config: RingConfig,
+        handover: float,
+        on_change: Callable[[], None],
+        clock: Clock,
+    ) -> None:
         self.config = config
         self.handover = handover
         self.on_change = on_change
+        self.clock = clock
         self.links: dict[str, OwnerLink] = {}
         self.settled: set[str] = set()
         self.owners = Ring(config, ())
         self.linked = Ring(config, ())
         self.retiring: list[Ring] = []
-        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._timers: dict[str, Timer] = {}
         self._cache: dict[str, OwnerLink | None] = {}
 
     # Gateway.Router
@@ -72,7 +79,7 @@ class ClusterRouter:
         if wait <= 0:
             self._settle(name)
             return
-        self._timers[name] = asyncio.get_running_loop().call_later(wait, self._settle, name)
+        self._timers[name] = self.clock.call_later(wait, self._settle, name)
         self._changed()
 
     def server_down(self, name: str) -> None:
@@ -95,7 +102,7 @@ class ClusterRouter:
         self.owners = Ring(self.config, self.settled)
         if retired.members:
             self.retiring.append(retired)
-            asyncio.get_running_loop().call_later(self.handover, self._retire, retired)
+            self.clock.call_later(self.handover, self._retire, retired)
         self._changed()
 
     def _retire(self, ring: Ring) -> None:
