@@ -156,3 +156,37 @@ def test_a_server_that_relinks_after_going_down_waits_a_whole_handover_again() -
     assert router.pending == {"ts-b"}
     clock.advance(2.0)
     assert router.owner_of(topic) is b
+
+
+def test_a_newer_incarnation_linked_before_settling_waits_its_own_handover() -> None:
+    changes = []
+    clock = FakeClock()
+    router = ClusterRouter(CONFIG, handover=5.0, on_change=lambda: changes.append(1), clock=clock)
+    a, old, new = Link("ts-a"), Link("ts-b"), Link("ts-b")
+    topic = owned_by("ts-b", ["ts-a", "ts-b"])
+    router.server_up("ts-a", a, linked_for=10.0)
+    router.server_up("ts-b", old, linked_for=0.0)  # would settle at 5
+    clock.advance(2.0)
+    # ts-b restarted: its new incarnation links without the old link being seen down.
+    router.server_up("ts-b", new, linked_for=0.0)  # settles at 7
+    clock.advance(3.0)
+    assert router.owner_of(topic) is a
+    assert router.pending == {"ts-b"}
+    clock.advance(2.0)
+    assert router.owner_of(topic) is new
+    assert router.listeners(topic) == {a, new}
+    clock.advance(5.0)
+    assert router.listeners(topic) == {new}
+    assert len(changes) == 5  # a up, b up, b up again, b settled, a's ring retired
+
+
+def test_a_newer_incarnation_that_settles_at_once_is_not_settled_again_later() -> None:
+    changes = []
+    clock = FakeClock()
+    router = ClusterRouter(CONFIG, handover=5.0, on_change=lambda: changes.append(1), clock=clock)
+    router.server_up("ts-a", Link("ts-a"), linked_for=10.0)
+    router.server_up("ts-b", Link("ts-b"), linked_for=0.0)  # would settle at 5
+    router.server_up("ts-b", Link("ts-b"), linked_for=9.0)  # linked long ago elsewhere
+    assert router.settled == {"ts-a", "ts-b"}
+    clock.advance(20.0)
+    assert len(changes) == 4  # a up, b up, b up again and settled, a's ring retired; no more

@@ -73,6 +73,9 @@ class ClusterRouter:
     def server_up(self, name: str, link: OwnerLink, linked_for: float) -> None:
         if name not in self.config.servers:
             return
+        # A newer incarnation linked before the old one was seen down waits its own
+        # handover: the old one's settle timer must not settle it early.
+        self._cancel_timer(name)
         self.links[name] = link
         self.linked = Ring(self.config, self.links)
         wait = self.handover - linked_for
@@ -85,13 +88,16 @@ class ClusterRouter:
     def server_down(self, name: str) -> None:
         if self.links.pop(name, None) is None:
             return
-        timer = self._timers.pop(name, None)
-        if timer is not None:
-            timer.cancel()
+        self._cancel_timer(name)
         self.settled.discard(name)
         self.owners = Ring(self.config, self.settled)
         self.linked = Ring(self.config, self.links)
         self._changed()
+
+    def _cancel_timer(self, name: str) -> None:
+        timer = self._timers.pop(name, None)
+        if timer is not None:
+            timer.cancel()
 
     def _settle(self, name: str) -> None:
         self._timers.pop(name, None)
