@@ -93,6 +93,7 @@ class GatewayNode(LinkHub):
             self._deliver,
             self.pg_frame,
             self.metrics.ack_latency.observe,
+            time.monotonic,  # not the loop's time: uvloop's counts whole milliseconds
         )
         self.owners[link.peer.name] = self.by_link[link] = owner
 
