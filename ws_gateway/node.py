@@ -161,7 +161,7 @@ class GatewayNode(LinkHub):
                 self.dialers.pop(name).stop()
 
     def _dial(self, name: str, address: str) -> None:
-        self.dialers[name] = Dialer(self, self.options, name, address)
+        self.dialers[name] = Dialer(self, self.options, name, address, self.clock)
 
     # Operations
     def ready(self) -> bool:
