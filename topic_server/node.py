@@ -109,7 +109,7 @@ class TopicServerNode(LinkHub):
 
     # Operations
     def ready(self) -> bool:
-        return self.registry is None or self.registry.registered.is_set()
+        return self.registry is None or self.registry.registered
 
     def gauges(self) -> dict[str, tuple[float, str]]:
         return {"topics": (len(self.server.topics), "topics with subscribed gateways")}
