@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from enum import Enum
+from typing import Any, NamedTuple
 
 from app.clock import Clock
 from app.counters import Counters
@@ -22,7 +23,7 @@ from app.link.dialer import Dialer
 from app.link.handshake import Identity
 from app.link.hub import GATEWAYS, SCOPE, TOPIC_SERVERS, LinkHub
 from app.metrics import Metrics
-from app.pg import SubscriptionEnded, new_incarnation
+from app.pg import EventKind, Member, SubscriptionEnded, new_incarnation
 from app.ring import RingConfig
 from app.settings import Role, Settings
 from ws_gateway.gateway import Gateway
@@ -32,6 +33,33 @@ from ws_gateway.router import ClusterRouter
 log = logging.getLogger("dps.gateway")
 
 EXPIRY_TICK = 0.05  # seconds between sweeps for publishes that waited too long
+
+
+class Move(Enum):
+    UP = "up"
+    DOWN = "down"
+
+
+class Linked(NamedTuple):
+    """The link to a topic server this gateway holds now (its newest)."""
+
+    incarnation: str
+    closed: bool
+
+
+def ring_move(kind: EventKind, member: Member, linked: Linked | None) -> Move | None:
+    """What a pg event of `topic_servers` about `member` does to the ring, if anything.
+
+    Only the incarnation linked now counts: an event about an older one (a restarted
+    server whose old membership is still being withdrawn) or about a server that is not
+    linked any more is ignored. A leave takes the server off the ring; a join puts it on
+    only while its link is open.
+    """
+    if linked is None or linked.incarnation != member.incarnation:
+        return None
+    if kind == "leave":
+        return Move.DOWN
+    return None if linked.closed else Move.UP
 
 
 class GatewayNode(LinkHub):
@@ -115,11 +143,16 @@ class GatewayNode(LinkHub):
                 event = await subscription.get()
                 for member in event.members:
                     owner = self.owners.get(member.node)
-                    if owner is None or owner.link.peer.incarnation != member.incarnation:
-                        continue  # an older incarnation than the one linked now, or gone
-                    if event.kind == "leave":
+                    linked = (
+                        None
+                        if owner is None
+                        else Linked(owner.link.peer.incarnation, owner.link.closed)
+                    )
+                    move = ring_move(event.kind, member, linked)
+                    if move is Move.DOWN:
                         self.router.server_down(member.node)
-                    elif not owner.link.closed:
+                    elif move is Move.UP:
+                        owner = self.owners[member.node]  # linked, or it would not move up
                         self.router.server_up(member.node, owner, owner.linked_for)
         except SubscriptionEnded:
             log.error("lost the pg subscription to topic_servers; ring updates stop")
