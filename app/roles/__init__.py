@@ -47,7 +47,7 @@ def build(settings: Settings) -> tuple[ops.Node, Starlette]:
         node = GatewayNode(settings, rings.load(rings.locate(settings.ring)), RunningLoop())
         served = list(routes.ROUTES)
     else:
-        node = TopicServerNode(settings, rings.load(rings.locate(settings.ring)))
+        node = TopicServerNode(settings, rings.load(rings.locate(settings.ring)), RunningLoop())
         endpoint = link_endpoint(node, node.options, Role.GATEWAY, node.linked_for)
         served = [WebSocketRoute(LINK_PATH, endpoint)]
 
