@@ -17,6 +17,8 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from enum import Enum
+from typing import NamedTuple
 
 import orjson
 from redis.asyncio import Redis
@@ -39,7 +41,63 @@ class NodeRecord:
 OnNodes = Callable[[dict[str, NodeRecord], bool], None]
 
 
+class RedisState(Enum):
+    STARTING = "starting"  # no round has ended yet
+    ANSWERING = "answering"  # every round since `Liveness.since` has had an answer
+    UNREACHABLE = "unreachable"
+
+
+class Round(NamedTuple):
+    """What one round of the registry loop leads to."""
+
+    report: tuple[dict[str, NodeRecord], bool] | None  # for the role's OnNodes, if anything
+    news: bool  # Redis started or stopped answering: worth one log line
+
+
+class Liveness:
+    """What this node may conclude from Redis's answers, round after round (pure: the time
+    of each answer is an input).
+
+        STARTING, UNREACHABLE --answered(now)--> ANSWERING since now    (news)
+        ANSWERING             --answered(now)--> ANSWERING
+        STARTING, ANSWERING   --unreachable()--> UNREACHABLE            (news)
+        UNREACHABLE           --unreachable()--> UNREACHABLE
+
+    - An answer is reported with the nodes read; an absent node counts as gone only once
+      Redis has answered for a whole `ttl`, long enough for every live node to renew.
+    - An unreachable Redis reports nothing: links that exist stay as they are.
+    - The node is registered once its first round has ended, either way: it serves
+      without Redis rather than wait for it.
+    """
+
+    __slots__ = ("since", "state", "ttl")
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self.state = RedisState.STARTING
+        self.since = 0.0
+
+    @property
+    def registered(self) -> bool:
+        return self.state is not RedisState.STARTING
+
+    def answered(self, now: float, nodes: dict[str, NodeRecord]) -> Round:
+        news = self.state is not RedisState.ANSWERING
+        if news:
+            self.state = RedisState.ANSWERING
+            self.since = now
+        return Round((nodes, now - self.since >= self.ttl), news)
+
+    def unreachable(self) -> Round:
+        news = self.state is not RedisState.UNREACHABLE
+        self.state = RedisState.UNREACHABLE
+        return Round(None, news)
+
+
 class Registry:
+    """Renews this node's lease and reads everyone's, every `ttl / 6`; `Liveness` decides
+    what each round means."""
+
     def __init__(self, url: str, me: NodeRecord, ttl: float, on_nodes: OnNodes) -> None:
         self.me = me
         self.ttl = ttl
@@ -47,9 +105,12 @@ class Registry:
         self.redis = Redis.from_url(
             url, socket_timeout=ttl / 3, socket_connect_timeout=ttl / 3, health_check_interval=0
         )
-        self.reachable_since: float | None = None
-        self.registered = asyncio.Event()
+        self.liveness = Liveness(ttl)
         self._task: asyncio.Task[None] | None = None
+
+    @property
+    def registered(self) -> bool:
+        return self.liveness.registered
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -62,17 +123,15 @@ class Registry:
                 await self.redis.set(key, value, px=int(self.ttl * 1000))
                 nodes = await self._read()
             except (RedisError, OSError) as exc:
-                if self.reachable_since is not None or not self.registered.is_set():
+                outcome = self.liveness.unreachable()
+                if outcome.news:
                     log.warning("Redis unavailable (%s); links stay as they are", exc)
-                self.reachable_since = None
-                self.registered.set()  # serve without Redis rather than wait for it
             else:
-                now = loop.time()
-                if self.reachable_since is None:
+                outcome = self.liveness.answered(loop.time(), nodes)
+                if outcome.news:
                     log.info("registered in Redis as %s", self.me.name)
-                    self.reachable_since = now
-                self.registered.set()
-                self.on_nodes(nodes, now - self.reachable_since >= self.ttl)
+            if outcome.report is not None:
+                self.on_nodes(*outcome.report)
             await asyncio.sleep(self.ttl / 6)
 
     async def _read(self) -> dict[str, NodeRecord]:

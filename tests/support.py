@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,8 @@ import websockets
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 5.0  # seconds any single expected frame or event may take
+PATIENCE = 10.0  # seconds a cluster may take to reach an expected state
+POLL = 0.05  # seconds between two looks at it
 
 
 def free_port() -> int:
@@ -80,6 +82,18 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 20.0) -
         except OSError:
             time.sleep(0.05)
     raise TimeoutError(f"port {port} did not open")
+
+
+async def eventually(check: Callable[[], bool], what: str, timeout: float = PATIENCE) -> float:
+    """Wait until `check()` holds, looking every POLL seconds; when it was seen to hold
+    (time.monotonic). `check` runs in a thread, so that a blocking HTTP request in it does
+    not stall the test's own sockets. Fails with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not await asyncio.to_thread(check):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} (waited {timeout} s)")
+        await asyncio.sleep(POLL)
+    return time.monotonic()
 
 
 def get_json(url: str, context: ssl.SSLContext | None = None) -> Any:

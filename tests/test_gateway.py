@@ -169,3 +169,13 @@ def test_a_failed_subscription_fails_every_waiting_join_and_unsubscribes() -> No
     # The next join subscribes again.
     gateway.join(FakeSocket(), "t", "3", done.append)  # type: ignore[arg-type]
     assert len(owner.acks) == 2
+
+
+def test_a_publisher_without_echo_is_skipped_at_its_own_gateway() -> None:
+    gateway, _, _ = embedded()
+    sender, other = FakeSocket(), FakeSocket()
+    join(gateway, sender, "t", "1")
+    join(gateway, other, "t", "1")
+    gateway.publish("t", "ev", b"{}", False, lambda _: None, exclude=sender.id)
+    assert sender.sent == [] and len(other.sent) == 1
+    assert gateway.counters.socket_deliveries == 1

@@ -1,8 +1,7 @@
-"""The ring and the gateway's routing over it, without sockets."""
+"""The ring and the gateway's routing over it, without sockets, on a manual clock."""
 
 from __future__ import annotations
 
-import asyncio
 import re
 from pathlib import Path
 
@@ -10,9 +9,8 @@ import pytest
 
 from app.link.interface import OnOutcome
 from app.ring import Declared, Ring, RingConfig, RingError, load
+from tests.clock import FakeClock
 from ws_gateway.router import ClusterRouter
-
-pytestmark = pytest.mark.anyio
 
 CONFIG = RingConfig(
     {name: Declared(name, 1, None) for name in ("ts-a", "ts-b", "ts-c")}, 160, Path("ring.toml")
@@ -86,9 +84,10 @@ def owned_by(name: str, live: list[str]) -> str:
     return next(t for t in TOPICS if ring.owner(t) == name)
 
 
-async def test_a_joining_server_is_listened_to_first_then_owns_then_the_old_owner_retires() -> None:
+def test_a_joining_server_is_listened_to_first_then_owns_then_the_old_owner_retires() -> None:
     changes = []
-    router = ClusterRouter(CONFIG, handover=0.1, on_change=lambda: changes.append(1))
+    clock = FakeClock()
+    router = ClusterRouter(CONFIG, handover=0.1, on_change=lambda: changes.append(1), clock=clock)
     a, b = Link("ts-a"), Link("ts-b")
     topic = owned_by("ts-b", ["ts-a", "ts-b"])
     assert router.owner_of(topic) is None
@@ -98,17 +97,22 @@ async def test_a_joining_server_is_listened_to_first_then_owns_then_the_old_owne
     assert router.owner_of(topic) is a
     assert router.listeners(topic) == {a, b}
     assert router.pending == {"ts-b"}
-    await asyncio.sleep(0.15)
+    clock.advance(0.099)
+    assert router.owner_of(topic) is a
+    clock.advance(0.001)
     assert router.owner_of(topic) is b
+    assert router.pending == set()
     assert router.listeners(topic) == {a, b}  # a retires only after another handover
-    await asyncio.sleep(0.15)
+    clock.advance(0.099)
+    assert router.listeners(topic) == {a, b}
+    clock.advance(0.001)
     assert router.listeners(topic) == {b}
     assert len(changes) == 4  # a up, b up, b settled, a's ring retired
-    router.close()
 
 
-async def test_a_server_that_goes_down_loses_its_topics_at_once() -> None:
-    router = ClusterRouter(CONFIG, handover=5.0, on_change=lambda: None)
+def test_a_server_that_goes_down_loses_its_topics_at_once() -> None:
+    clock = FakeClock()
+    router = ClusterRouter(CONFIG, handover=5.0, on_change=lambda: None, clock=clock)
     a, b = Link("ts-a"), Link("ts-b")
     router.server_up("ts-a", a, linked_for=9.0)
     router.server_up("ts-b", b, linked_for=9.0)
@@ -120,16 +124,69 @@ async def test_a_server_that_goes_down_loses_its_topics_at_once() -> None:
     router.server_down("ts-a")
     assert router.owner_of(topic) is None
     assert router.listeners(topic) == set()
-    router.close()
 
 
-async def test_servers_agree_on_the_moment_from_the_servers_linked_time() -> None:
-    router = ClusterRouter(CONFIG, handover=0.2, on_change=lambda: None)
+def test_servers_agree_on_the_moment_from_the_servers_linked_time() -> None:
+    clock = FakeClock()
+    router = ClusterRouter(CONFIG, handover=2.0, on_change=lambda: None, clock=clock)
     a, b = Link("ts-a"), Link("ts-b")
     router.server_up("ts-a", a, linked_for=10.0)
-    router.server_up("ts-b", b, linked_for=0.15)  # another gateway linked it 0.15 s ago
+    router.server_up("ts-b", b, linked_for=1.5)  # another gateway linked it 1.5 s ago
     topic = owned_by("ts-b", ["ts-a", "ts-b"])
     assert router.owner_of(topic) is a
-    await asyncio.sleep(0.1)
+    clock.advance(0.49)
+    assert router.owner_of(topic) is a
+    clock.advance(0.01)  # 2.0 s after the server was first linked, as for that gateway
     assert router.owner_of(topic) is b
-    router.close()
+
+
+def test_a_server_that_relinks_after_going_down_waits_a_whole_handover_again() -> None:
+    clock = FakeClock()
+    router = ClusterRouter(CONFIG, handover=5.0, on_change=lambda: None, clock=clock)
+    a, b = Link("ts-a"), Link("ts-b")
+    topic = owned_by("ts-b", ["ts-a", "ts-b"])
+    router.server_up("ts-a", a, linked_for=10.0)
+    router.server_up("ts-b", b, linked_for=0.0)  # would settle at 5
+    clock.advance(1.0)
+    router.server_down("ts-b")
+    clock.advance(1.0)
+    router.server_up("ts-b", b, linked_for=0.0)  # settles at 7, not at 5
+    clock.advance(3.0)
+    assert router.owner_of(topic) is a
+    assert router.pending == {"ts-b"}
+    clock.advance(2.0)
+    assert router.owner_of(topic) is b
+
+
+def test_a_newer_incarnation_linked_before_settling_waits_its_own_handover() -> None:
+    changes = []
+    clock = FakeClock()
+    router = ClusterRouter(CONFIG, handover=5.0, on_change=lambda: changes.append(1), clock=clock)
+    a, old, new = Link("ts-a"), Link("ts-b"), Link("ts-b")
+    topic = owned_by("ts-b", ["ts-a", "ts-b"])
+    router.server_up("ts-a", a, linked_for=10.0)
+    router.server_up("ts-b", old, linked_for=0.0)  # would settle at 5
+    clock.advance(2.0)
+    # ts-b restarted: its new incarnation links without the old link being seen down.
+    router.server_up("ts-b", new, linked_for=0.0)  # settles at 7
+    clock.advance(3.0)
+    assert router.owner_of(topic) is a
+    assert router.pending == {"ts-b"}
+    clock.advance(2.0)
+    assert router.owner_of(topic) is new
+    assert router.listeners(topic) == {a, new}
+    clock.advance(5.0)
+    assert router.listeners(topic) == {new}
+    assert len(changes) == 5  # a up, b up, b up again, b settled, a's ring retired
+
+
+def test_a_newer_incarnation_that_settles_at_once_is_not_settled_again_later() -> None:
+    changes = []
+    clock = FakeClock()
+    router = ClusterRouter(CONFIG, handover=5.0, on_change=lambda: changes.append(1), clock=clock)
+    router.server_up("ts-a", Link("ts-a"), linked_for=10.0)
+    router.server_up("ts-b", Link("ts-b"), linked_for=0.0)  # would settle at 5
+    router.server_up("ts-b", Link("ts-b"), linked_for=9.0)  # linked long ago elsewhere
+    assert router.settled == {"ts-a", "ts-b"}
+    clock.advance(20.0)
+    assert len(changes) == 4  # a up, b up, b up again and settled, a's ring retired; no more

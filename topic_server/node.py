@@ -13,11 +13,10 @@ the gateways have declared it down meanwhile and will all link again.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from typing import Any
 
+from app.clock import Clock, Timer
 from app.counters import Counters
 from app.discovery import NodeRecord, Registry
 from app.link.connection import LinkConnection, LinkOptions
@@ -38,7 +37,7 @@ PAUSE_TICK = 0.1  # seconds between checks that the process has not been paused
 class TopicServerNode(LinkHub):
     role = Role.TOPIC_SERVER
 
-    def __init__(self, settings: Settings, ring: RingConfig) -> None:
+    def __init__(self, settings: Settings, ring: RingConfig, clock: Clock) -> None:
         if settings.node_name not in ring.servers:
             raise RingError(
                 f"DPS_NODE: topic server {settings.node_name!r} is not declared in {ring.path} "
@@ -47,8 +46,9 @@ class TopicServerNode(LinkHub):
         super().__init__(Identity(settings.node_name, self.role, new_incarnation()))
         self.settings = settings
         self.ring = ring
+        self.clock = clock
         self.linked_since: float | None = None
-        self._watchdog: asyncio.Task[None] | None = None
+        self._watchdog: Timer | None = None
         self.counters = Counters()
         self.metrics = Metrics(self.counters, self.gauges)
         self.options = LinkOptions.of(settings)
@@ -57,7 +57,7 @@ class TopicServerNode(LinkHub):
         self.registry: Registry | None = None
 
     async def start(self) -> None:
-        self._watchdog = asyncio.get_running_loop().create_task(self._watch_pauses())
+        self._watchdog = self.clock.call_later(PAUSE_TICK, self._watch, self.clock.time())
         self.pg.start_scope(SCOPE)
         self.pg.join(SCOPE, TOPIC_SERVERS, self.pg.spawn_member().member)
         if self.settings.redis_url:
@@ -78,23 +78,21 @@ class TopicServerNode(LinkHub):
         """Seconds linked to gateways without a break (0 when not linked)."""
         if self.linked_since is None:
             return 0.0
-        return time.monotonic() - self.linked_since
+        return self.clock.time() - self.linked_since
 
-    async def _watch_pauses(self) -> None:
-        tick = PAUSE_TICK
-        last = time.monotonic()
-        while True:
-            await asyncio.sleep(tick)
-            now = time.monotonic()
-            if now - last > tick + self.settings.link_timeout:
-                log.warning("this process was paused for %.1f s", now - last - tick)
-                self.linked_since = None
-            last = now
+    def _watch(self, last: float) -> None:
+        """Every PAUSE_TICK: a tick that comes a link timeout late means this process was
+        paused, and every gateway has declared it down meanwhile."""
+        now = self.clock.time()
+        if now - last > PAUSE_TICK + self.settings.link_timeout:
+            log.warning("this process was paused for %.1f s", now - last - PAUSE_TICK)
+            self.linked_since = None
+        self._watchdog = self.clock.call_later(PAUSE_TICK, self._watch, now)
 
     # LinkHub
     def up(self, link: LinkConnection) -> None:
         if self.linked_since is None:
-            self.linked_since = time.monotonic()
+            self.linked_since = self.clock.time()
         self.gateways[link] = RemoteGateway(link, self.server, self.counters, self.pg_frame)
 
     def down(self, link: LinkConnection) -> None:
@@ -109,7 +107,7 @@ class TopicServerNode(LinkHub):
 
     # Operations
     def ready(self) -> bool:
-        return self.registry is None or self.registry.registered.is_set()
+        return self.registry is None or self.registry.registered
 
     def gauges(self) -> dict[str, tuple[float, str]]:
         return {"topics": (len(self.server.topics), "topics with subscribed gateways")}

@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from enum import Enum
+from typing import Any, NamedTuple
 
+from app.clock import Clock
 from app.counters import Counters
 from app.discovery import NodeRecord, Registry
 from app.link.codec import LinkDeliver
@@ -21,7 +23,7 @@ from app.link.dialer import Dialer
 from app.link.handshake import Identity
 from app.link.hub import GATEWAYS, SCOPE, TOPIC_SERVERS, LinkHub
 from app.metrics import Metrics
-from app.pg import SubscriptionEnded, new_incarnation
+from app.pg import EventKind, Member, SubscriptionEnded, new_incarnation
 from app.ring import RingConfig
 from app.settings import Role, Settings
 from ws_gateway.access.policy import Policy
@@ -34,17 +36,45 @@ log = logging.getLogger("dps.gateway")
 EXPIRY_TICK = 0.05  # seconds between sweeps for publishes that waited too long
 
 
+class Move(Enum):
+    UP = "up"
+    DOWN = "down"
+
+
+class Linked(NamedTuple):
+    """The link to a topic server this gateway holds now (its newest)."""
+
+    incarnation: str
+    closed: bool
+
+
+def ring_move(kind: EventKind, member: Member, linked: Linked | None) -> Move | None:
+    """What a pg event of `topic_servers` about `member` does to the ring, if anything.
+
+    Only the incarnation linked now counts: an event about an older one (a restarted
+    server whose old membership is still being withdrawn) or about a server that is not
+    linked any more is ignored. A leave takes the server off the ring; a join puts it on
+    only while its link is open.
+    """
+    if linked is None or linked.incarnation != member.incarnation:
+        return None
+    if kind == "leave":
+        return Move.DOWN
+    return None if linked.closed else Move.UP
+
+
 class GatewayNode(LinkHub):
     role = Role.GATEWAY
 
-    def __init__(self, settings: Settings, ring: RingConfig) -> None:
+    def __init__(self, settings: Settings, ring: RingConfig, clock: Clock) -> None:
         super().__init__(Identity(settings.node_name, self.role, new_incarnation()))
         self.settings = settings
         self.ring = ring
+        self.clock = clock
         self.counters = Counters()
         self.metrics = Metrics(self.counters, self.gauges)
         self.options = LinkOptions.of(settings)
-        self.router = ClusterRouter(ring, settings.handover, self._rerouted)
+        self.router = ClusterRouter(ring, settings.handover, self._rerouted, clock)
         self.gateway = Gateway(self.local.name, self.router, self.counters)
         self.policy = Policy.of(settings, self.counters, time.time)
         self.owners: dict[str, RemoteOwner] = {}  # the newest link to each topic server
@@ -95,6 +125,7 @@ class GatewayNode(LinkHub):
             self._deliver,
             self.pg_frame,
             self.metrics.ack_latency.observe,
+            time.monotonic,  # not the loop's time: uvloop's counts whole milliseconds
         )
         self.owners[link.peer.name] = self.by_link[link] = owner
 
@@ -116,11 +147,16 @@ class GatewayNode(LinkHub):
                 event = await subscription.get()
                 for member in event.members:
                     owner = self.owners.get(member.node)
-                    if owner is None or owner.link.peer.incarnation != member.incarnation:
-                        continue  # an older incarnation than the one linked now, or gone
-                    if event.kind == "leave":
+                    linked = (
+                        None
+                        if owner is None
+                        else Linked(owner.link.peer.incarnation, owner.link.closed)
+                    )
+                    move = ring_move(event.kind, member, linked)
+                    if move is Move.DOWN:
                         self.router.server_down(member.node)
-                    elif not owner.link.closed:
+                    elif move is Move.UP:
+                        owner = self.owners[member.node]  # linked, or it would not move up
                         self.router.server_up(member.node, owner, owner.linked_for)
         except SubscriptionEnded:
             log.error("lost the pg subscription to topic_servers; ring updates stop")
@@ -162,7 +198,7 @@ class GatewayNode(LinkHub):
                 self.dialers.pop(name).stop()
 
     def _dial(self, name: str, address: str) -> None:
-        self.dialers[name] = Dialer(self, self.options, name, address)
+        self.dialers[name] = Dialer(self, self.options, name, address, self.clock)
 
     # Operations
     def ready(self) -> bool:

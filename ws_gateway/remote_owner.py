@@ -8,7 +8,6 @@ is never left without a reply.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from itertools import count
 from typing import Any
@@ -30,6 +29,7 @@ class RemoteOwner:
         "counters",
         "link",
         "linked_for",
+        "now",
         "on_ack_latency",
         "on_deliver",
         "on_pg",
@@ -45,6 +45,7 @@ class RemoteOwner:
         on_deliver: Callable[[RemoteOwner, LinkDeliver], None],
         on_pg: Callable[[LinkConnection, Any], None],
         on_ack_latency: Callable[[float], None],
+        now: Callable[[], float],
     ) -> None:
         self.link = link
         self.linked_for = linked_for
@@ -52,7 +53,9 @@ class RemoteOwner:
         self.on_deliver = on_deliver
         self.on_pg = on_pg
         self.on_ack_latency = on_ack_latency
-        # request id -> (callback, monotonic time sent); ids grow, so oldest first
+        # Seconds on a monotonic clock, precise enough for sub-millisecond ack latencies.
+        self.now = now
+        # request id -> (callback, time sent); ids grow, so oldest first
         self.pending: dict[int, tuple[OnOutcome, float]] = {}  # publishes
         self.subscribing: dict[int, tuple[OnOutcome, float]] = {}
         self._ids = count(1)
@@ -67,7 +70,7 @@ class RemoteOwner:
             on_outcome(UNREACHABLE)
             return
         id = next(self._ids)
-        self.subscribing[id] = (on_outcome, time.monotonic())
+        self.subscribing[id] = (on_outcome, self.now())
         self.link.send(codec.subscribe(id, topic))
 
     def unsubscribe(self, topic: str) -> None:
@@ -87,7 +90,7 @@ class RemoteOwner:
             on_outcome(UNREACHABLE)
             return
         id = next(self._ids)
-        self.pending[id] = (on_outcome, time.monotonic())
+        self.pending[id] = (on_outcome, self.now())
         self.link.send(codec.publish(id, exclude, topic, event, binary, payload))
 
     def on_frame(self, frame: LinkFrame) -> None:
@@ -96,7 +99,7 @@ class RemoteOwner:
         elif isinstance(frame, LinkAck):
             entry = self.pending.pop(frame.id, None)
             if entry is not None:
-                self.on_ack_latency(time.monotonic() - entry[1])
+                self.on_ack_latency(self.now() - entry[1])
                 entry[0](Accepted(self.owner, frame.seq))
             else:
                 entry = self.subscribing.pop(frame.id, None)
@@ -106,9 +109,10 @@ class RemoteOwner:
             self.on_pg(self.link, frame.frame)
 
     def expire(self, timeout: float) -> None:
-        """Fail the requests that have waited longer than `timeout`."""
-        self.counters.publish_errors += _expire(self.pending, timeout)
-        _expire(self.subscribing, timeout)
+        """Fail the requests that have waited `timeout` seconds or longer, oldest first."""
+        deadline = self.now() - timeout
+        self.counters.publish_errors += _expire(self.pending, deadline)
+        _expire(self.subscribing, deadline)
 
     def fail_all(self) -> None:
         """The link is gone: every request still waiting gets an error."""
@@ -119,8 +123,8 @@ class RemoteOwner:
             on_outcome(WENT_DOWN)
 
 
-def _expire(waiting: dict[int, tuple[OnOutcome, float]], timeout: float) -> int:
-    deadline = time.monotonic() - timeout
+def _expire(waiting: dict[int, tuple[OnOutcome, float]], deadline: float) -> int:
+    """Fail the requests sent at or before `deadline`; how many."""
     expired = []
     for id, (_, sent) in waiting.items():
         if sent > deadline:

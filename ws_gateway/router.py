@@ -20,24 +20,31 @@ linked server, and owners on rings retired less than `handover` ago.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 
+from app.clock import Clock, Timer
 from app.link.interface import OwnerLink
 from app.ring import Ring, RingConfig
 
 
 class ClusterRouter:
-    def __init__(self, config: RingConfig, handover: float, on_change: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        config: RingConfig,
+        handover: float,
+        on_change: Callable[[], None],
+        clock: Clock,
+    ) -> None:
         self.config = config
         self.handover = handover
         self.on_change = on_change
+        self.clock = clock
         self.links: dict[str, OwnerLink] = {}
         self.settled: set[str] = set()
         self.owners = Ring(config, ())
         self.linked = Ring(config, ())
         self.retiring: list[Ring] = []
-        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._timers: dict[str, Timer] = {}
         self._cache: dict[str, OwnerLink | None] = {}
 
     # Gateway.Router
@@ -66,25 +73,31 @@ class ClusterRouter:
     def server_up(self, name: str, link: OwnerLink, linked_for: float) -> None:
         if name not in self.config.servers:
             return
+        # A newer incarnation linked before the old one was seen down waits its own
+        # handover: the old one's settle timer must not settle it early.
+        self._cancel_timer(name)
         self.links[name] = link
         self.linked = Ring(self.config, self.links)
         wait = self.handover - linked_for
         if wait <= 0:
             self._settle(name)
             return
-        self._timers[name] = asyncio.get_running_loop().call_later(wait, self._settle, name)
+        self._timers[name] = self.clock.call_later(wait, self._settle, name)
         self._changed()
 
     def server_down(self, name: str) -> None:
         if self.links.pop(name, None) is None:
             return
-        timer = self._timers.pop(name, None)
-        if timer is not None:
-            timer.cancel()
+        self._cancel_timer(name)
         self.settled.discard(name)
         self.owners = Ring(self.config, self.settled)
         self.linked = Ring(self.config, self.links)
         self._changed()
+
+    def _cancel_timer(self, name: str) -> None:
+        timer = self._timers.pop(name, None)
+        if timer is not None:
+            timer.cancel()
 
     def _settle(self, name: str) -> None:
         self._timers.pop(name, None)
@@ -95,7 +108,7 @@ class ClusterRouter:
         self.owners = Ring(self.config, self.settled)
         if retired.members:
             self.retiring.append(retired)
-            asyncio.get_running_loop().call_later(self.handover, self._retire, retired)
+            self.clock.call_later(self.handover, self._retire, retired)
         self._changed()
 
     def _retire(self, ring: Ring) -> None:

@@ -8,7 +8,7 @@ peer every `ping_interval` and declares it down when nothing at all has been hea
 that closes its socket.
 
 `Dialer` keeps one peer linked: it redials with exponential backoff and jitter after a
-failure or a lost link, for as long as the peer is wanted.
+failure or a lost link, for as long as the peer is wanted (`backoff`).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from websockets.http11 import Response
 from websockets.protocol import OPEN
 from websockets.uri import parse_uri
 
+from app.clock import Clock, Timer
 from app.link.codec import LinkClose
 from app.link.connection import LinkConnection, LinkOptions
 from app.link.handshake import Handshake, HandshakeError, HandshakeState
@@ -37,26 +38,40 @@ log = logging.getLogger("dps.link")
 LINK_PATH = "/_dps/link"
 CLOSE_TIMEOUT = 2.0  # seconds to wait for the peer's close reply before aborting
 CONNECT_TIMEOUT = 2.0
-BACKOFF = (0.05, 2.0)  # first and longest pause between attempts, before jitter
+BACKOFF = (0.05, 2.0)  # base and longest pause between attempts, before jitter
 STABLE = 10.0  # a link that lived this long resets the backoff
 VERDICT_DELAY = 0.01
 
 
+def backoff(failures: int, jitter: float) -> float:
+    """Seconds to wait before the next attempt after `failures` (at least 1) in a row: the
+    base doubled per failure up to the longest pause, times `jitter` (drawn from [0.5, 1]),
+    so that gateways that lost the same peer do not all redial it at the same moment."""
+    base, ceiling = BACKOFF
+    return min(ceiling, base * 2.0 ** min(failures, 16)) * jitter
+
+
 class DialedLink(asyncio.Protocol):
     def __init__(
-        self, url: str, handshake: Handshake, expect: str, hub: LinkHub, options: LinkOptions
+        self,
+        url: str,
+        handshake: Handshake,
+        expect: str,
+        hub: LinkHub,
+        options: LinkOptions,
+        clock: Clock,
     ) -> None:
         self.ws = ClientProtocol(parse_uri(url), max_size=None)
         self.handshake = handshake
         self.expect = expect
         self.hub = hub
         self.options = options
-        self.loop = asyncio.get_running_loop()
-        self.done: asyncio.Future[None] = self.loop.create_future()
+        self.clock = clock
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.link: LinkConnection | None = None
         self.transport: asyncio.Transport | None = None
-        self.last_heard = self.loop.time()
-        self.timer: asyncio.TimerHandle | None = None
+        self.last_heard = clock.time()
+        self.timer: Timer | None = None
         self.failure: str | None = None
 
     # asyncio.Protocol
@@ -64,10 +79,10 @@ class DialedLink(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         self.ws.send_request(self.ws.connect())
         self._flush()
-        self.timer = self.loop.call_later(self.options.ping_interval, self._keepalive)
+        self.timer = self.clock.call_later(self.options.ping_interval, self._keepalive)
 
     def data_received(self, data: bytes) -> None:
-        self.last_heard = self.loop.time()
+        self.last_heard = self.clock.time()
         self.ws.receive_data(data)
         self._flush()
         for event in self.ws.events_received():
@@ -77,7 +92,7 @@ class DialedLink(asyncio.Protocol):
                 self._fail(f"refused the link with HTTP {event.status_code}")
                 return
         if self.ws.close_expected():
-            self.loop.call_later(CLOSE_TIMEOUT, self._abort)
+            self.clock.call_later(CLOSE_TIMEOUT, self._abort)
 
     def eof_received(self) -> None:
         self.ws.receive_eof()
@@ -106,7 +121,7 @@ class DialedLink(asyncio.Protocol):
             return
         self.ws.send_close(code, reason)
         self._flush()
-        self.loop.call_later(CLOSE_TIMEOUT, self._abort)
+        self.clock.call_later(CLOSE_TIMEOUT, self._abort)
 
     # internals
     def _frame(self, frame: WebSocketFrame) -> None:
@@ -136,7 +151,7 @@ class DialedLink(asyncio.Protocol):
             self.failure = reason
             self.ws.send_close(code, reason)
             self._flush()
-            self.loop.call_later(CLOSE_TIMEOUT, self._abort)
+            self.clock.call_later(CLOSE_TIMEOUT, self._abort)
             return
         if reply is not None:
             self.ws.send_text(reply.encode())
@@ -150,17 +165,17 @@ class DialedLink(asyncio.Protocol):
     def _keepalive(self) -> None:
         if self.transport is None or self.transport.is_closing():
             return
-        if self.loop.time() - self.last_heard > self.options.ping_timeout:
+        if self.clock.time() - self.last_heard > self.options.ping_timeout:
             # After a stall of this process, timers can run before the pending input is
             # read: give the input one more chance before judging the peer.
-            self.timer = self.loop.call_later(VERDICT_DELAY, self._verdict)
+            self.timer = self.clock.call_later(VERDICT_DELAY, self._verdict)
             return
         self.ws.send_ping(b"")
         self._flush()
-        self.timer = self.loop.call_later(self.options.ping_interval, self._keepalive)
+        self.timer = self.clock.call_later(self.options.ping_interval, self._keepalive)
 
     def _verdict(self) -> None:
-        silent = self.loop.time() - self.last_heard
+        silent = self.clock.time() - self.last_heard
         if silent <= self.options.ping_timeout:
             self._keepalive()
             return
@@ -188,11 +203,14 @@ class DialedLink(asyncio.Protocol):
 class Dialer:
     """Keeps `hub` linked to the topic server `peer` at `address` until stopped."""
 
-    def __init__(self, hub: LinkHub, options: LinkOptions, peer: str, address: str) -> None:
+    def __init__(
+        self, hub: LinkHub, options: LinkOptions, peer: str, address: str, clock: Clock
+    ) -> None:
         self.hub = hub
         self.options = options
         self.peer = peer
         self.address = address
+        self.clock = clock
         self.current: DialedLink | None = None
         self._task = asyncio.get_running_loop().create_task(self._run())
 
@@ -209,16 +227,16 @@ class Dialer:
             self.peer,
             self.hub,
             options,
+            self.clock,
         )
         return self.current
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        first, ceiling = BACKOFF
         failures = 0
         while True:
             host, _, port = self.address.rpartition(":")
-            started = loop.time()
+            started = self.clock.time()
             try:
                 tls = self.options.tls
                 url = f"{'ws' if tls is None else 'wss'}://{self.address}{LINK_PATH}"
@@ -235,7 +253,7 @@ class Dialer:
                 await protocol.done
                 if protocol.failure:
                     log.error("link to %s at %s: %s", self.peer, self.address, protocol.failure)
-                elif protocol.link is not None and loop.time() - started > STABLE:
+                elif protocol.link is not None and self.clock.time() - started > STABLE:
                     failures = 0
             except (OSError, TimeoutError) as exc:
                 if failures == 0:
@@ -243,5 +261,4 @@ class Dialer:
             finally:
                 self.current = None
             failures += 1
-            pause = min(ceiling, first * 2 ** min(failures, 16))
-            await asyncio.sleep(pause * random.uniform(0.5, 1.0))
+            await asyncio.sleep(backoff(failures, random.uniform(0.5, 1.0)))

@@ -16,6 +16,7 @@ from app.link import codec
 from app.link.connection import LinkConnection
 from app.link.handshake import Identity
 from app.pg import Node, NodeId, PgFrame
+from app.throttled_log import ThrottledLog
 
 log = logging.getLogger("dps.link")
 
@@ -32,6 +33,8 @@ class LinkHub:
     def __init__(self, local: Identity) -> None:
         self.local = local
         self.links: dict[NodeId, LinkConnection] = {}
+        # Anyone who can reach a listening port can try to link: log refusals sparingly.
+        self.refused = ThrottledLog(log, logging.WARNING)
         self.pg = Node(local.name, self, local.incarnation)
 
     @property

@@ -19,11 +19,9 @@ from app.link.connection import LinkConnection, LinkOptions
 from app.link.handshake import Handshake, HandshakeError, HandshakeState
 from app.link.hub import LinkHub
 from app.settings import Role
-from app.throttled_log import ThrottledLog
 from app.websocket import EXTENSION, ServedWebSocket, frame
 
 log = logging.getLogger("dps.link")
-refused = ThrottledLog(log, logging.WARNING)  # anyone who can reach the port can try
 
 
 class ServedLink:
@@ -54,7 +52,8 @@ def link_endpoint(
         conn: ServedWebSocket = websocket.scope["extensions"][EXTENSION]
         client = websocket.client
         if options.tls is not None and not conn.transport.get_extra_info("peercert"):
-            refused("refused link from %s: no client certificate", client.host if client else "?")
+            address = client.host if client else "?"
+            hub.refused("refused link from %s: no client certificate", address)
             await websocket.close()  # before the upgrade: HTTP 403
             return
         await websocket.accept()
@@ -103,7 +102,7 @@ class Listener:
         except (HandshakeError, UnicodeDecodeError) as exc:
             reason = exc.reason if isinstance(exc, HandshakeError) else "handshake not UTF-8"
             code = exc.code if isinstance(exc, HandshakeError) else LinkClose.PROTOCOL_ERROR
-            refused("refused link from %s: %s", self.address, reason)
+            self.hub.refused("refused link from %s: %s", self.address, reason)
             self.conn.close_now(code, reason)
             return
         if reply is not None:

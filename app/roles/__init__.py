@@ -20,6 +20,7 @@ from starlette.routing import BaseRoute, WebSocketRoute
 
 from app import ops
 from app import ring as rings
+from app.clock import RunningLoop
 from app.link import tls
 from app.link.dialer import LINK_PATH
 from app.link.listener import link_endpoint
@@ -43,10 +44,10 @@ def build(settings: Settings) -> tuple[ops.Node, Starlette]:
         node = EmbeddedNode(settings)
         served = list(routes.ROUTES)
     elif settings.app is Role.GATEWAY:
-        node = GatewayNode(settings, rings.load(rings.locate(settings.ring)))
+        node = GatewayNode(settings, rings.load(rings.locate(settings.ring)), RunningLoop())
         served = list(routes.ROUTES)
     else:
-        node = TopicServerNode(settings, rings.load(rings.locate(settings.ring)))
+        node = TopicServerNode(settings, rings.load(rings.locate(settings.ring)), RunningLoop())
         endpoint = link_endpoint(node, node.options, Role.GATEWAY, node.linked_for)
         served = [WebSocketRoute(LINK_PATH, endpoint)]
 

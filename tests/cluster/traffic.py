@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 import websockets
 
-from tests.support import TIMEOUT
+from tests.support import POLL, TIMEOUT
 
 
 @dataclass
@@ -85,12 +85,29 @@ class Traffic:
                 self.replies[int(frame[1][1:])] = frame[4]["status"]
 
     async def stop(self, settle: float = 8.0) -> None:
-        """Stop publishing; wait until every publish has its reply and deliveries settle."""
+        """Stop publishing; wait until every publish has its reply and every socket has
+        the last message acknowledged (each owner delivers in order, so what precedes it
+        has arrived too). Whatever is still missing then is for the checks to report."""
         self._publishing = False
         deadline = time.monotonic() + settle
         while time.monotonic() < deadline and len(self.replies) < self.sent:
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(POLL)
+        last = max(self.acked(), default=None)
+        while time.monotonic() < deadline and last is not None:
+            if all(last in sub.numbers() for sub in self.subscribers):
+                break
+            await asyncio.sleep(POLL)
+        # Then a moment in which nothing should arrive, for check_order to see any
+        # duplicate that comes late.
         await asyncio.sleep(0.3)
+
+    def received_by_all(self, count: int) -> bool:
+        """Every socket has received at least `count` messages."""
+        return all(len(sub.received) >= count for sub in self.subscribers)
+
+    def heard_after(self, moment: float) -> bool:
+        """Every socket has received a message after `moment` (time.monotonic)."""
+        return all(sub.received and sub.received[-1][1] > moment for sub in self.subscribers)
 
     def longest_gap(self, after: float, before: float) -> float:
         """The longest any socket waited for a message within [after, before]."""

@@ -1,0 +1,299 @@
+"""The dialling end of a link: handshake, keep-alive and backoff, without a socket.
+
+A `DialedLink` is driven as asyncio would drive it (connection_made, data_received), over a
+transport that records what it writes, on a manual clock. The topic server at the other
+end is websockets' own sans-I/O server and the listener's side of the real handshake.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import orjson
+import pytest
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Request
+from websockets.server import ServerProtocol
+
+from app.link import codec
+from app.link.codec import LinkClose, LinkFrame, LinkSubscribe
+from app.link.connection import LinkConnection, LinkOptions
+from app.link.dialer import CLOSE_TIMEOUT, DialedLink, backoff
+from app.link.handshake import Handshake, Identity, _mac
+from app.link.hub import LinkHub
+from app.settings import Role
+from tests.clock import FakeClock
+
+pytestmark = pytest.mark.anyio
+
+GATEWAY = Identity("ws-a", Role.GATEWAY, "inc-g")
+SERVER = Identity("ts-a", Role.TOPIC_SERVER, "inc-t")
+SECRET = "secret!!"
+KEEPALIVE = LinkOptions(SECRET, queue_limit=1 << 20, ping_interval=0.25, ping_timeout=1.0)
+# For the handshake tests: no ping or verdict within the seconds they cover.
+QUIET = LinkOptions(SECRET, queue_limit=1 << 20, ping_interval=60.0, ping_timeout=240.0)
+
+
+class Hub(LinkHub):
+    def __init__(self) -> None:
+        super().__init__(GATEWAY)
+        self.events: list[tuple[str, Identity]] = []
+
+    def up(self, link: LinkConnection) -> None:
+        self.events.append(("up", link.peer))
+
+    def down(self, link: LinkConnection) -> None:
+        self.events.append(("down", link.peer))
+
+
+class Transport:
+    """Records what the link writes. An abort ends the connection as asyncio's transports
+    do: `connection_lost` on the next turn of the loop."""
+
+    def __init__(self, protocol: asyncio.Protocol) -> None:
+        self.protocol = protocol
+        self.data = bytearray()
+        self.aborted = False
+
+    def write(self, data: bytes) -> None:
+        self.data += data
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        pass
+
+    def is_closing(self) -> bool:
+        return self.aborted
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def abort(self) -> None:
+        if not self.aborted:
+            self.aborted = True
+            asyncio.get_running_loop().call_soon(self.protocol.connection_lost, None)
+
+
+class Connection:
+    """A gateway's DialedLink to ts-a, and the topic server's end of it."""
+
+    def __init__(
+        self,
+        options: LinkOptions,
+        peer: Identity = SERVER,
+        peer_secret: str = SECRET,
+    ) -> None:
+        self.clock = FakeClock()
+        self.hub = Hub()
+        handshake = Handshake(GATEWAY, SECRET, listener=False)
+        self.link = DialedLink(
+            "ws://127.0.0.1:5000/_dps/link", handshake, "ts-a", self.hub, options, self.clock
+        )
+        self.transport = Transport(self.link)
+        self.server = ServerProtocol(max_size=None)
+        self.listener = Handshake(peer, peer_secret, listener=True)
+        self.link.connection_made(self.transport)  # type: ignore[arg-type]
+
+    def to_server(self) -> list[Any]:
+        """What the dialer wrote since last time, as the server's events."""
+        self.server.receive_data(bytes(self.transport.data))
+        self.transport.data.clear()
+        return self.server.events_received()
+
+    def frames_to_server(self, opcode: Opcode) -> list[Frame]:
+        return [e for e in self.to_server() if isinstance(e, Frame) and e.opcode is opcode]
+
+    def to_dialer(self) -> None:
+        """What the server has to send, received by the dialer."""
+        data = b"".join(self.server.data_to_send())
+        if data:
+            self.link.data_received(data)
+
+    def upgrade(self) -> None:
+        [request] = self.to_server()
+        assert isinstance(request, Request) and request.path == "/_dps/link"
+        self.server.send_response(self.server.accept(request))
+        self.to_dialer()
+
+    def hello(self, linked_for: float = 12.5) -> str:
+        """Upgrade, send the listener's hello; the dialer's answer (its auth)."""
+        self.upgrade()
+        self.server.send_text(self.listener.hello(linked_for).encode())
+        self.to_dialer()
+        [auth] = self.frames_to_server(Opcode.TEXT)
+        return auth.data.decode()
+
+    def open(self) -> LinkConnection:
+        welcome = self.listener.receive(self.hello())
+        assert welcome is not None
+        self.server.send_text(welcome.encode())
+        self.to_dialer()
+        assert self.link.link is not None
+        return self.link.link
+
+    async def ended(self) -> None:
+        await asyncio.wait_for(asyncio.shield(self.link.done), 1.0)
+
+
+def close_received(conn: Connection) -> tuple[int, str]:
+    conn.to_server()
+    close = conn.server.close_rcvd
+    assert close is not None
+    return close.code, close.reason
+
+
+# The handshake
+
+
+async def test_the_handshake_opens_the_link_and_hands_it_to_the_hub() -> None:
+    conn = Connection(QUIET)
+    link = conn.open()
+    assert conn.hub.events == [("up", SERVER)]
+    assert (link.peer, link.peer_linked_for) == (SERVER, 12.5)
+    assert conn.link.failure is None
+    received: list[LinkFrame] = []
+    link.on_frame = received.append
+    conn.server.send_binary(codec.subscribe(1, "t"))
+    conn.to_dialer()
+    assert received == [LinkSubscribe(1, "t")]
+    link.send(codec.ack(1, 0))
+    await asyncio.sleep(0)  # the batch leaves at the end of the loop's turn
+    assert [f.data for f in conn.frames_to_server(Opcode.BINARY)] == [codec.ack(1, 0)]
+
+
+async def test_an_upgrade_refused_over_http_fails_the_attempt() -> None:
+    conn = Connection(QUIET)
+    assert len(conn.to_server()) == 1  # the upgrade request
+    conn.server.send_response(conn.server.reject(403, "Forbidden"))
+    conn.to_dialer()
+    assert conn.link.failure == "refused the link with HTTP 403"
+    assert conn.transport.aborted
+    await conn.ended()
+    assert conn.hub.events == []
+
+
+@pytest.mark.parametrize(
+    "peer",
+    [Identity("ts-b", Role.TOPIC_SERVER, "inc-t"), Identity("ts-a", Role.GATEWAY, "inc-t")],
+    ids=["another topic server", "not a topic server"],
+)
+async def test_a_peer_that_is_not_the_expected_topic_server_is_closed(peer: Identity) -> None:
+    conn = Connection(QUIET, peer=peer)
+    conn.upgrade()
+    conn.server.send_text(conn.listener.hello(0.0).encode())
+    conn.to_dialer()
+    code, reason = close_received(conn)
+    assert code == LinkClose.PROTOCOL_ERROR
+    assert reason.startswith("expected topic server ts-a, found ")
+    assert conn.link.failure == reason
+    assert conn.link.link is None
+    conn.clock.advance(CLOSE_TIMEOUT - 0.5)
+    assert not conn.transport.aborted
+    conn.clock.advance(0.5)  # the peer never answered the close
+    assert conn.transport.aborted
+    await conn.ended()
+    assert conn.hub.events == []
+
+
+async def test_a_listener_that_does_not_know_the_secret_is_closed() -> None:
+    conn = Connection(QUIET)
+    nonce = orjson.loads(conn.hello())["nonce"]
+    # An impostor cannot check the auth; it signs a welcome with the secret it has.
+    forged = {"welcome": 1, "mac": _mac(b"wrong!!!", "listener", nonce, SERVER, GATEWAY)}
+    conn.server.send_text(orjson.dumps(forged))
+    conn.to_dialer()
+    assert close_received(conn) == (LinkClose.AUTH_FAILED, "ts-a does not know the cluster secret")
+    assert conn.link.failure == "ts-a does not know the cluster secret"
+    assert conn.hub.events == []
+
+
+async def test_a_listener_that_refuses_the_dialer_ends_the_attempt_with_its_reason() -> None:
+    conn = Connection(QUIET, peer_secret="another secret")
+    conn.hello()
+    conn.server.send_close(LinkClose.AUTH_FAILED, "ws-a does not know the cluster secret")
+    conn.to_dialer()
+    assert conn.link.failure == "ws-a does not know the cluster secret"
+    assert close_received(conn)[0] == LinkClose.AUTH_FAILED  # the dialer answered the close
+    conn.clock.advance(CLOSE_TIMEOUT)  # the server never closed the TCP connection
+    assert conn.transport.aborted
+    await conn.ended()
+    assert conn.hub.events == []
+
+
+async def test_closing_an_open_link_sends_the_code_and_aborts_if_never_answered() -> None:
+    conn = Connection(QUIET)
+    link = conn.open()
+    link.close(LinkClose.QUEUE_FULL, "outbound queue full")
+    assert close_received(conn) == (LinkClose.QUEUE_FULL, "outbound queue full")
+    conn.clock.advance(CLOSE_TIMEOUT)
+    assert conn.transport.aborted
+    await conn.ended()
+    assert conn.hub.events == [("up", SERVER), ("down", SERVER)]
+    assert link.closed
+
+
+# Keep-alive
+
+
+async def test_a_peer_that_answers_is_pinged_every_interval_and_kept() -> None:
+    conn = Connection(KEEPALIVE)
+    conn.open()
+    for _ in range(40):  # 10 s, ten times the timeout
+        conn.clock.advance(0.25)
+        assert len(conn.frames_to_server(Opcode.PING)) == 1
+        conn.to_dialer()  # the server's pong
+    assert not conn.transport.aborted
+
+
+async def test_a_silent_peer_is_declared_down_after_the_timeout(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    conn = Connection(KEEPALIVE)
+    conn.open()  # the last sound from the peer, at 0
+    pings = 0
+    for _ in range(4):
+        conn.clock.advance(0.25)
+        pings += len(conn.frames_to_server(Opcode.PING))
+    assert pings == 4  # at 0.25, 0.5, 0.75 and 1.0: silent for the timeout, not more
+    conn.clock.advance(0.25)  # 1.25: silent for longer; the verdict comes 10 ms later
+    assert conn.frames_to_server(Opcode.PING) == []
+    assert not conn.transport.aborted
+    with caplog.at_level(logging.WARNING, logger="dps.link"):
+        conn.clock.advance(0.01)
+    assert conn.transport.aborted
+    assert "link to ts-a: nothing heard for 1.3 s, declaring it down" in caplog.text
+    await conn.ended()
+    assert conn.hub.events == [("up", SERVER), ("down", SERVER)]
+    assert conn.clock.pending == []  # no keep-alive left behind
+
+
+async def test_after_a_stall_input_that_waited_is_heard_before_the_verdict() -> None:
+    conn = Connection(KEEPALIVE)
+    conn.open()
+    conn.clock.stall(3.0)  # this process was frozen; the peer kept talking
+    conn.clock.advance(0)  # on waking, the overdue keep-alive runs before the input
+    assert conn.frames_to_server(Opcode.PING) == []
+    conn.server.send_ping(b"")  # what the peer sent meanwhile
+    conn.to_dialer()
+    conn.clock.advance(0.01)
+    assert not conn.transport.aborted
+    assert len(conn.frames_to_server(Opcode.PING)) == 1  # the keep-alive carries on
+    conn.clock.advance(0.25)
+    assert len(conn.frames_to_server(Opcode.PING)) == 1
+
+
+# Redialling
+
+
+def test_backoff_doubles_per_failure_up_to_the_longest_pause_times_the_jitter() -> None:
+    assert [backoff(n, 1.0) for n in range(1, 8)] == pytest.approx(
+        [0.1, 0.2, 0.4, 0.8, 1.6, 2.0, 2.0]
+    )
+    assert backoff(10_000, 1.0) == 2.0
+    assert backoff(1, 0.5) == pytest.approx(0.05)
+    assert backoff(4, 0.75) == pytest.approx(0.6)
+    assert backoff(50, 0.5) == 1.0

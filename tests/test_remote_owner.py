@@ -1,0 +1,173 @@
+"""A gateway's end of a link to a topic server: every request gets exactly one answer.
+
+A real `LinkConnection` over a recording writer stands in for the network, and a manual
+clock for time: what the gateway sent is read back from the writer, the topic server's
+answers are fed to the connection as it would receive them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from app.counters import Counters
+from app.link import codec
+from app.link.codec import LinkDeliver, LinkFrame, LinkPublish, LinkSubscribe, LinkUnsubscribe
+from app.link.connection import LinkConnection
+from app.link.handshake import Identity
+from app.link.interface import Accepted, Outcome
+from app.settings import Role
+from tests.clock import FakeClock
+from ws_gateway.remote_owner import TIMED_OUT, UNREACHABLE, WENT_DOWN, RemoteOwner
+
+pytestmark = pytest.mark.anyio
+
+PEER = Identity("ts-a", Role.TOPIC_SERVER, "inc-1")
+TIMEOUT = 5.0
+
+
+class Writer:
+    def __init__(self) -> None:
+        self.messages: list[bytes] = []
+
+    def write_message(self, data: bytes) -> None:
+        self.messages.append(data)
+
+    def buffered(self) -> int:
+        return 0
+
+    def close(self, code: int, reason: str) -> None:
+        pass
+
+
+class Fixture:
+    """A RemoteOwner on a fresh link, and everything it reports."""
+
+    def __init__(self) -> None:
+        self.clock = FakeClock(1000.0)
+        self.writer = Writer()
+        self.link = LinkConnection(PEER, self.writer, limit=1 << 20, on_overflow=lambda: None)
+        self.counters = Counters()
+        self.delivered: list[tuple[RemoteOwner, LinkDeliver]] = []
+        self.pg: list[tuple[LinkConnection, Any]] = []
+        self.latencies: list[float] = []
+        self.owner = RemoteOwner(
+            self.link,
+            linked_for=3.0,
+            counters=self.counters,
+            on_deliver=lambda owner, frame: self.delivered.append((owner, frame)),
+            on_pg=lambda link, frame: self.pg.append((link, frame)),
+            on_ack_latency=self.latencies.append,
+            now=self.clock.time,
+        )
+        self.outcomes: list[tuple[str, Outcome]] = []
+
+    def record(self, name: str) -> Any:
+        return lambda outcome: self.outcomes.append((name, outcome))
+
+    async def sent(self) -> list[LinkFrame]:
+        """The frames the gateway has sent since the last call (batched per loop turn)."""
+        await asyncio.sleep(0)
+        frames = [frame for message in self.writer.messages for frame in codec.decode(message)]
+        self.writer.messages.clear()
+        return frames
+
+
+async def test_a_publish_goes_out_and_its_ack_answers_it_once_with_the_latency() -> None:
+    f = Fixture()
+    f.owner.publish("rooms:1", "msg", b'{"a":1}', False, f.record("p"))
+    assert await f.sent() == [LinkPublish(1, 0, "rooms:1", "msg", False, b'{"a":1}')]
+    assert f.outcomes == []
+    f.clock.advance(0.25)
+    f.link.receive(codec.ack(1, 42))
+    assert f.outcomes == [("p", Accepted("ts-a", 42))]
+    assert f.latencies == [0.25]
+    assert f.owner.pending == {}
+    f.link.receive(codec.ack(1, 42))  # a duplicate ack is ignored
+    assert len(f.outcomes) == 1
+    assert f.counters.publish_errors == 0
+
+
+async def test_a_subscription_is_acked_with_seq_0_and_an_unsubscribe_needs_no_answer() -> None:
+    f = Fixture()
+    f.owner.subscribe("rooms:1", f.record("s"))
+    f.owner.publish("rooms:1", "e", b"\x00", True, f.record("p"))
+    f.owner.unsubscribe("rooms:2")
+    assert await f.sent() == [
+        LinkSubscribe(1, "rooms:1"),
+        LinkPublish(2, 0, "rooms:1", "e", True, b"\x00"),  # ids are shared: acks cannot mix up
+        LinkUnsubscribe("rooms:2"),
+    ]
+    f.link.receive(codec.ack(2, 7) + codec.ack(1, 0))
+    assert f.outcomes == [("p", Accepted("ts-a", 7)), ("s", Accepted("ts-a", 0))]
+    assert len(f.latencies) == 1  # publishes only
+    assert (f.owner.pending, f.owner.subscribing) == ({}, {})
+
+
+async def test_expire_fails_only_what_waited_the_timeout_oldest_first() -> None:
+    f = Fixture()
+    f.owner.publish("t", "e", b"{}", False, f.record("p1"))  # sent at 0
+    f.owner.subscribe("t", f.record("s2"))  # at 0
+    f.clock.advance(1.0)
+    f.owner.publish("t", "e", b"{}", False, f.record("p3"))  # at 1
+    f.owner.subscribe("t", f.record("s4"))  # at 1
+    f.clock.advance(1.0)
+    f.owner.publish("t", "e", b"{}", False, f.record("p5"))  # at 2
+    f.clock.advance(2.75)  # p1 and s2 have waited 4.75 s
+    f.owner.expire(TIMEOUT)
+    assert f.outcomes == []
+    f.clock.advance(1.25)  # p1 and s2 waited 6 s, p3 and s4 exactly 5 s, p5 4 s
+    f.owner.expire(TIMEOUT)
+    assert f.outcomes == [
+        ("p1", TIMED_OUT),
+        ("p3", TIMED_OUT),
+        ("s2", TIMED_OUT),
+        ("s4", TIMED_OUT),
+    ]
+    assert f.counters.publish_errors == 2  # subscriptions are not publishes
+    assert list(f.owner.pending) == [5]
+    assert f.owner.subscribing == {}
+    f.link.receive(codec.ack(1, 9) + codec.ack(2, 0))  # the owner answers too late: ignored
+    assert len(f.outcomes) == 4
+    assert f.latencies == []
+    f.link.receive(codec.ack(5, 10))
+    assert f.outcomes[4:] == [("p5", Accepted("ts-a", 10))]
+
+
+async def test_when_the_link_goes_down_everything_waiting_fails_once() -> None:
+    f = Fixture()
+    f.owner.publish("t", "e", b"{}", False, f.record("p1"))
+    f.owner.subscribe("t", f.record("s2"))
+    f.owner.publish("t", "e", b"{}", False, f.record("p3"))
+    f.link.receive(codec.ack(3, 1))
+    f.owner.fail_all()
+    assert f.outcomes == [("p3", Accepted("ts-a", 1)), ("p1", WENT_DOWN), ("s2", WENT_DOWN)]
+    assert f.counters.publish_errors == 1
+    f.link.receive(codec.ack(1, 2) + codec.ack(2, 0))
+    f.owner.expire(0.0)
+    f.owner.fail_all()
+    assert len(f.outcomes) == 3
+    assert f.counters.publish_errors == 1
+
+
+async def test_a_closed_link_answers_at_once_and_sends_nothing() -> None:
+    f = Fixture()
+    f.link.close(1000, "gone")
+    f.owner.publish("t", "e", b"{}", False, f.record("p"))
+    f.owner.subscribe("t", f.record("s"))
+    assert f.outcomes == [("p", UNREACHABLE), ("s", UNREACHABLE)]
+    assert f.counters.publish_errors == 1
+    assert (f.owner.pending, f.owner.subscribing) == ({}, {})
+    assert await f.sent() == []
+
+
+async def test_deliveries_and_pg_frames_go_to_their_handlers() -> None:
+    f = Fixture()
+    f.link.receive(
+        codec.deliver(3, 12.5, 0, "t", "e", False, b"{}") + codec.pg(["discover", "dps", 1])
+    )
+    assert f.delivered == [(f.owner, LinkDeliver(3, 12.5, 0, "t", "e", False, b"{}"))]
+    assert f.pg == [(f.link, ["discover", "dps", 1])]
+    assert (f.owner.owner, f.owner.linked_for) == ("ts-a", 3.0)
