@@ -70,8 +70,6 @@ def serve(settings: Settings) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    # httpx (the hooks' client) logs every request at INFO: one line per join is noise.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         node, app = build(settings)
     except ConfigError as exc:

