@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from app.settings import Settings, env_name
+from app.settings import Settings, default_text, env_name
 from tests.support import ROOT
 
 
@@ -15,10 +15,10 @@ def documented() -> dict[str, str]:
 
 def test_every_setting_is_documented_with_its_default() -> None:
     table = documented()
-    for field, info in Settings.model_fields.items():
+    for field in Settings.model_fields:
         name = env_name(field)
         assert name in table, f"{name} is missing from the README's configuration table"
-        default = "unset" if info.default is None else str(info.default).removesuffix(".0")
+        default = default_text(field)
         assert table[name] == default, f"{name}: README says {table[name]}, code says {default}"
 
 

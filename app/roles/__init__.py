@@ -7,8 +7,10 @@ uvicorn. Nothing below it (`app`'s kernel, `ws_gateway`, `topic_server`) imports
 
 from __future__ import annotations
 
+import errno
 import logging
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,7 +26,7 @@ from app.link.connection import LinkOptions
 from app.link.dialer import LINK_PATH
 from app.link.listener import link_endpoint
 from app.roles.embedded import EmbeddedNode
-from app.settings import Role, Settings
+from app.settings import Role, Settings, SettingsError
 from app.websocket import ServedWebSocket
 from topic_server.node import TopicServerNode
 from ws_gateway import routes
@@ -70,15 +72,14 @@ def serve(settings: Settings) -> int:
     )
     try:
         node, app = build(settings)
-    except rings.RingError as exc:
+        sock = bind(settings)
+    except (rings.RingError, SettingsError) as exc:
         print(exc, file=sys.stderr)
         return 2
     links = settings.app is Role.TOPIC_SERVER
     options = LinkOptions.of(settings)
     config = uvicorn.Config(
         app,
-        host=settings.host,
-        port=settings.port,
         ws=ServedWebSocket,
         ws_max_size=settings.link_queue if links else settings.max_frame_bytes,
         ws_ping_interval=options.ping_interval if links else CLIENT_PING,
@@ -92,10 +93,10 @@ def serve(settings: Settings) -> int:
         backlog=4096,
         timeout_graceful_shutdown=5,
     )
-    log.info(
-        "DPS %s node %s serving on %s:%d", settings.app, node.name, settings.host, settings.port
-    )
-    server = uvicorn.Server(config)
+    path = LINK_PATH if links else routes.SOCKET_PATH
+    url = f"ws://{_address(settings.host, settings.port)}{path}"
+    served = "gateways link to" if links else "clients connect to"
+    server = _Server(config, f"DPS {settings.app} node {node.name} serving: {served} {url}")
 
     # uvicorn handles SIGINT and SIGTERM while it serves (closing every socket, see
     # app.websocket), then re-raises the signal to the handler it found installed.
@@ -106,5 +107,55 @@ def serve(settings: Settings) -> int:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, stop)
-    server.run()
+    with sock:
+        server.run(sockets=[sock])
     return 0
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, saying that it serves once it does (the node started, listening)."""
+
+    def __init__(self, config: uvicorn.Config, serving: str) -> None:
+        super().__init__(config)
+        self.serving = serving
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            log.info("%s", self.serving)
+
+
+def bind(settings: Settings) -> socket.socket:
+    """The server's socket, bound here rather than by uvicorn so that an address that
+    cannot be used is one line naming the setting to change (SettingsError), not a trace."""
+    host, port = settings.host, settings.port
+    where = _address(host, port)
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except socket.gaierror as exc:
+        raise SettingsError(f"DPS_HOST: cannot resolve {host!r} ({exc.strerror})") from None
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            problem = (
+                f"DPS_PORT: {where} is already in use "
+                "(another DPS? pick another port with DPS_PORT=...)"
+            )
+        elif exc.errno == errno.EACCES:
+            problem = f"DPS_PORT: no permission to listen on {where} (pick a port above 1023)"
+        elif exc.errno == errno.EADDRNOTAVAIL:
+            problem = f"DPS_HOST: {host} is not an address of this machine"
+        else:
+            problem = f"DPS_HOST/DPS_PORT: cannot listen on {where} ({exc.strerror})"
+        raise SettingsError(problem) from None
+    return sock
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
