@@ -50,8 +50,8 @@ class EmbeddedNode:
     async def stop(self) -> None:
         """Nothing to stop."""
 
-    def ready(self) -> bool:
-        return True
+    def unready(self) -> list[str]:
+        return []
 
     def gauges(self) -> dict[str, tuple[float, str]]:
         return self.gateway.gauges()
