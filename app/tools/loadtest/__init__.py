@@ -51,8 +51,9 @@ nodes' counter deltas and deliver frames per publish (Δgateway_deliveries_sent/
 `join_latency_ms`, `connect_latency_ms` (each p50, p90, p99, p999, max, samples), `errors`
 (kind -> count), `client_cpu_s` (user+sys of every client process), `client_cpu`, `nodes`
 (counter deltas), `deliver_frames_per_publish`, `failures`, `max_loss`, `passed`,
-`interrupted`. `--plot FILE.png` (needs `pip install dps[plot]`) draws the latency
-histogram and the delivery rate over time.
+`interrupted`. `--plot FILE.png` (needs the `plot` extra: `pip install -e '.[plot]'` in the
+DPS checkout) draws the latency histogram and the delivery rate over time, under a title
+that names the scenario and its parameters.
 
 Scenario files (`--scenario-file FILE.toml`) run phases one after the other. Keys are the
 long options without `--` (`payload-bytes` or `payload_bytes`); a phase takes its values

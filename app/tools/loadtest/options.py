@@ -211,7 +211,10 @@ def from_args(args: argparse.Namespace) -> Run:
         tables = [{"scenario": source}]
     phases = tuple(_phase(i, table, given) for i, table in enumerate(tables))
     if args.plot is not None and importlib.util.find_spec("matplotlib") is None:
-        raise OptionError("--plot needs matplotlib: pip install dps[plot]")
+        raise OptionError(
+            "--plot needs matplotlib, DPS's `plot` extra: pip install -e '.[plot]' in the DPS "
+            "checkout (.venv/bin/pip after `make run`)"
+        )
     return Run(source, phases, args.json, args.plot, args.progress)
 
 

@@ -187,7 +187,7 @@ def execute(run: Run, console: Console) -> int:
     if run.plot is not None:
         from app.tools.loadtest import plot  # matplotlib only when asked for
 
-        plot.write(run.plot, everything, final["latency_ms"])
+        plot.write(run.plot, run, everything, final["latency_ms"])
         console.print(f"plot written to {run.plot}")
     if interrupted:
         return INTERRUPTED
