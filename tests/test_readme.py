@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from app.counters import Counters
 from app.settings import Settings, default_text, env_name
 from tests.support import ROOT
 
@@ -25,3 +26,13 @@ def test_every_setting_is_documented_with_its_default() -> None:
 def test_no_undocumented_leftovers() -> None:
     names = {env_name(field) for field in Settings.model_fields}
     assert set(documented()) <= names
+
+
+def test_every_counter_is_listed() -> None:
+    text = (ROOT / "README.md").read_text()
+    operations = text[
+        text.index("## Operations") : text.index("\n## ", text.index("## Operations") + 1)
+    ]
+    listed = set(re.findall(r"^- `([a-z0-9_]+)`(?:, `([a-z0-9_]+)`)?:", operations, re.M))
+    names = {name for pair in listed for name in pair if name}
+    assert names == set(Counters.help())

