@@ -570,16 +570,22 @@ def test_fanout_run_matches_the_servers_own_count(
 
 
 def test_chat_at_a_rate_delivers_everything(spawn: Callable[..., Server], tmp_path: Path) -> None:
+    """Also: an echo window at a rate, and the server's CPU time read by its PID."""
     server = spawn()
     out = tmp_path / "report.json"
     done = loadtest(
         "--scenario", "chat", "--url", server.ws(), "--subscribers", "30", "--topics", "3",
-        "--rate", "200", "--duration", "1", "--json", str(out),
+        "--rate", "200", "--duration", "1", "--window-until", "echo",
+        "--server-pid", str(server.proc.pid), "--json", str(out),
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads(out.read_text())
     assert 150 <= report["messages"] <= 250
     assert report["expected"] == report["messages"] * 10 == report["delivered"]
+    assert report["server_cpu_s"] > 0
+    per_delivery = report["server_cpu_us_per_delivery"]
+    assert per_delivery == round(report["server_cpu_s"] * 1e6 / report["delivered"], 3)
+    assert "server CPU s" in done.stdout
 
 
 def test_connect_failures_exit_1_unless_max_loss_allows_them(
