@@ -104,7 +104,7 @@ def _taken(port: int) -> bool:
     return False
 
 
-def _die_with_parent() -> Callable[[], None] | None:
+def die_with_parent() -> Callable[[], None] | None:
     """A preexec_fn asking the kernel to send SIGTERM to the child when this process dies."""
     if sys.platform != "linux":
         return None
@@ -127,7 +127,7 @@ async def _run(redis_binary: str, redis_port: int, base: int) -> int:
         loop.add_signal_handler(sig, stop.set)
     started: list[tuple[str, asyncio.subprocess.Process]] = []
     watchers = []
-    arm = _die_with_parent()
+    arm = die_with_parent()
 
     async def launch(name: str, argv: list[str], env: dict[str, str], group: bool) -> None:
         proc = await asyncio.create_subprocess_exec(
