@@ -80,7 +80,10 @@ def running(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[0] != "Z"
 
 
-async def test_local_cluster_serves_then_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGHUP], ids=["ctrl-c", "hangup"])
+async def test_local_cluster_serves_then_stops_everything(
+    tmp_path: Path, stop: signal.Signals
+) -> None:
     base, redis_port = port_base(), free_port()
     log = tmp_path / "cluster.log"
     proc = start_cluster(log, base, redis_port)
@@ -92,7 +95,7 @@ async def test_local_cluster_serves_then_stops_everything_on_ctrl_c(tmp_path: Pa
             url = gateways[0].http + "/api/broadcast"
             assert (await asyncio.to_thread(http_post, url, message))[0] == 200
             assert await client.recv() == ["1", None, "topics:matrix", "event", {"m": "hi"}]
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(stop)
         assert await asyncio.to_thread(proc.wait, 30) == 0
     finally:
         with contextlib.suppress(ProcessLookupError):
