@@ -72,7 +72,7 @@ def serve(settings: Settings) -> int:
     )
     try:
         node, app = build(settings)
-        sock = bind(settings)
+        sockets = bind(settings)
     except (rings.RingError, SettingsError) as exc:
         print(exc, file=sys.stderr)
         return 2
@@ -107,8 +107,11 @@ def serve(settings: Settings) -> int:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, stop)
-    with sock:
-        server.run(sockets=[sock])
+    try:
+        server.run(sockets=sockets)
+    finally:
+        for sock in sockets:
+            sock.close()
     return 0
 
 
@@ -125,36 +128,43 @@ class _Server(uvicorn.Server):
             log.info("%s", self.serving)
 
 
-def bind(settings: Settings) -> socket.socket:
-    """The server's socket, bound here rather than by uvicorn so that an address that
-    cannot be used is one line naming the setting to change (SettingsError), not a trace."""
+def bind(settings: Settings) -> list[socket.socket]:
+    """The server's sockets, bound here rather than by uvicorn so that an address that
+    cannot be used is one line naming the setting to change (SettingsError), not a trace.
+    One per address DPS_HOST resolves to (IPv6 ones IPv6-only), as asyncio would bind them."""
     host, port = settings.host, settings.port
     where = _address(host, port)
     try:
-        family, kind, proto, _, address = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
         raise SettingsError(f"DPS_HOST: cannot resolve {host!r} ({exc.strerror})") from None
-    sock = socket.socket(family, kind, proto)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind(address)
-    except OSError as exc:
-        sock.close()
-        if exc.errno == errno.EADDRINUSE:
-            problem = (
-                f"DPS_PORT: {where} is already in use "
-                "(another DPS? pick another port with DPS_PORT=...)"
-            )
-        elif exc.errno == errno.EACCES:
-            problem = f"DPS_PORT: no permission to listen on {where} (pick a port above 1023)"
-        elif exc.errno == errno.EADDRNOTAVAIL:
-            problem = f"DPS_HOST: {host} is not an address of this machine"
-        else:
-            problem = f"DPS_HOST/DPS_PORT: cannot listen on {where} ({exc.strerror})"
-        raise SettingsError(problem) from None
-    return sock
+    sockets: list[socket.socket] = []
+    for family, kind, proto, _, address in dict.fromkeys(addresses):
+        sock = socket.socket(family, kind, proto)
+        sockets.append(sock)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            for opened in sockets:
+                opened.close()
+            raise SettingsError(_unusable(exc, host, where)) from None
+    return sockets
+
+
+def _unusable(exc: OSError, host: str, where: str) -> str:
+    if exc.errno == errno.EADDRINUSE:
+        return (
+            f"DPS_PORT: {where} is already in use "
+            "(another DPS? pick another port with DPS_PORT=...)"
+        )
+    if exc.errno == errno.EACCES:
+        return f"DPS_PORT: no permission to listen on {where} (pick a port above 1023)"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"DPS_HOST: {host} is not an address of this machine"
+    return f"DPS_HOST/DPS_PORT: cannot listen on {where} ({exc.strerror})"
 
 
 def _address(host: str, port: int) -> str:
