@@ -8,9 +8,13 @@ a websocat on each gateway, and the README's way to stop the recipe's jobs. The 
 come from README.md itself, so the walk follows whatever the README says.
 
 The checkout holds the repository's tracked files as they are in the working tree, and
-nothing else (no .venv). Its `make run` installs from the package index (pip's cache makes
-that quick after the first time). The README's commands name ports 4000, 4001, 5000, 5001
-and 6379, so the walk needs them: walks on this machine take turns (a lock file), and a
+nothing else (no .venv). The README's commands name ports 4000, 4001, 5000, 5001 and 6379,
+which anything else on this machine may hold at any moment (a benchmark, someone's `make
+run`). So they run in a network namespace of their own when the machine allows one (root:
+unshare and nsenter), with a loopback no other process shares; the install that `make run`
+starts with needs the package index, so it runs first, outside it, as the Makefile's own
+target (`make .venv/.run-deps`), and `make run` itself then only serves. Without a
+namespace the walk uses this machine's loopback, walks take turns (a lock file), and a
 port held by something else fails the test with a message saying so.
 """
 
@@ -24,12 +28,10 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -42,7 +44,6 @@ from tests.support import ROOT
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(420)]
 
 PORTS = (4000, 4001, 5000, 5001, 6379)
-GATEWAYS = ("http://127.0.0.1:4000", "http://127.0.0.1:4001")
 LOCK = Path(tempfile.gettempdir()) / "dps-readme-walk.lock"
 INSTALL_S = 300.0  # `make run` on a cold pip cache and a busy machine
 COMMAND_S = 60.0  # any one README command
@@ -102,8 +103,60 @@ def newcomer_env() -> dict[str, str]:
     return {**env, "PATH": os.pathsep.join(path)}
 
 
+class Loopback:
+    """Where the walk's processes run: `argv` wraps a command to run there."""
+
+    def __init__(self, namespace: int | None) -> None:
+        self.namespace = namespace  # the PID of a process holding the namespace, or None
+
+    def argv(self, argv: list[str]) -> list[str]:
+        if self.namespace is None:
+            return argv
+        return ["nsenter", f"--net=/proc/{self.namespace}/ns/net", "--", *argv]
+
+    def check(self, code: str) -> bool:
+        """Whether a Python snippet run there succeeds."""
+        argv = self.argv([sys.executable, "-c", code])
+        return subprocess.run(argv, capture_output=True, timeout=COMMAND_S).returncode == 0
+
+    def ready(self, url: str) -> bool:
+        return self.check(f"import urllib.request as u; u.urlopen('{url}/readyz', timeout=1)")
+
+    def free(self, port: int, wait_s: float = 0.0) -> bool:
+        """Whether nothing listens on `port`, waiting up to `wait_s` for it to be freed."""
+        deadline = time.monotonic() + wait_s
+        code = (  # what a server binding the port does: connections in TIME_WAIT do not count
+            "import socket; s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, "
+            f"socket.SO_REUSEADDR, 1); s.bind(('127.0.0.1', {port}))"
+        )
+        while not self.check(code):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.5)
+        return True
+
+
 @contextlib.contextmanager
-def the_readme_ports() -> Iterator[None]:
+def loopback() -> Iterator[Loopback]:
+    """A network namespace with its loopback up, if the machine allows; else this machine's
+    loopback, once the README's ports are free and no other walk uses them."""
+    holder = None
+    with contextlib.suppress(OSError):  # no unshare here
+        holder = subprocess.Popen(
+            ["unshare", "--net", "sh", "-c", "ip link set lo up && echo up && exec sleep 3600"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    if holder is not None and holder.stdout is not None and holder.stdout.readline() == b"up\n":
+        try:
+            yield Loopback(holder.pid)
+        finally:
+            holder.kill()
+            holder.wait(10)
+        return
+    if holder is not None:
+        holder.wait(10)  # it could not make the namespace, and has exited
     with open(LOCK, "w") as lock:
         deadline = time.monotonic() + INSTALL_S
         while True:
@@ -114,53 +167,34 @@ def the_readme_ports() -> Iterator[None]:
                 if time.monotonic() > deadline:
                     pytest.fail(f"another README walk has held {LOCK} for {INSTALL_S:.0f} s")
                 time.sleep(0.5)
-        taken = [port for port in PORTS if not free(port, 30)]
+        here = Loopback(None)
+        taken = [port for port in PORTS if not here.free(port, 30)]
         if taken:
             pytest.fail(f"ports {taken}, which the README's commands name, are in use")
-        yield
+        yield here
 
 
-def free(port: int, wait_s: float = 0.0) -> bool:
-    """Whether nothing listens on `port`, waiting up to `wait_s` for it to be freed."""
-    deadline = time.monotonic() + wait_s
-    while True:
-        with socket.socket() as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind(("127.0.0.1", port))
-                return True
-            except OSError:
-                if time.monotonic() > deadline:
-                    return False
-        time.sleep(0.5)
-
-
-def wait_ready(proc: subprocess.Popen[bytes], log: Path, urls: tuple[str, ...]) -> None:
+def wait_ready(
+    net: Loopback, proc: subprocess.Popen[bytes], log: Path, ports: tuple[int, ...]
+) -> None:
+    """Until each gateway is ready, and is the one `proc` started (its log says it serves)."""
     deadline = time.monotonic() + INSTALL_S
-    for url in urls:
-        while True:
+    for port in ports:
+        served = f"serving: clients connect to ws://127.0.0.1:{port}/socket/websocket"
+        while not (served in log.read_text() and net.ready(f"http://127.0.0.1:{port}")):
             if proc.poll() is not None:
                 pytest.fail(f"{proc.args} exited with {proc.returncode}:\n{log.read_text()}")
-            try:
-                with urllib.request.urlopen(f"{url}/readyz", timeout=1):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"{url} not ready within {INSTALL_S:.0f} s:\n{log.read_text()}")
-                time.sleep(0.2)
+            if time.monotonic() > deadline:
+                pytest.fail(f"port {port} not served within {INSTALL_S:.0f} s:\n{log.read_text()}")
+            time.sleep(0.2)
 
 
 @contextlib.contextmanager
-def in_background(script: str, cwd: Path, env: dict[str, str], log: Path) -> Iterator[Any]:
-    """`bash -c script` in a session of its own; its whole group killed at the end."""
+def in_background(argv: list[str], cwd: Path, env: dict[str, str], log: Path) -> Iterator[Any]:
+    """`argv` in a session of its own; its whole group killed at the end."""
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            ["bash", "-c", script],
-            cwd=cwd,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+            argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
     try:
         yield proc
@@ -185,9 +219,10 @@ async def read_until_reply(terminal: Terminal, ref: str) -> list[str]:
 class Walk:
     """The README's commands, and a way to run each as a newcomer's terminal would."""
 
-    def __init__(self, checkout: Path, tmp_path: Path) -> None:
+    def __init__(self, checkout: Path, tmp_path: Path, net: Loopback) -> None:
         self.checkout = checkout
         self.tmp_path = tmp_path
+        self.net = net
         self.env = newcomer_env()
         readme = (checkout / "README.md").read_text()
         quick = blocks(section(readme, "Quick start"), "sh")
@@ -205,9 +240,9 @@ class Walk:
         assert stop, "the README says how to stop the recipe's jobs"
         self.stop_recipe = stop.group(1)
 
-    def shell(self, *lines: str) -> str:
-        """A bash script: the Quick start's PATH step, then `lines`."""
-        return "\n".join([*self.path_step, *lines])
+    def shell(self, *lines: str) -> list[str]:
+        """A bash running the Quick start's PATH step, then `lines`, on the walk's loopback."""
+        return self.net.argv(["bash", "-c", "\n".join([*self.path_step, *lines])])
 
     async def terminals(
         self, stack: contextlib.AsyncExitStack, sessions: list[list[str]]
@@ -218,9 +253,8 @@ class Walk:
         printed: list[list[str]] = []
         for command, *typed in sessions:
             stderr = self.tmp_path / f"terminal-{len(terminals)}.stderr"
-            argv = ["bash", "-c", self.shell(command)]
             term = await stack.enter_async_context(
-                typed_into(argv, stderr, cwd=self.checkout, env=self.env)
+                typed_into(self.shell(command), stderr, cwd=self.checkout, env=self.env)
             )
             terminals.append(term)
             printed.append([])
@@ -235,17 +269,27 @@ class Walk:
 
 
 async def test_the_readme_first_steps_work_as_written(checkout: Path, tmp_path: Path) -> None:
-    walk = Walk(checkout, tmp_path)
-    with the_readme_ports():
+    install = subprocess.run(
+        ["make", ".venv/.run-deps"],
+        cwd=checkout,
+        env=newcomer_env(),
+        capture_output=True,
+        text=True,
+        timeout=INSTALL_S,
+    )
+    assert install.returncode == 0, install.stdout + install.stderr
+    with loopback() as net:
+        walk = Walk(checkout, tmp_path, net)
         make_log = tmp_path / "make-run.log"
-        with in_background(walk.server[0], checkout, walk.env, make_log) as make:
-            await asyncio.to_thread(wait_ready, make, make_log, GATEWAYS[:1])
+        make_run = net.argv(["bash", "-c", walk.server[0]])
+        with in_background(make_run, checkout, walk.env, make_log) as make:
+            await asyncio.to_thread(wait_ready, net, make, make_log, (4000,))
             async with contextlib.AsyncExitStack() as stack:
                 terminals = await walk.terminals(stack, walk.sessions)
                 for command in walk.backend:
                     result = await asyncio.to_thread(
                         subprocess.run,
-                        ["bash", "-c", walk.shell(command)],
+                        walk.shell(command),
                         cwd=checkout,
                         env=walk.env,
                         capture_output=True,
@@ -261,15 +305,13 @@ async def test_the_readme_first_steps_work_as_written(checkout: Path, tmp_path: 
                     await term.close()
             os.killpg(make.pid, signal.SIGINT)  # Ctrl-C in make's terminal
             await asyncio.to_thread(make.wait, 30)
-        served = "serving: clients connect to ws://127.0.0.1:4000/socket/websocket"
-        assert served in make_log.read_text()
-        assert free(4000, 10), "`make run` still serves after Ctrl-C"
+        assert net.free(4000, 10), "`make run` still serves after Ctrl-C"
 
         # The recipe's jobs, stopped the README's way when the test sends SIGTERM.
         recipe = walk.shell(*walk.recipe, f"trap '{walk.stop_recipe}; wait' TERM", "wait")
         cluster_log = tmp_path / "cluster.log"
         with in_background(recipe, checkout, walk.env, cluster_log) as cluster:
-            await asyncio.to_thread(wait_ready, cluster, cluster_log, GATEWAYS)
+            await asyncio.to_thread(wait_ready, net, cluster, cluster_log, (4000, 4001))
             # A websocat on each gateway, the README's sessions: each gets what the other
             # publishes.
             on_each = [walk.sessions[0], [walk.sessions[1][0].replace(":4000/", ":4001/")]]
@@ -279,5 +321,5 @@ async def test_the_readme_first_steps_work_as_written(checkout: Path, tmp_path: 
                     await term.close()
             cluster.send_signal(signal.SIGTERM)  # bash runs the trap, then ends (status 143)
             await asyncio.to_thread(cluster.wait, 30)
-        still = [port for port in PORTS if not free(port, 10)]
+        still = [port for port in PORTS if not net.free(port, 10)]
         assert not still, f"ports still served after `{walk.stop_recipe}`: {still}"
