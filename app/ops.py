@@ -27,7 +27,9 @@ class Node(Protocol):
 
     async def stop(self) -> None: ...
 
-    def ready(self) -> bool: ...
+    def unready(self) -> list[str]:
+        """Why the node cannot do its job yet, for /readyz; empty once it can."""
+        ...
 
     def gauges(self) -> dict[str, tuple[float, str]]:
         """Current values (with their help text) exported beside the counters."""
@@ -48,9 +50,10 @@ async def healthz(request: Request) -> JSONResponse:
 
 
 async def readyz(request: Request) -> JSONResponse:
-    if _node(request).ready():
+    reasons = _node(request).unready()
+    if not reasons:
         return JSONResponse({"status": "ready"})
-    return JSONResponse({"status": "not ready"}, status_code=503)
+    return JSONResponse({"status": "not ready", "reasons": reasons}, status_code=503)
 
 
 async def metrics(request: Request) -> Response:

@@ -226,6 +226,25 @@ def env_name(field: str) -> str:
     return alias if isinstance(alias, str) else "DPS_" + field.upper()
 
 
+def default_text(field: str) -> str:
+    """A setting's default as the README's table and `dps serve --help` show it."""
+    default = Settings.model_fields[field].default
+    if default is None:
+        return "unset"
+    if isinstance(default, bool):
+        return str(int(default))  # as the variables take it: 0 or 1
+    return str(default).removesuffix(".0")
+
+
+def describe() -> str:
+    """Every setting with its default and the values it accepts, for `dps serve --help`."""
+    lines = ["settings (environment variables; the README's Configuration says more):"]
+    for field, info in Settings.model_fields.items():
+        lines.append(f"  {env_name(field):<22}default {default_text(field)}")
+        lines.append(f"  {'':<22}{info.description}")
+    return "\n".join(lines)
+
+
 def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     """DPS_* variables that name no setting (most likely typos)."""
     known = {env_name(field) for field in Settings.model_fields}

@@ -206,13 +206,19 @@ class Client:
 
 @contextlib.asynccontextmanager
 async def child_process(
-    argv: list[str], stderr: Path, cwd: Path | None = None, stdin: bool = False
+    argv: list[str],
+    stderr: Path,
+    cwd: Path | None = None,
+    stdin: bool = False,
+    env: dict[str, str] | None = None,
 ) -> AsyncIterator[asyncio.subprocess.Process]:
-    """A subprocess with piped stdout (and stdin if asked), killed by PID if still running."""
+    """A subprocess with piped stdout (and stdin if asked), in a process group of its own;
+    killed at the end if still running, with the group (a shell's children) by its ID."""
     with open(stderr, "wb") as err:
         proc = await asyncio.create_subprocess_exec(
             *argv,
             cwd=cwd,
+            env=env,
             stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=err,
@@ -223,7 +229,7 @@ async def child_process(
     finally:
         if proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(proc.pid, signal.SIGKILL)
+                os.killpg(proc.pid, signal.SIGKILL)
             await proc.wait()
 
 

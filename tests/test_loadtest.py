@@ -20,7 +20,7 @@ import orjson
 import pytest
 from websockets.speedups import apply_mask
 
-from app.tools.loadtest import add_parser, run
+from app.tools.loadtest import add_parser, plot, run
 from app.tools.loadtest.options import OptionError, Target, add_arguments, from_args, parse_target
 from app.tools.loadtest.scenarios import ConnSpec, connections, plans
 from app.tools.loadtest.session import LoadSession
@@ -240,8 +240,27 @@ def test_defaults() -> None:
 
 def test_plot_without_matplotlib_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
-    with pytest.raises(OptionError, match=r"pip install dps\[plot\]"):
+    with pytest.raises(OptionError, match=r"pip install -e '\.\[plot\]' in the DPS checkout"):
         from_args(_parse("--plot", "out.png"))
+
+
+def test_the_plot_title_names_the_scenario_and_its_parameters(tmp_path: Path) -> None:
+    run = from_args(_parse("--subscribers", "2000", "--procs", "2", "--messages", "500"))
+    assert plot.title(run) == (
+        "fanout, 1 topic, 2,000 subscribers, 1 publisher, max rate (window 16), "
+        "500 messages, 100-byte payloads, 2 client processes"
+    )
+    path = tmp_path / "two.toml"
+    path.write_text(
+        '[[phase]]\nname = "idle"\nscenario = "connect"\nsubscribers = 10\n'
+        '[[phase]]\nname = "steady"\nrate = 5\nduration = 10\n'
+    )
+    assert plot.title(from_args(_parse("--scenario-file", str(path)))).splitlines() == [
+        str(path),
+        "idle: connect, 10 subscribers, held 5 s, 1 client process",
+        "steady: fanout, 1 topic, 100 subscribers, 1 publisher, 5 msg/s, 10 s, "
+        "100-byte payloads, 1 client process",
+    ]
 
 
 def test_scenario_file_phases_take_defaults_then_their_own_then_the_command_line(
@@ -551,16 +570,22 @@ def test_fanout_run_matches_the_servers_own_count(
 
 
 def test_chat_at_a_rate_delivers_everything(spawn: Callable[..., Server], tmp_path: Path) -> None:
+    """Also: an echo window at a rate, and the server's CPU time read by its PID."""
     server = spawn()
     out = tmp_path / "report.json"
     done = loadtest(
         "--scenario", "chat", "--url", server.ws(), "--subscribers", "30", "--topics", "3",
-        "--rate", "200", "--duration", "1", "--json", str(out),
+        "--rate", "200", "--duration", "1", "--window-until", "echo",
+        "--server-pid", str(server.proc.pid), "--json", str(out),
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads(out.read_text())
     assert 150 <= report["messages"] <= 250
     assert report["expected"] == report["messages"] * 10 == report["delivered"]
+    assert report["server_cpu_s"] > 0
+    per_delivery = report["server_cpu_us_per_delivery"]
+    assert per_delivery == round(report["server_cpu_s"] * 1e6 / report["delivered"], 3)
+    assert "server CPU s" in done.stdout
 
 
 def test_connect_failures_exit_1_unless_max_loss_allows_them(

@@ -106,14 +106,23 @@ class TopicServerNode(LinkHub):
         self.counters.link_overflows += 1
 
     # Operations
-    def ready(self) -> bool:
-        return self.registry is None or self.registry.registered
+    def unready(self) -> list[str]:
+        if self.registry is None or self.registry.registered:
+            return []
+        return ["not registered in Redis yet"]
 
     def gauges(self) -> dict[str, tuple[float, str]]:
         return {"topics": (len(self.server.topics), "topics with subscribed gateways")}
 
     def describe(self) -> dict[str, Any]:
-        return {**self.view(SCOPE), "ring": {"declared": sorted(self.ring.servers)}}
+        return {
+            **self.view(SCOPE),
+            "not_tracked": {
+                TOPIC_SERVERS: "topic servers do not link to each other: this one lists only "
+                "itself (a gateway's /cluster lists every topic server it is linked to)"
+            },
+            "ring": {"declared": sorted(self.ring.servers)},
+        }
 
 
 def _ignore(nodes: dict[str, NodeRecord], absence_counts: bool) -> None:

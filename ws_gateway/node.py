@@ -201,10 +201,18 @@ class GatewayNode(LinkHub):
         self.dialers[name] = Dialer(self, self.options, name, address, self.clock)
 
     # Operations
-    def ready(self) -> bool:
-        """Linked to every live topic server, and each of them owning its topics."""
+    def unready(self) -> list[str]:
+        """Ready once linked to every live topic server, each of them owning its topics."""
         router = self.router
-        return bool(router.settled) and not router.pending and self.alive <= set(router.links)
+        reasons = []
+        if unlinked := self.alive - set(router.links):
+            reasons.append(f"not linked yet to live topic servers: {', '.join(sorted(unlinked))}")
+        if router.pending:
+            pending = ", ".join(sorted(router.pending))
+            reasons.append(f"ring not settled: waiting for the handover of {pending}")
+        if not router.settled and not reasons:
+            reasons.append("no topic server on the ring: none is live and linked")
+        return reasons
 
     def gauges(self) -> dict[str, tuple[float, str]]:
         return self.gateway.gauges()
@@ -213,6 +221,10 @@ class GatewayNode(LinkHub):
         router = self.router
         return {
             **self.view(SCOPE),
+            "not_tracked": {
+                GATEWAYS: "gateways do not link to each other: this one lists only itself "
+                "(a topic server's /cluster lists every gateway)"
+            },
             "ring": {
                 "declared": sorted(self.ring.servers),
                 "linked": sorted(router.links),

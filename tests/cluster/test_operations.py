@@ -10,7 +10,9 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import orjson
 import pytest
 
 from tests.cluster.conftest import SECRET, Node
@@ -20,16 +22,26 @@ pytestmark = pytest.mark.anyio
 
 
 def status(url: str) -> int:
+    return answer(url)[0]
+
+
+def answer(url: str) -> tuple[int, Any]:
     try:
         with urllib.request.urlopen(url, timeout=5) as response:
-            return int(response.status)
+            return int(response.status), orjson.loads(response.read())
     except urllib.error.HTTPError as exc:
-        return exc.code
+        return exc.code, orjson.loads(exc.read())
 
 
 async def test_a_gateway_is_ready_only_once_linked_to_the_ring(node: Node) -> None:
     gateway = node("ws", "gw", ready="/healthz")
-    assert status(gateway.http + "/readyz") == 503
+    assert answer(gateway.http + "/readyz") == (
+        503,
+        {
+            "status": "not ready",
+            "reasons": ["no topic server on the ring: none is live and linked"],
+        },
+    )
     async with connect(gateway.ws()) as client:
         await client.join("t")
         await client.publish("t", "e", {})
@@ -49,6 +61,25 @@ async def test_a_gateway_is_ready_only_once_linked_to_the_ring(node: Node) -> No
     assert (await asyncio.to_thread(http_post, url, message))[0] == 200
 
 
+async def test_readyz_says_why_a_gateway_is_not_ready(node: Node) -> None:
+    node("ts", "ts-a")
+    gateway = node("ws", "gw", ready="/healthz", DPS_HANDOVER="60")
+    reasons: list[str] = []
+    before_the_link = (
+        ["no topic server on the ring: none is live and linked"],  # Redis not read yet
+        ["not linked yet to live topic servers: ts-a"],
+    )
+    for _ in range(100):
+        code, body = answer(gateway.http + "/readyz")
+        assert code == 503
+        reasons = body["reasons"]
+        if reasons == ["ring not settled: waiting for the handover of ts-a"]:
+            break
+        assert reasons in before_the_link
+        await asyncio.sleep(0.1)
+    assert reasons == ["ring not settled: waiting for the handover of ts-a"]
+
+
 async def test_cluster_view_and_metrics(node: Node) -> None:
     server = node("ts", "ts-a")
     gateway = node("ws", "gw")
@@ -60,6 +91,7 @@ async def test_cluster_view_and_metrics(node: Node) -> None:
         view = get_json(gateway.http + "/cluster")
         assert (view["node"], view["role"]) == ("gw", "ws")
         assert view["pg"] == {"gateways": {"gw": 1}, "topic_servers": {"ts-a": 1}}
+        assert list(view["not_tracked"]) == ["gateways"]
         assert [link["peer"] for link in view["links"]] == ["ts-a"]
         assert view["ring"] == {
             "declared": ["ts-a", "ts-b"],
@@ -71,6 +103,7 @@ async def test_cluster_view_and_metrics(node: Node) -> None:
         assert view["counters"]["gateway_deliveries_received"] == 1
         owner = get_json(server.http + "/cluster")
         assert owner["pg"] == {"gateways": {"gw": 1}, "topic_servers": {"ts-a": 1}}
+        assert list(owner["not_tracked"]) == ["topic_servers"]
         assert owner["counters"]["publishes"] == 1
         assert owner["counters"]["gateway_deliveries_sent"] == 1
         with urllib.request.urlopen(gateway.http + "/metrics", timeout=5) as response:

@@ -21,12 +21,20 @@ Scenarios (`--scenario`, fanout by default):
 
 `--messages` is the total published (1,000 by default), or `--duration` seconds of
 publishing. `--rate` is the total messages/s, shared evenly by the publishers; 0 means a
-closed loop where each publisher keeps `--window` publishes unacknowledged. Every message
+closed loop where each publisher keeps `--window` publishes in flight: unacknowledged, or
+with `--window-until echo`, unacknowledged or not yet received back by the publisher (for
+servers that acknowledge a publish before delivering it, which would otherwise pile up an
+unbounded backlog). Every message
 is a JSON object `{"m":"<slot>:<seq>:<sent_ns>","p":"xxx..."}` padded to `--payload-bytes`:
 the publisher's slot on the topic, its sequence number there, its send time. A closed loop
 measures throughput: its latencies include the window's own queueing (window x fan-out
 deliveries ahead of each message); measure latency at a `--rate` the server keeps up with.
 A DPS socket joins at most 100 topics, so keep topics/publishers at or below that.
+
+`--protocol socketio` speaks Socket.IO (Engine.IO 4) instead of Phoenix V2, to compare DPS
+with a python-socketio server (bench/peers/): its URL defaults to the path `/socket.io/`,
+and every socket joins one topic. `--server-pid PID` (repeatable) reads the server processes'
+CPU time before and after each phase and reports it, with the CPU time per delivery.
 
 Every step is bounded: connecting and joining by `--phase-timeout` (30 s); publishing by its
 budget (duration, or messages/rate) plus `--phase-timeout`, and in any case it stops when no
@@ -49,10 +57,12 @@ nodes' counter deltas and deliver frames per publish (Δgateway_deliveries_sent/
 (published), `acked`, `expected`, `delivered`, `unique`, `lost`, `duplicates`,
 `out_of_order`, `publish_s`, `deliveries_per_s`, `latency_ms`, `ack_latency_ms`,
 `join_latency_ms`, `connect_latency_ms` (each p50, p90, p99, p999, max, samples), `errors`
-(kind -> count), `client_cpu_s` (user+sys of every client process), `client_cpu`, `nodes`
-(counter deltas), `deliver_frames_per_publish`, `failures`, `max_loss`, `passed`,
-`interrupted`. `--plot FILE.png` (needs `pip install dps[plot]`) draws the latency
-histogram and the delivery rate over time.
+(kind -> count), `client_cpu_s` (user+sys of every client process), `client_cpu`,
+`server_cpu_s` and `server_cpu_us_per_delivery` (with `--server-pid`), `nodes` (counter
+deltas), `deliver_frames_per_publish`, `failures`, `max_loss`, `passed`, `interrupted`.
+`--plot FILE.png` (needs the `plot` extra: `pip install -e '.[plot]'` in the DPS checkout)
+draws the latency histogram and the delivery rate over time, under a title
+that names the scenario and its parameters.
 
 Scenario files (`--scenario-file FILE.toml`) run phases one after the other. Keys are the
 long options without `--` (`payload-bytes` or `payload_bytes`); a phase takes its values

@@ -1,4 +1,5 @@
-"""The nodes' own counters, read from `GET /cluster` before and after a phase.
+"""What the servers say about themselves before and after a phase: the nodes' own counters,
+read from `GET /cluster`, and the CPU time of the server processes named by `--server-pid`.
 
 A node that does not answer (or answers something else) is left out and named in the
 returned problems; the load test goes on without its numbers.
@@ -7,6 +8,7 @@ returned problems; the load test goes on without its numbers.
 from __future__ import annotations
 
 import json
+import os
 import urllib.request
 from collections.abc import Iterable
 from urllib.parse import urlsplit
@@ -32,3 +34,17 @@ def read(urls: Iterable[str]) -> tuple[dict[str, dict[str, int]], list[str]]:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             problems.append(f"{url}: {exc}")
     return counters, problems
+
+
+def cpu_seconds(pids: Iterable[int]) -> float | None:
+    """The user and system CPU seconds the processes have used so far (their threads
+    included); None if one of them is gone, so that no partial sum passes for a whole."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                fields = stat.read().rpartition(")")[2].split()
+        except OSError:
+            return None
+        total += int(fields[11]) + int(fields[12])  # utime and stime, fields 14 and 15
+    return total / os.sysconf("SC_CLK_TCK")

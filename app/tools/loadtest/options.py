@@ -24,9 +24,15 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 SCENARIOS = ("fanout", "chat", "connect")
+PROTOCOLS = ("phoenix", "socketio")
+WINDOW_UNTIL = ("ack", "echo")
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 DEFAULT_URL = "ws://127.0.0.1:4000/socket/websocket?vsn=2.0.0"
-SOCKET_PATH = "/socket/websocket"
+# Each protocol's socket path and the query parameters it needs.
+ENDPOINTS = {
+    "phoenix": ("/socket/websocket", {"vsn": "2.0.0"}),
+    "socketio": ("/socket.io/", {"EIO": "4", "transport": "websocket"}),
+}
 FDS_PER_PROCESS = 64  # descriptors a worker needs besides its sockets
 
 
@@ -59,6 +65,7 @@ class Phase:
 
     name: str
     scenario: str
+    protocol: str
     targets: tuple[Target, ...]
     nodes: tuple[str, ...]  # /cluster URLs read before and after
     subscribers: int
@@ -66,6 +73,7 @@ class Phase:
     publishers: int
     rate: float
     window: int
+    window_until: str
     messages: int | None
     duration: float | None
     payload_bytes: int
@@ -99,6 +107,7 @@ class Run:
 
     source: str  # the scenario's name, or the scenario file
     phases: tuple[Phase, ...]
+    server_pids: tuple[int, ...]  # server processes whose CPU time is measured
     json: Path | None
     plot: Path | None
     progress: bool | None  # None: only when stdout is a terminal
@@ -106,6 +115,7 @@ class Run:
 
 # Option name -> (type, default). Names are the long options without "--", "-" as "_".
 PHASE_OPTIONS: dict[str, tuple[type, Any]] = {
+    "protocol": (str, "phoenix"),
     "url": (list, [DEFAULT_URL]),
     "node": (list, []),
     "subscribers": (int, 100),
@@ -113,6 +123,7 @@ PHASE_OPTIONS: dict[str, tuple[type, Any]] = {
     "publishers": (int, 1),
     "rate": (float, 0.0),
     "window": (int, 16),
+    "window_until": (str, "ack"),
     "messages": (int, None),
     "duration": (float, None),
     "payload_bytes": (int, 100),
@@ -137,6 +148,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         metavar="FILE",
         help="a TOML file of phases (pydoc app.tools.loadtest)",
+    )
+    add(
+        "--protocol",
+        choices=PROTOCOLS,
+        help="phoenix (V2 JSON), or socketio to compare with a python-socketio server [phoenix]",
     )
     add(
         "--url",
@@ -165,7 +181,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="MSG_S",
         help="total messages/s; 0 = as fast as --window allows [0]",
     )
-    add("--window", type=int, metavar="N", help="unacknowledged publishes per publisher [16]")
+    add("--window", type=int, metavar="N", help="publishes in flight per publisher [16]")
+    add(
+        "--window-until",
+        choices=WINDOW_UNTIL,
+        help="a publish is in flight until acknowledged, or acknowledged and received back "
+        "by its publisher (echo) [ack]",
+    )
     amount = parser.add_mutually_exclusive_group()
     amount.add_argument(
         "--messages", type=int, metavar="N", help=f"messages in all [{DEFAULT_MESSAGES}]"
@@ -190,6 +212,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add("--connect-rate", type=float, metavar="CONN_S", help="new connections/s, 0 = unlimited [0]")
     add("--heartbeat", type=float, metavar="S", help="seconds between heartbeats per socket [30]")
+    add(
+        "--server-pid",
+        type=int,
+        action="append",
+        metavar="PID",
+        help="a server process whose CPU time to report per delivery, repeatable (Linux)",
+    )
     add("--json", type=Path, metavar="FILE", help="write the report as JSON to this file")
     add(
         "--plot",
@@ -211,8 +240,15 @@ def from_args(args: argparse.Namespace) -> Run:
         tables = [{"scenario": source}]
     phases = tuple(_phase(i, table, given) for i, table in enumerate(tables))
     if args.plot is not None and importlib.util.find_spec("matplotlib") is None:
-        raise OptionError("--plot needs matplotlib: pip install dps[plot]")
-    return Run(source, phases, args.json, args.plot, args.progress)
+        raise OptionError(
+            "--plot needs matplotlib, DPS's `plot` extra: pip install -e '.[plot]' in the DPS "
+            "checkout (.venv/bin/pip after `make run`)"
+        )
+    pids = tuple(args.server_pid or ())
+    for pid in pids:
+        if not Path(f"/proc/{pid}/stat").exists():
+            raise OptionError(f"--server-pid {pid}: no such process (or no /proc here)")
+    return Run(source, phases, pids, args.json, args.plot, args.progress)
 
 
 def _read_file(path: Path) -> list[dict[str, Any]]:
@@ -284,14 +320,27 @@ def _typed(where: str, key: str, value: Any) -> Any:
         return value
     elif kind is float and isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
+    elif kind is str and isinstance(value, str):
+        return value
     raise OptionError(f"{where}: {key} = {value!r} is not {_KIND_NAMES[kind]}")
 
 
-_KIND_NAMES = {list: "a string or list of strings", int: "an integer", float: "a number"}
+_KIND_NAMES = {
+    list: "a string or list of strings",
+    int: "an integer",
+    float: "a number",
+    str: "a string",
+}
 
 
 def _build(name: str, scenario: str, v: dict[str, Any]) -> Phase:
-    targets = tuple(parse_target(url, "--url") for url in v["url"])
+    protocol = v["protocol"]
+    if protocol not in PROTOCOLS:
+        raise OptionError(f"{name}: --protocol {protocol} (accepts {', '.join(PROTOCOLS)})")
+    urls = v["url"]
+    if protocol != "phoenix" and urls == PHASE_OPTIONS["url"][1]:
+        raise OptionError(f"{name}: --protocol {protocol} needs a --url")
+    targets = tuple(parse_target(url, "--url", protocol) for url in urls)
     nodes = [t.cluster_url for t in targets]
     nodes += [parse_target(url, "--node").cluster_url for url in v["node"]]
     messages, duration = v["messages"], v["duration"]
@@ -303,6 +352,7 @@ def _build(name: str, scenario: str, v: dict[str, Any]) -> Phase:
     return Phase(
         name=name,
         scenario=scenario,
+        protocol=protocol,
         targets=targets,
         nodes=tuple(dict.fromkeys(nodes)),
         subscribers=v["subscribers"],
@@ -310,6 +360,7 @@ def _build(name: str, scenario: str, v: dict[str, Any]) -> Phase:
         publishers=v["publishers"],
         rate=v["rate"],
         window=v["window"],
+        window_until=v["window_until"],
         messages=messages,
         duration=duration,
         payload_bytes=v["payload_bytes"],
@@ -322,8 +373,9 @@ def _build(name: str, scenario: str, v: dict[str, Any]) -> Phase:
     )
 
 
-def parse_target(text: str, option: str) -> Target:
-    """A ws:// or http:// URL on loopback; the socket path and vsn=2.0.0 are filled in."""
+def parse_target(text: str, option: str, protocol: str = "phoenix") -> Target:
+    """A ws:// or http:// URL on loopback; the protocol's socket path and query (vsn=2.0.0
+    for Phoenix) are filled in when absent."""
     parts = urlsplit(text)
     if parts.scheme not in ("ws", "http"):
         raise OptionError(f"{option} {text}: expected a ws:// (or http://) URL")
@@ -337,13 +389,14 @@ def parse_target(text: str, option: str) -> Target:
         port = parts.port or 80
     except ValueError:
         raise OptionError(f"{option} {text}: bad port") from None
-    path = parts.path if parts.path not in ("", "/") else SOCKET_PATH
+    socket_path, needed = ENDPOINTS[protocol]
+    path = parts.path if parts.path not in ("", "/") else socket_path
     query = parse_qsl(parts.query)
-    vsn = dict(query).get("vsn")
-    if vsn is None:
-        query.append(("vsn", "2.0.0"))
-    elif not vsn.startswith("2.0."):
+    given = dict(query)
+    vsn = given.get("vsn")
+    if protocol == "phoenix" and vsn is not None and not vsn.startswith("2.0."):
         raise OptionError(f"{option} {text}: vsn={vsn} (the load test speaks vsn=2.0.0)")
+    query += [(key, value) for key, value in needed.items() if key not in given]
     return Target(host, port, f"{path}?{urlencode(query)}")
 
 
@@ -352,7 +405,10 @@ def validate(phase: Phase) -> Phase:
     where = f"{phase.name} ({phase.scenario})"
     fanout = phase.scenario == "fanout"
     least_subscribers = 0 if fanout else 1
+    one_topic_each = phase.protocol != "socketio" or not fanout or phase.topics <= phase.publishers
     checks = [
+        (phase.window_until in WINDOW_UNTIL, "window-until", " or ".join(WINDOW_UNTIL)),
+        (one_topic_each, "topics", "<= --publishers with socketio: one topic per socket"),
         (phase.subscribers >= least_subscribers, "subscribers", f">= {least_subscribers}"),
         (phase.topics >= 1, "topics", ">= 1"),
         (phase.publishers >= 1 or not fanout, "publishers", ">= 1"),

@@ -1,21 +1,54 @@
 """`--plot FILE.png`: the end-to-end latency histogram and the delivery rate over time.
 
-matplotlib is an optional extra (`pip install dps[plot]`), imported only here, and this
-module only when a plot was asked for; the options check that it is installed first.
+matplotlib is an optional extra (`pip install -e '.[plot]'` in the DPS checkout), imported
+only here, and this module only when a plot was asked for; the options check that it is
+installed first. The figure's title names the scenario and its parameters, so a PNG read
+later says what was measured.
 """
 
 from __future__ import annotations
 
 import importlib
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from app.tools.loadtest.options import Phase, Run
 from app.tools.loadtest.stats import WorkerResult, merge_timelines
 from app.tools.loadtest.tally import BUCKET_NS
 
 
-def write(path: Path, results: Sequence[WorkerResult], latency_ms: dict[str, float]) -> None:
+def title(run: Run) -> str:
+    """The scenario and its parameters, one line per phase (a scenario file's name first)."""
+    lines = [describe(phase) for phase in run.phases]
+    if len(run.phases) > 1 or run.source.endswith(".toml"):
+        lines.insert(0, run.source)
+    return "\n".join(lines)
+
+
+def describe(phase: Phase) -> str:
+    def n(count: int, noun: str, plural: str = "s") -> str:
+        return f"{count:,} {noun}{'' if count == 1 else plural}"
+
+    parts = [n(phase.subscribers, "subscriber")]
+    if phase.scenario != "connect":
+        parts.insert(0, n(phase.topics, "topic"))
+        if phase.scenario == "fanout":
+            parts.append(n(phase.publishers, "publisher"))
+        rate = f"{phase.rate:g} msg/s" if phase.rate else f"max rate (window {phase.window})"
+        amount = n(phase.messages, "message") if phase.messages is not None else ""
+        parts += [rate, amount or f"{phase.duration:g} s", f"{phase.payload_bytes}-byte payloads"]
+    else:
+        parts.append(f"held {phase.duration:g} s")
+    parts.append(n(phase.procs, "client process", "es"))
+    name = f"{phase.name}: " if phase.name != "phase 1" else ""
+    return f"{name}{phase.scenario}, " + ", ".join(parts)
+
+
+def write(
+    path: Path, run: Run, results: Sequence[WorkerResult], latency_ms: dict[str, float]
+) -> None:
     matplotlib: Any = importlib.import_module("matplotlib")
     matplotlib.use("Agg")
     plt: Any = importlib.import_module("matplotlib.pyplot")
@@ -24,6 +57,8 @@ def write(path: Path, results: Sequence[WorkerResult], latency_ms: dict[str, flo
     timeline = merge_timelines(r.timeline for r in results)
     step = BUCKET_NS / 1e9
     fig, (hist, rate) = plt.subplots(2, 1, figsize=(10, 8))
+    wrapped = [part for line in title(run).splitlines() for part in textwrap.wrap(line, 100)]
+    fig.suptitle("\n".join(wrapped), fontsize="medium")
     if samples:
         low, high = max(min(samples), 1e-3), max(max(samples), 1e-2)
         bins = [low * (high / low) ** (i / 80) for i in range(81)]

@@ -114,6 +114,14 @@ def summary(report: dict[str, Any]) -> Table:
             ),
             ("latency ms", _ms(report["latency_ms"])),
         ]
+    if report["server_cpu_s"] is not None:
+        per = report["server_cpu_us_per_delivery"]
+        rows.append(
+            (
+                "server CPU s",
+                f"{report['server_cpu_s']:.2f}" + (f", {per} µs per delivery" if per else ""),
+            )
+        )
     if report["deliver_frames_per_publish"] is not None:
         rows.append(("deliver frames/publish", f"{report['deliver_frames_per_publish']}"))
     for node, deltas in report["nodes"].items():

@@ -36,8 +36,11 @@ def _cpu_s() -> float:
 class PhaseRun:
     """One phase's workers, driven step by step."""
 
-    def __init__(self, phase: Phase, epoch_ns: int, line: report.ProgressLine) -> None:
+    def __init__(
+        self, phase: Phase, pids: tuple[int, ...], epoch_ns: int, line: report.ProgressLine
+    ) -> None:
         self.phase = phase
+        self.pids = pids
         self.line = line
         self.step = "connect"
         self.pipes: dict[int, Connection] = {}
@@ -55,16 +58,19 @@ class PhaseRun:
             self.pipes[plan.worker] = mine
             self.procs.append(proc)
 
-    def execute(self) -> tuple[list[WorkerResult], dict[str, dict[str, int]], bool]:
-        """Run the steps; the results, the nodes' counter deltas, and whether interrupted."""
+    def execute(self) -> tuple[list[WorkerResult], dict[str, dict[str, int]], float | None, bool]:
+        """Run the steps; the results, the nodes' counter deltas, the server processes' CPU
+        seconds (None without --server-pid), and whether interrupted."""
         phase = self.phase
         before: dict[str, dict[str, int]] = {}
         after: dict[str, dict[str, int]] = {}
+        cpu: list[float | None] = []
         results: dict[int, Any] = {}
         interrupted = False
         try:
             self._gather("ready", phase.phase_timeout)
             before = self._counters()
+            cpu.append(cluster.cpu_seconds(self.pids))
             self.step = "publish" if phase.scenario != "connect" else "hold"
             self._broadcast(("go", time.monotonic_ns() + START_DELAY_NS))
             if phase.scenario == "connect":
@@ -79,6 +85,7 @@ class PhaseRun:
                 self._broadcast(("drain", sent))
                 results = self._gather("result", phase.drain + 5)
             after = self._counters()
+            cpu.append(cluster.cpu_seconds(self.pids))
         except KeyboardInterrupt:
             interrupted = True
             self.step = "stopping"
@@ -88,7 +95,10 @@ class PhaseRun:
                 after = self._counters()
         finally:
             self._reap()
-        return list(results.values()), stats.counter_deltas(before, after), interrupted
+        server_cpu = None
+        if self.pids and len(cpu) == 2 and cpu[0] is not None and cpu[1] is not None:
+            server_cpu = cpu[1] - cpu[0]
+        return list(results.values()), stats.counter_deltas(before, after), server_cpu, interrupted
 
     def _gather(self, kind: str, limit_s: float | None) -> dict[int, Any]:
         """Wait until every live worker sent `kind`. A worker that has not after `limit_s`
@@ -168,14 +178,16 @@ def execute(run: Run, console: Console) -> int:
         cpu = _cpu_s()
         line.start(phase.name)
         try:
-            phase_run = PhaseRun(phase, epoch, line)
-            results, nodes, interrupted = phase_run.execute()
+            phase_run = PhaseRun(phase, run.server_pids, epoch, line)
+            results, nodes, server_cpu, interrupted = phase_run.execute()
         finally:
             line.stop()
         if phase_run.lost:
             results_errors = {"worker_lost": phase_run.lost}
             results.append(WorkerResult(-1, errors=results_errors))
-        phase_report = stats.build_report(phase, results, nodes, _cpu_s() - cpu, interrupted)
+        phase_report = stats.build_report(
+            phase, results, nodes, _cpu_s() - cpu, interrupted, server_cpu
+        )
         console.print(report.summary(phase_report))
         reports.append(phase_report)
         everything.extend(results)
@@ -187,7 +199,7 @@ def execute(run: Run, console: Console) -> int:
     if run.plot is not None:
         from app.tools.loadtest import plot  # matplotlib only when asked for
 
-        plot.write(run.plot, everything, final["latency_ms"])
+        plot.write(run.plot, run, everything, final["latency_ms"])
         console.print(f"plot written to {run.plot}")
     if interrupted:
         return INTERRUPTED

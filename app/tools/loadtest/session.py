@@ -7,8 +7,14 @@ decoded. A socket joined to several topics (a fan-out publisher) finds the deliv
 after the `,null,"` that follows its join_ref.
 
 A publisher sends to its topics round-robin, each message with the next sequence number of
-that topic. In a closed loop (rate 0) it keeps `window` publishes unacknowledged: an ack
-sends the next one. At a rate, the worker's pacer calls `pace` a few hundred times a second.
+that topic. In a closed loop (rate 0) it keeps `window` publishes in flight: unacknowledged,
+or with `echo`, unacknowledged or not yet received back on its own socket (a publisher is a
+subscriber of its topics), so that a server that acknowledges before it delivers cannot
+pile up an unbounded backlog; each ack (or echo) sends the next one. At a rate, the
+worker's pacer calls `pace` a few hundred times a second, within the same window.
+
+The frames are Phoenix V2's; `socketio.SocketIOSession` overrides the few methods that
+build and read frames to speak Socket.IO instead.
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ TOPIC_AFTER_REFS = b',null,"'
 
 
 class LoadSession(WebSocketClient):
+    TAIL = b'"}]]'  # what closes a publish after its padding: the object, [event, object], frame
+
     def __init__(
         self,
         target: Target,
@@ -38,6 +46,7 @@ class LoadSession(WebSocketClient):
         payload_bytes: int,
         window: int,
         on_change: Callable[[], None],
+        echo: bool = False,
     ) -> None:
         super().__init__(target)
         self.spec = spec
@@ -59,6 +68,9 @@ class LoadSession(WebSocketClient):
         self.beats: dict[int, int] = {}  # heartbeat ref -> sent ns
         # The publisher.
         self.pending: dict[int, int] = {}  # publish ref -> sent ns
+        self.echo = echo
+        self.own_slot = b"%d" % spec.slot  # b"-1" for a subscriber: matches no message
+        self.unechoed = 0  # own messages published and not received back yet
         self.remaining = -1 if spec.quota is None else spec.quota  # -1: until the deadline
         self.deadline_ns = 0
         self.start_ns = 0
@@ -68,25 +80,38 @@ class LoadSession(WebSocketClient):
         self.heads: list[bytes] = []
         self.mids: list[bytes] = []
         pad = max(0, payload_bytes - len(b'{"m":"%d:1:%d","p":""}' % (spec.slot, 10**18)))
-        self.tail = b'","p":"' + b"x" * pad + b'"}]]'
+        self.tail = b'","p":"' + b"x" * pad + self.TAIL
+
+    # The protocol's frames (Phoenix V2 here).
+    def _join_frame(self, ref: bytes, name: bytes) -> bytes:
+        return b'["%s","%s",%s,"phx_join",{}]' % (ref, ref, name)
+
+    def _publish_prefix(self, join_ref: bytes, name: bytes) -> tuple[bytes, bytes]:
+        """What comes before a publish's ref, and between it and the message's "<seq>:<ns>"."""
+        mid = b'",%s,"publish",["%s",{"m":"%d:' % (name, EVENT.encode(), self.spec.slot)
+        return b'["' + join_ref + b'","', mid
 
     # Connection life.
     def on_open(self) -> None:
+        self._count_open()
+        self._join()
+
+    def _count_open(self) -> None:
+        self.tally.opened += 1
+        self.tally.connects.append(time.monotonic_ns() - self.started_ns)
+
+    def _join(self) -> None:
         now = time.monotonic_ns()
-        tally = self.tally
-        tally.opened += 1
-        tally.connects.append(now - self.started_ns)
         for topic, sub in zip(self.spec.topics, self.subs, strict=True):
             ref = self._ref()
             jr = b"%d" % ref
             name = orjson.dumps(topic_name(topic))
             self.join_refs[ref] = (sub, now)
-            tally.open[sub] = 1
-            self.send_text(b'["%s","%s",%s,"phx_join",{}]' % (jr, jr, name))
-            self.heads.append(b'["' + jr + b'","')
-            self.mids.append(
-                b'",%s,"publish",["%s",{"m":"%d:' % (name, EVENT.encode(), self.spec.slot)
-            )
+            self.tally.open[sub] = 1
+            self.send_text(self._join_frame(jr, name))
+            head, mid = self._publish_prefix(jr, name)
+            self.heads.append(head)
+            self.mids.append(mid)
         self._settle_if_joined()
 
     def on_failed(self, kind: str) -> None:
@@ -129,6 +154,10 @@ class LoadSession(WebSocketClient):
             return
         i += 5
         slot, seq_text, sent = buf[i : buf.find(b'"', i, end)].split(b":")
+        if slot == self.own_slot:
+            self.unechoed -= 1
+            if self.echo and self.spec.rate == 0:
+                self._refill(self.now)
         sub = self.single
         if sub < 0:
             t = buf.find(TOPIC_AFTER_REFS, start, end) + 7
@@ -158,13 +187,18 @@ class LoadSession(WebSocketClient):
             return
         ok = isinstance(payload, dict) and payload.get("status") == "ok"
         ref = int(ref_text) if isinstance(ref_text, str) and ref_text.isdigit() else -1
+        self._reply(ref, ok, "" if ok else _reason(payload))
+
+    def _reply(self, ref: int, ok: bool, reason: str) -> None:
+        """The server answered the join, publish or heartbeat `ref` (with `reason` if not ok)."""
+        tally = self.tally
         sent = self.pending.pop(ref, None)
         if sent is not None:
             if ok:
                 tally.acked += 1
                 tally.acks.append(self.now - sent)
             else:
-                tally.errors[f"publish_error: {_reason(payload)}"] += 1
+                tally.errors[f"publish_error: {reason}"] += 1
             if self.spec.rate == 0:
                 self._refill(self.now)
             return
@@ -175,7 +209,7 @@ class LoadSession(WebSocketClient):
                 tally.joined[sub] = 1
                 tally.joins.append(self.now - sent)
             else:
-                tally.errors[f"join_error: {_reason(payload)}"] += 1
+                tally.errors[f"join_error: {reason}"] += 1
             self._settle_if_joined()
             return
         if self.beats.pop(ref, None) is None:
@@ -202,8 +236,7 @@ class LoadSession(WebSocketClient):
         """At a rate: send what is due by `now`, within the window."""
         spec = self.spec
         due = int((now - self.start_ns) * spec.rate / 1e9 + 1 - spec.offset) - self.published
-        room = self.window - len(self.pending)
-        self._send(now, min(due, room))
+        self._send(now, min(due, self._room()))
 
     def next_due_ns(self) -> int:
         """At a rate: when the next message is due."""
@@ -218,7 +251,14 @@ class LoadSession(WebSocketClient):
         return self.remaining == 0 and not self.pending
 
     def _refill(self, now: int) -> None:
-        self._send(now, self.window - len(self.pending))
+        self._send(now, self._room())
+
+    def _room(self) -> int:
+        """Publishes the window allows now."""
+        in_flight = len(self.pending)
+        if self.echo:
+            in_flight = max(in_flight, self.unechoed)
+        return self.window - in_flight
 
     def _send(self, now: int, count: int) -> None:
         if self.remaining == 0 or not self.heads:
@@ -240,6 +280,7 @@ class LoadSession(WebSocketClient):
             pending[ref] = sent = clock()
             self.send_text(heads[t] + b"%d" % ref + mids[t] + b"%d:%d" % (seq, sent) + tail)
         self.published += max(0, count)
+        self.unechoed += max(0, count)
         tally.sent += max(0, count)
 
     def _ref(self) -> int:

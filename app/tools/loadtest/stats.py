@@ -98,6 +98,7 @@ def build_report(
     nodes: dict[str, dict[str, int]],
     parent_cpu_s: float,
     interrupted: bool,
+    server_cpu_s: float | None = None,
 ) -> dict[str, Any]:
     """The phase's report (the JSON document; see the package docstring for its keys)."""
     topics = phase.topics
@@ -167,6 +168,12 @@ def build_report(
             "workers_busy": [round(r.busy, 2) for r in workers],
             "parent_s": round(parent_cpu_s, 3),
         },
+        "server_cpu_s": None if server_cpu_s is None else round(server_cpu_s, 3),
+        "server_cpu_us_per_delivery": (
+            round(server_cpu_s * 1e6 / delivered, 3)
+            if server_cpu_s is not None and delivered
+            else None
+        ),
         "nodes": nodes,
         "deliver_frames_per_publish": deliver_frames_per_publish(nodes),
         "failures": failures,

@@ -37,6 +37,7 @@ import uvloop
 
 from app.tools.loadtest.scenarios import Plan
 from app.tools.loadtest.session import LoadSession
+from app.tools.loadtest.socketio import SocketIOSession
 from app.tools.loadtest.stats import WorkerResult
 from app.tools.loadtest.tally import Tally
 from app.tools.loadtest.websocket import ClientState
@@ -87,6 +88,7 @@ class Worker:
         self.commands: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
         self.result = WorkerResult(plan.worker)
         self.measured = (0.0, 0.0)  # (time, CPU) when the measured steps began
+        self.session_class = SocketIOSession if self.phase.protocol == "socketio" else LoadSession
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -131,7 +133,7 @@ class Worker:
                 await self._changed(deadline)
             if self._late(deadline):
                 break
-            session = LoadSession(
+            session = self.session_class(
                 phase.targets[spec.target],
                 spec,
                 first_sub,
@@ -139,6 +141,7 @@ class Worker:
                 phase.payload_bytes,
                 phase.window,
                 self._on_settled,
+                echo=phase.window_until == "echo",
             )
             first_sub += len(spec.topics)
             self.sessions.append(session)
