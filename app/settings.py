@@ -102,6 +102,19 @@ class Settings(BaseSettings):
         le=256 * MIB,
         description="bytes waiting to be written to one socket, 4096 to 268435456",
     )
+    max_channels: int = Field(
+        100, ge=1, le=10_000, description="channels one socket may join, 1 to 10000"
+    )
+    max_payload_depth: int = Field(
+        64, ge=1, le=1000, description="nesting levels a published payload may have, 1 to 1000"
+    )
+    handshake_timeout: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        description="seconds a connection may take to send its request (an upgrade, or an "
+        "HTTP request and its body), above 0 up to 300",
+    )
     publish_timeout: float = Field(
         5.0, gt=0, le=300, description="seconds to wait for the topic owner, above 0 up to 300"
     )

@@ -365,10 +365,10 @@ def test_hook_rules_ask_and_follow_the_verdict(tmp_path: Path) -> None:
     assert isinstance(start, Join)
     channels.join_done(start, None)
     [ask_publish] = channels.handle(msg("1", "2", "moderated:1", "publish", ["ev", {"a": 1}]))
-    assert isinstance(ask_publish, AskPublish) and ask_publish.body == {"a": 1}
+    assert isinstance(ask_publish, AskPublish) and ask_publish.publish.payload == b'{"a":1}'
     assert channels.answered(ask_publish, Verdict(True)) == [ask_publish.publish]
-    [replaced] = channels.answered(ask_publish, Verdict(True, None, {"a": 2}))
-    assert isinstance(replaced, Publish) and replaced.payload == b'{"a":2}'
+    [replaced] = channels.answered(ask_publish, Verdict(True, None, b'{"a": 2}'))
+    assert isinstance(replaced, Publish) and replaced.payload == b'{"a": 2}'
     assert channels.answered(ask_publish, Verdict(False, "hook unavailable")) == [
         Reply("1", "2", "moderated:1", "error", {"reason": "hook unavailable"})
     ]

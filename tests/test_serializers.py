@@ -53,22 +53,32 @@ def test_vsn_negotiation(given: str | None, expected: Serializer | None) -> None
 
 def test_v2_frames_as_the_official_client_sends_them() -> None:
     assert decode_text('["6","6","room:lobby","phx_join",{"nick":"n1"}]', V2) == Message(
-        "6", "6", "room:lobby", "phx_join", {"nick": "n1"}
+        "6", "6", "room:lobby", "phx_join", {"nick": "n1"}, b'{"nick":"n1"}'
     )
     assert decode_text('[null,"9","phoenix","heartbeat",{}]', V2) == Message(
-        None, "9", "phoenix", "heartbeat", {}
+        None, "9", "phoenix", "heartbeat", {}, b"{}"
     )
 
 
 def test_v2_ignores_elements_after_the_fifth() -> None:
-    assert decode_text('["1","2","t","e",{},"extra"]', V2).payload == {}
+    message = decode_text('["1","2","t","e",{},"extra"]', V2)
+    assert (message.payload, message.raw) == ({}, None)  # no bytes to forward: re-encoded
+
+
+def test_payloads_keep_the_bytes_the_client_sent() -> None:
+    frame = ' [ "1" , null,"t\\"q",  "publish", ["ev" , {"n": 12345678901234567890123} ]\n] '
+    message = decode_text(frame, V2)
+    assert message.payload == ["ev", {"n": 1.2345678901234568e22}]
+    assert message.raw == b'["ev" , {"n": 12345678901234567890123} ]'
+    frame = '{"payload": {"n": 99999999999999999999, "s": "}"} ,"topic":"t","event":"e","ref":"1"}'
+    assert decode_text(frame, V1).raw == b'{"n": 99999999999999999999, "s": "}"}'
 
 
 def test_v1_frames() -> None:
     frame = '{"topic":"room:lobby","event":"phx_join","payload":{},"ref":"1"}'
     assert decode_text(frame, V1) == Message(None, "1", "room:lobby", "phx_join", {})
     frame = '{"topic":"t","event":"e","payload":[],"ref":null,"join_ref":"4"}'
-    assert decode_text(frame, V1) == Message("4", None, "t", "e", [])
+    assert decode_text(frame, V1) == Message("4", None, "t", "e", [], b"[]")
 
 
 @pytest.mark.parametrize(

@@ -8,11 +8,13 @@ import asyncio
 import hmac
 
 import orjson
-from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
 
 from app.link.interface import Outcome
-from ws_gateway.channels import event_problem, topic_problem
+from app.settings import Settings
+from ws_gateway import payloads
+from ws_gateway.channels import event_problem, payload_bytes, topic_problem
 from ws_gateway.gateway import Gateway
 
 
@@ -29,15 +31,38 @@ def _authorized(request: Request) -> bool:
     return hmac.compare_digest(given.encode(), expected.encode())
 
 
-async def broadcast(request: Request) -> JSONResponse:
+async def _body(request: Request, settings: Settings) -> bytes | JSONResponse:
+    """The request's body, or the answer for a body too large or too slow to arrive."""
+    limit = settings.max_frame_bytes
+    too_large = _error(413, f"body larger than DPS_MAX_FRAME_BYTES ({limit} bytes)")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return too_large
+    data = bytearray()
+    try:
+        async with asyncio.timeout(settings.handshake_timeout):
+            async for chunk in request.stream():
+                data += chunk
+                if len(data) > limit:
+                    return too_large
+    except TimeoutError:
+        return _error(
+            408,
+            f"body not received within DPS_HANDSHAKE_TIMEOUT ({settings.handshake_timeout:g} s)",
+        )
+    return bytes(data)
+
+
+async def broadcast(request: Request) -> Response:
+    settings: Settings = request.app.state.settings
     if not _authorized(request):
         return _error(401, "missing or wrong API key (Authorization: Bearer <DPS_API_KEY>)")
-    limit = request.app.state.settings.max_frame_bytes
-    data = bytearray()
-    async for chunk in request.stream():
-        data += chunk
-        if len(data) > limit:
-            return _error(413, f"body larger than DPS_MAX_FRAME_BYTES ({limit} bytes)")
+    try:
+        data = await _body(request, settings)
+    except ClientDisconnect:
+        return Response(status_code=400)  # nobody is left to read it
+    if isinstance(data, JSONResponse):
+        return data
     try:
         body = orjson.loads(data)
     except orjson.JSONDecodeError:
@@ -53,9 +78,13 @@ async def broadcast(request: Request) -> JSONResponse:
     if problem is not None:
         return _error(400, problem)
     assert isinstance(event, str)
+    raw = payloads.member(data, "payload") if "payload" in body else b"{}"
+    encoded = payload_bytes(payload, raw, settings.max_payload_depth)
+    if isinstance(encoded, str):
+        return _error(400, encoded)
     gateway: Gateway = request.app.state.gateway
     outcome: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-    gateway.publish(topic, event, orjson.dumps(payload), False, outcome.set_result)
+    gateway.publish(topic, event, encoded, False, outcome.set_result)
     result = await outcome
     if isinstance(result, str):
         return _error(503, result)

@@ -41,10 +41,12 @@ the join's own ref as the instance's join_ref, as Phoenix does for V1.
 
 from __future__ import annotations
 
+import re
 from typing import Any, NamedTuple
 
 import orjson
 
+from ws_gateway import payloads
 from ws_gateway.access.hooks import Verdict
 from ws_gateway.access.policy import Policy
 from ws_gateway.access.rules import PUBLISH, JoinMode, PublishMode, Rule
@@ -116,10 +118,9 @@ class AskJoin(NamedTuple):
 
 
 class AskPublish(NamedTuple):
-    """Ask the publish hook about `publish`; `body` is its payload as a JSON value."""
+    """Ask the publish hook about `publish`."""
 
     publish: Publish
-    body: Any
 
 
 Action = Reply | Push | Join | Leave | Publish | AskJoin | AskPublish
@@ -131,6 +132,11 @@ def error(reason: str, detail: str | None = None) -> dict[str, str]:
     return {"reason": reason} if detail is None else {"reason": reason, "detail": detail}
 
 
+# Control characters, and the bidirectional overrides and isolates that make a name read
+# differently from what it is (a topic is shown to people, in logs and pages).
+UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
 def topic_problem(topic: str) -> str | None:
     """Why `topic` cannot be joined, or None when it is fine."""
     if not topic:
@@ -139,6 +145,8 @@ def topic_problem(topic: str) -> str | None:
         return f"topic is longer than {MAX_FIELD_BYTES} bytes"
     if topic == HEARTBEAT_TOPIC:
         return "topic 'phoenix' is reserved for heartbeats"
+    if UNPRINTABLE.search(topic):
+        return "topic holds a control or bidirectional-override character"
     return None
 
 
@@ -150,7 +158,17 @@ def event_problem(event: Any) -> str | None:
         return f"event is longer than {MAX_FIELD_BYTES} bytes"
     if event.startswith("phx_"):
         return "events starting with phx_ are reserved"
+    if UNPRINTABLE.search(event):
+        return "event holds a control or bidirectional-override character"
     return None
+
+
+def payload_bytes(value: Any, raw: bytes | None, max_depth: int) -> bytes | str:
+    """What to forward for the payload `value` the client sent as `raw` (None when the
+    serializer could not cut it out): the bytes, or why it cannot be broadcast."""
+    if payloads.too_deep(raw, value, max_depth):
+        return f"the payload nests deeper than {max_depth} levels"
+    return raw if raw is not None else orjson.dumps(value)
 
 
 class Channels:
@@ -219,7 +237,7 @@ class Channels:
             self.policy.counters.publishes_refused += 1
             return [Reply(publish.join_ref, publish.ref, publish.topic, "error", refusal)]
         if verdict.payload is not None:  # a JSON object, whatever the original was
-            publish = publish._replace(payload=orjson.dumps(verdict.payload), binary=False)
+            publish = publish._replace(payload=verdict.payload, binary=False)
         return [publish]
 
     def leave_all(self) -> list[str]:
@@ -295,7 +313,7 @@ class Channels:
         if isinstance(payload, bytes):
             # A binary push carries no inner event name: it is broadcast as "publish".
             publish = Publish(join_ref, msg.ref, msg.topic, PUBLISH, payload, True, rule.echo)
-            return self._authorize(publish, payload, rule)
+            return self._authorize(publish, rule)
         if not (isinstance(payload, list) and len(payload) == 2):
             return _malformed(join_ref, msg, "publish expects [event, payload object]")
         event, body = payload
@@ -304,9 +322,8 @@ class Channels:
             problem = "the published payload must be a JSON object"
         if problem is not None:
             return _malformed(join_ref, msg, problem)
-        encoded = orjson.dumps(body)
-        publish = Publish(join_ref, msg.ref, msg.topic, event, encoded, False, rule.echo)
-        return self._authorize(publish, body, rule)
+        raw = None if msg.raw is None else payloads.envelope_body(msg.raw)
+        return self._broadcast(join_ref, msg, event, body, raw, rule)
 
     def _push(self, join_ref: str | None, msg: Message, rule: Rule) -> Action:
         """A push broadcast as its own event (a rule's `events`)."""
@@ -315,13 +332,26 @@ class Channels:
             problem = f"the payload of {msg.event!r} must be a JSON object"
         if problem is not None:
             return _malformed(join_ref, msg, problem)
-        encoded = orjson.dumps(msg.payload)
-        publish = Publish(join_ref, msg.ref, msg.topic, msg.event, encoded, False, rule.echo)
-        return self._authorize(publish, msg.payload, rule)
+        return self._broadcast(join_ref, msg, msg.event, msg.payload, msg.raw, rule)
 
-    def _authorize(self, publish: Publish, body: Any, rule: Rule) -> Action:
+    def _broadcast(
+        self,
+        join_ref: str | None,
+        msg: Message,
+        event: str,
+        body: dict[str, Any],
+        raw: bytes | None,
+        rule: Rule,
+    ) -> Action:
+        encoded = payload_bytes(body, raw, self.policy.max_payload_depth)
+        if isinstance(encoded, str):
+            return _malformed(join_ref, msg, encoded)
+        publish = Publish(join_ref, msg.ref, msg.topic, event, encoded, False, rule.echo)
+        return self._authorize(publish, rule)
+
+    def _authorize(self, publish: Publish, rule: Rule) -> Action:
         if rule.publish is PublishMode.HOOK:
-            return AskPublish(publish, body)
+            return AskPublish(publish)
         if rule.publish is PublishMode.NOBODY:
             self.policy.counters.publishes_refused += 1
             return Reply(publish.join_ref, publish.ref, publish.topic, "error", error(UNAUTHORIZED))

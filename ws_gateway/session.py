@@ -17,6 +17,8 @@ import base64
 import logging
 from typing import Any
 
+import orjson
+
 from app.link.interface import Accepted, Outcome
 from ws_gateway.access.policy import Policy
 from ws_gateway.channels import (
@@ -131,10 +133,12 @@ class ClientSession:
         common = {"user": self.channels.user, "node": self.gateway.name, "socket": self.sock.id}
         if isinstance(ask, AskJoin):
             return "join", {**common, "topic": ask.msg.topic, "payload": ask.msg.payload}
-        publish, body = ask.publish, ask.body
-        if isinstance(body, bytes):
-            body = base64.b64encode(body).decode()
-        event = {"topic": publish.topic, "event": publish.event, "payload": body}
+        publish = ask.publish
+        if publish.binary:
+            payload: Any = base64.b64encode(publish.payload).decode()
+        else:
+            payload = orjson.Fragment(publish.payload)  # the client's own bytes, as they go out
+        event = {"topic": publish.topic, "event": publish.event, "payload": payload}
         return "publish", {**common, **event, "binary": publish.binary}
 
     def _hold(self) -> None:

@@ -29,6 +29,7 @@ import orjson
 
 from app.counters import Counters
 from app.throttled_log import ThrottledLog
+from ws_gateway import payloads
 
 log = logging.getLogger("dps.hooks")
 
@@ -38,14 +39,15 @@ UNAVAILABLE = "hook unavailable"
 class Verdict(NamedTuple):
     allow: bool
     reason: str | None = None  # why it was refused
-    payload: Any = None  # a publish's replacement payload (a JSON object), if any
+    payload: bytes | None = None  # a publish's replacement payload (a JSON object), if any
 
 
 REFUSED = Verdict(False, UNAVAILABLE)
 
 
-def parse(status: int, body: bytes, replaceable: bool) -> Verdict | None:
-    """The verdict an answer carries, or None when the answer is not one."""
+def parse(status: int, body: bytes, replaceable: bool, max_depth: int) -> Verdict | None:
+    """The verdict an answer carries, or None when the answer is not one. A replacement
+    payload is kept as the hook's own bytes, bounded in depth as clients' payloads are."""
     if status != 200:
         return None
     try:
@@ -57,15 +59,23 @@ def parse(status: int, body: bytes, replaceable: bool) -> Verdict | None:
     reason, payload = value.get("reason"), value.get("payload")
     if reason is not None and not isinstance(reason, str):
         return None
-    if payload is not None and not (replaceable and isinstance(payload, dict)):
+    if payload is None:
+        return Verdict(value["allow"], reason)
+    if not (replaceable and isinstance(payload, dict)):
         return None
-    return Verdict(value["allow"], reason, payload)
+    raw = payloads.member(body, "payload")
+    if payloads.too_deep(raw, payload, max_depth):
+        return None
+    return Verdict(value["allow"], reason, raw)
 
 
 class Hooks:
-    def __init__(self, url: str, timeout: float, concurrency: int, counters: Counters) -> None:
+    def __init__(
+        self, url: str, timeout: float, concurrency: int, max_depth: int, counters: Counters
+    ) -> None:
         self.url = url.rstrip("/")
         self.timeout = timeout
+        self.max_depth = max_depth
         self.concurrency = concurrency
         self.counters = counters
         self.slots = asyncio.Semaphore(concurrency)
@@ -84,7 +94,7 @@ class Hooks:
                 self.session.post(f"{self.url}/{kind}", json=body) as response,
             ):
                 status, content = response.status, await response.read()
-            verdict = parse(status, content, kind == "publish")
+            verdict = parse(status, content, kind == "publish", self.max_depth)
             problem = f"answered {status} {content[:100]!r}"
         except (TimeoutError, aiohttp.ClientError) as exc:
             verdict, problem = None, f"{type(exc).__name__} {exc}".strip()

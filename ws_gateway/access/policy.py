@@ -33,6 +33,7 @@ from ws_gateway.access.tokens import TokenError, Verifier
 log = logging.getLogger("dps.gateway")
 
 MAX_CHANNELS = 100  # Phoenix's limit of channels per socket
+MAX_PAYLOAD_DEPTH = 64
 BEARER = "base64url.bearer.phx."
 
 
@@ -56,6 +57,7 @@ class Policy:
         "hook_connect",
         "hooks",
         "max_channels",
+        "max_payload_depth",
         "origins",
         "rules",
         "verifier",
@@ -73,6 +75,7 @@ class Policy:
         hooks: Hooks | None = None,
         hook_connect: bool = False,
         max_channels: int = MAX_CHANNELS,
+        max_payload_depth: int = MAX_PAYLOAD_DEPTH,
     ) -> None:
         self.rules = rules
         self.verifier = verifier
@@ -83,6 +86,7 @@ class Policy:
         self.hooks = hooks
         self.hook_connect = hook_connect
         self.max_channels = max_channels
+        self.max_payload_depth = max_payload_depth
 
     @classmethod
     def of(cls, settings: Settings, counters: Counters, clock: Callable[[], float]) -> Policy:
@@ -104,7 +108,11 @@ class Policy:
         hooks = None
         if settings.hook_url is not None:
             hooks = Hooks(
-                settings.hook_url, settings.hook_timeout, settings.hook_concurrency, counters
+                settings.hook_url,
+                settings.hook_timeout,
+                settings.hook_concurrency,
+                settings.max_payload_depth,
+                counters,
             )
         return cls(
             rules,
@@ -115,6 +123,8 @@ class Policy:
             origins=origins,
             hooks=hooks,
             hook_connect=settings.hook_connect,
+            max_channels=settings.max_channels,
+            max_payload_depth=settings.max_payload_depth,
         )
 
     def admit(

@@ -23,13 +23,16 @@ class ClientFrameError(Exception):
 
 @dataclass(slots=True, frozen=True)
 class Message:
-    """One decoded client frame. `payload` is a JSON value, or bytes for a binary push."""
+    """One decoded client frame. `payload` is a JSON value, or bytes for a binary push;
+    `raw` is the payload's exact bytes in the frame, when the serializer found them (so that
+    a broadcast forwards what the client sent, see `ws_gateway.payloads`)."""
 
     join_ref: str | None
     ref: str | None
     topic: str
     event: str
     payload: Any
+    raw: bytes | None = None
 
 
 class Broadcast:

@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from app.websocket import frame
+from ws_gateway import payloads
 from ws_gateway.serializers.protocol import (
     INVALID_PAYLOAD,
     UNSUPPORTED_DATA,
@@ -26,6 +27,7 @@ from ws_gateway.serializers.protocol import (
 )
 
 _FIELDS = {"topic", "event", "payload", "ref"}
+_CONTROL = {"phx_join", "phx_leave", "heartbeat"}
 
 
 class V1Serializer:
@@ -44,12 +46,16 @@ class V1Serializer:
             raise ClientFrameError(
                 UNSUPPORTED_DATA, "expected an object with topic, event, payload and ref"
             )
+        payload = value["payload"]
+        # The payload's bytes are worth finding only where they may be broadcast.
+        forwarded = isinstance(payload, dict | list) and value["event"] not in _CONTROL
         return Message(
             ref_field(value.get("join_ref"), "join_ref"),
             ref_field(value["ref"], "ref"),
             text_field(value["topic"], "topic"),
             text_field(value["event"], "event"),
-            value["payload"],
+            payload,
+            payloads.member(data, "payload") if forwarded else None,
         )
 
     def encode(

@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from app.websocket import frame
+from ws_gateway import payloads
 from ws_gateway.serializers import binary
 from ws_gateway.serializers.protocol import (
     INVALID_PAYLOAD,
@@ -53,6 +54,7 @@ class V2Serializer:
             text_field(topic, "topic"),
             text_field(event, "event"),
             payload,
+            payloads.v2_payload(data) if len(value) == 5 else None,
         )
 
     def encode(

@@ -1,0 +1,113 @@
+"""Payloads are forwarded as the client's own bytes, never re-encoded.
+
+A frame is parsed once, by orjson, which also validates it. Re-encoding the parsed payload
+would cost a second pass and change it: integers beyond 64 bits come back as floats, and
+orjson writes at most 254 levels of nesting where it reads 1,024. So the bytes of the
+payload are cut out of the validated frame instead:
+
+- `v2_payload`: the fifth element of a V2 array, found with one regular expression over
+  the four short fields before it (the hot path);
+- `member`: the value of one member of an object (V1 frames, `/api/broadcast` bodies,
+  hook answers), with the standard library's JSON scanner;
+- `envelope_body`: the object of a `publish` payload `[event, object]`.
+
+Each of them is given bytes that are valid JSON and returns the exact bytes of the value.
+`too_deep` bounds nesting (DPS_MAX_PAYLOAD_DEPTH): counting brackets answers at once for
+nearly every payload; only a payload with more brackets than the bound is walked.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from typing import Any
+
+_STRING = rb'"(?:[^"\\]|\\.)*"'
+_WS = rb"[ \t\n\r]*"
+_V2_HEAD = re.compile(
+    _WS
+    + rb"\["
+    + rb"".join(_WS + field + _WS + rb"," for field in (rb"(?:null|" + _STRING + rb")",) * 2)
+    + rb"".join(_WS + _STRING + _WS + rb"," for _ in range(2))
+    + _WS,
+    re.DOTALL,
+)
+_ENVELOPE_HEAD = re.compile(_WS + rb"\[" + _WS + _STRING + _WS + rb"," + _WS, re.DOTALL)
+_BLANKS = frozenset(" \t\n\r")  # an empty slice at the end is not in it
+# The standard library's C scanner: (value, end index) of the JSON value at a start index.
+# Every JSONDecoder has one, but the type stubs do not say so.
+_scan: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+
+
+def _before_closing(data: bytes, start: int) -> bytes | None:
+    """`data[start:]` without the whitespace and the one `]` that end it."""
+    end = len(data)
+    while end > start and data[end - 1] in b" \t\n\r":
+        end -= 1
+    if end <= start or data[end - 1] != ord("]"):
+        return None
+    end -= 1
+    while end > start and data[end - 1] in b" \t\n\r":
+        end -= 1
+    return data[start:end]
+
+
+def v2_payload(frame: bytes) -> bytes | None:
+    """The payload bytes of a valid 5-element V2 frame whose first four fields are strings
+    or null; None for any other shape."""
+    head = _V2_HEAD.match(frame)
+    return None if head is None else _before_closing(frame, head.end())
+
+
+def envelope_body(payload: bytes) -> bytes | None:
+    """The object's bytes in a valid `[event, object]` publish payload."""
+    head = _ENVELOPE_HEAD.match(payload)
+    return None if head is None else _before_closing(payload, head.end())
+
+
+def _skip(text: str, i: int) -> int:
+    """The index of the first character from `i` on that is not JSON whitespace."""
+    while text[i : i + 1] in _BLANKS:
+        i += 1
+    return i
+
+
+def member(data: bytes, key: str) -> bytes | None:
+    """The bytes of the value of `key` in the valid JSON object `data` (the last, if the key
+    repeats, as parsers keep it), or None when it has none."""
+    text = data.decode()
+    i = _skip(text, 0)
+    if text[i : i + 1] != "{":
+        return None
+    i = _skip(text, i + 1)
+    found = None
+    while text[i : i + 1] == '"':
+        name, i = _scan(text, i)
+        start = _skip(text, _skip(text, i) + 1)  # past the colon
+        _, i = _scan(text, start)
+        if name == key:
+            found = (start, i)
+        i = _skip(text, i)
+        if text[i : i + 1] == ",":
+            i = _skip(text, i + 1)
+    return None if found is None else text[found[0] : found[1]].encode()
+
+
+def too_deep(raw: bytes | None, value: Any, limit: int) -> bool:
+    """Whether `value` (parsed from `raw`, if known) nests objects and arrays deeper than
+    `limit`."""
+    if raw is not None and raw.count(b"[") + raw.count(b"{") <= limit:
+        return False
+    if not isinstance(value, dict | list):
+        return False
+    level: list[tuple[Any, int]] = [(value, 1)]
+    while level:
+        item, depth = level.pop()
+        children = item.values() if isinstance(item, dict) else item
+        for child in children:
+            if isinstance(child, dict | list):
+                if depth + 1 > limit:
+                    return True
+                level.append((child, depth + 1))
+    return False
