@@ -22,6 +22,22 @@ class Counters:
         "client sockets refused before the upgrade: token, origin or connect hook"
     )
     sockets_expired: int = _counter("client sockets closed because their token expired")
+    sockets_idle_closed: int = _counter(
+        "client sockets closed after DPS_IDLE_TIMEOUT without a message from them"
+    )
+    handshake_timeouts: int = _counter(
+        "connections closed for not sending their request within DPS_HANDSHAKE_TIMEOUT"
+    )
+    connections_refused: int = _counter(
+        "connections and sockets refused at DPS_MAX_SOCKETS or the connection cap"
+    )
+    rate_limited: int = _counter("joins and publishes refused by DPS_JOIN_RATE/DPS_PUBLISH_RATE")
+    sockets_abusive_closed: int = _counter(
+        "client sockets closed for going on at full speed past their rate limit"
+    )
+    ingress_paused: int = _counter(
+        "times a socket's reading was paused for the rest of a turn (DPS_FRAMES_PER_TURN)"
+    )
     joins_refused: int = _counter("joins refused by the channel rules or a hook")
     publishes_refused: int = _counter("publishes refused by the channel rules or a hook")
     hook_failures: int = _counter("hook calls that failed (down, slow, bad answer): refused")

@@ -102,6 +102,41 @@ class Settings(BaseSettings):
         le=256 * MIB,
         description="bytes waiting to be written to one socket, 4096 to 268435456",
     )
+    max_sockets: int | None = Field(
+        None,
+        ge=1,
+        le=10_000_000,
+        description="client sockets one gateway holds at most (unset: the descriptor limit "
+        "less 256)",
+    )
+    idle_timeout: float = Field(
+        60.0,
+        ge=0,
+        le=3600,
+        description="seconds without a message from a client socket before it is closed "
+        "(0: never), 0 to 3600",
+    )
+    ping_interval: float = Field(
+        20.0, gt=0, le=600, description="seconds between pings to client sockets, above 0 up to 600"
+    )
+    frames_per_turn: int = Field(
+        16,
+        ge=1,
+        le=10_000,
+        description="frames of one socket handled per turn of the event loop, 1 to 10000",
+    )
+    publish_rate: float = Field(
+        100.0, gt=0, le=1_000_000, description="publishes per second one socket may sustain"
+    )
+    publish_burst: int = Field(
+        200, ge=1, le=1_000_000, description="publishes one socket may make at once"
+    )
+    join_rate: float = Field(
+        10.0, gt=0, le=1_000_000, description="joins per second one socket may sustain"
+    )
+    join_burst: int = Field(
+        100, ge=1, le=1_000_000, description="joins one socket may make at once"
+    )
     max_channels: int = Field(
         100, ge=1, le=10_000, description="channels one socket may join, 1 to 10000"
     )

@@ -18,20 +18,21 @@ from ws_gateway.channels import (
     AskJoin,
     AskPublish,
     Channels,
+    Close,
     Join,
     Leave,
     Publish,
     Push,
     Reply,
 )
-from ws_gateway.serializers import Message
+from ws_gateway.serializers import V2, Message
 
 OK: dict[str, Any] = {}
 OPEN = rules.load(rules.DEFAULT)  # the shipped rules: anyone joins, members publish
 
 
 def open_channels() -> Channels:
-    return Channels(Policy(OPEN, None, lambda: 0.0, Counters()))
+    return Channels(Policy(OPEN, None, lambda: 0.0, Counters(), join_rate=(1.0, 1000)))
 
 
 def msg(join_ref: str | None, ref: str | None, topic: str, event: str, payload: Any) -> Message:
@@ -372,3 +373,89 @@ def test_hook_rules_ask_and_follow_the_verdict(tmp_path: Path) -> None:
     assert channels.answered(ask_publish, Verdict(False, "hook unavailable")) == [
         Reply("1", "2", "moderated:1", "error", {"reason": "hook unavailable"})
     ]
+
+
+# Rate limits.
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def limited(clock: Clock) -> Channels:
+    policy = Policy(OPEN, None, clock, Counters(), publish_rate=(2.0, 3), join_rate=(1.0, 2))
+    return Channels(policy)
+
+
+def test_publishes_beyond_the_rate_get_an_error_and_the_rate_refills() -> None:
+    clock = Clock()
+    channels = limited(clock)
+    join(channels, msg("1", "1", "t", "phx_join", {}))
+    statuses = []
+    for ref in range(5):
+        [action] = channels.handle(msg("1", str(ref), "t", "publish", ["e", {}]))
+        statuses.append("ok" if isinstance(action, Publish) else action)
+    assert statuses[:3] == ["ok"] * 3  # the burst
+    assert statuses[3:] == [
+        Reply("1", "3", "t", "error", {"reason": "rate limited"}),
+        Reply("1", "4", "t", "error", {"reason": "rate limited"}),
+    ]
+    clock.now += 0.5  # 2 a second: one more token
+    assert isinstance(channels.handle(msg("1", "5", "t", "publish", ["e", {}]))[0], Publish)
+    assert channels.policy.counters.rate_limited == 2
+
+
+def test_going_on_at_full_speed_past_the_limit_closes_the_socket() -> None:
+    clock = Clock()
+    channels = limited(clock)
+    join(channels, msg("1", "1", "t", "phx_join", {}))
+    actions = [channels.handle(msg("1", str(i), "t", "publish", ["e", {}]))[0] for i in range(7)]
+    assert [type(a).__name__ for a in actions] == ["Publish"] * 3 + ["Reply"] * 3 + ["Close"]
+    assert actions[-1] == Close(1008, "rate limit exceeded")
+    assert channels.policy.counters.sockets_abusive_closed == 1
+
+
+def test_joins_have_their_own_rate() -> None:
+    clock = Clock()
+    channels = limited(clock)
+    assert [outcome_of(channels, f"t{i}") for i in range(3)] == ["ok", "ok", "rate limited"]
+    clock.now += 1.0
+    assert outcome_of(channels, "t3") == "ok"
+
+
+def outcome_of(channels: Channels, topic: str) -> str:
+    [*_, reply] = join(channels, msg("1", "1", topic, "phx_join", {}))
+    assert isinstance(reply, Reply)
+    return "ok" if reply.status == "ok" else reply.response["reason"]
+
+
+def test_payloads_are_forwarded_as_sent_and_bounded_in_depth() -> None:
+    channels = open_channels()
+    join(channels, msg("1", "1", "t", "phx_join", {}))
+    frame = b'["1","2","t","publish",["e", {"n": 12345678901234567890123}]]'
+    [publish] = channels.handle(V2.decode(frame, True))
+    assert isinstance(publish, Publish) and publish.payload == b'{"n": 12345678901234567890123}'
+    deep = b'["1","3","t","publish",["e",{"a":' + b"[" * 300 + b"]" * 300 + b"}]]"
+    [reply] = channels.handle(V2.decode(deep, True))
+    assert reply == Reply(
+        "1",
+        "3",
+        "t",
+        "error",
+        {"reason": "malformed payload", "detail": "the payload nests deeper than 64 levels"},
+    )
+
+
+def test_control_and_bidi_override_characters_are_refused() -> None:
+    channels = open_channels()
+    [reply] = channels.handle(msg("1", "1", "room\u202e", "phx_join", {}))
+    assert isinstance(reply, Reply) and reply.response["reason"] == "invalid topic"
+    [reply] = channels.handle(msg("1", "1", "room\x00", "phx_join", {}))
+    assert isinstance(reply, Reply) and reply.response["reason"] == "invalid topic"
+    join(channels, msg("1", "1", "t", "phx_join", {}))
+    [reply] = channels.handle(msg("1", "2", "t", "publish", ["ev\x07", {}]))
+    assert isinstance(reply, Reply) and reply.response["reason"] == "malformed payload"

@@ -1,4 +1,4 @@
-"""`app.websocket.ServedWebSocket` against the uvicorn release it is pinned to.
+"""`app.served.websocket.ServedWebSocket` against the uvicorn release it is pinned to.
 
 It reads uvicorn's private attributes, so these tests exercise each of its behaviours
 directly, in one process, through a real uvicorn server on a loopback port: detaching from
@@ -22,7 +22,7 @@ from websockets.client import ClientProtocol
 from websockets.frames import Close, Frame, Opcode
 from websockets.uri import parse_uri
 
-from app.websocket import EXTENSION, GOING_AWAY, ServedWebSocket, frame
+from app.served.websocket import EXTENSION, GOING_AWAY, ServedWebSocket, frame
 
 pytestmark = pytest.mark.anyio
 

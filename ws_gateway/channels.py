@@ -51,11 +51,14 @@ from ws_gateway.access.hooks import Verdict
 from ws_gateway.access.policy import Policy
 from ws_gateway.access.rules import PUBLISH, JoinMode, PublishMode, Rule
 from ws_gateway.access.tokens import TokenError
+from ws_gateway.limits import Bucket
 from ws_gateway.serializers import Message
 from ws_gateway.serializers.protocol import MAX_FIELD_BYTES
 
 HEARTBEAT_TOPIC = "phoenix"
 UNAUTHORIZED = "unauthorized"
+RATE_LIMITED = "rate limited"
+POLICY_VIOLATION = 1008
 
 
 class Channel(NamedTuple):
@@ -97,6 +100,13 @@ class Leave(NamedTuple):
     topic: str
 
 
+class Close(NamedTuple):
+    """Close the socket (it went on at full speed past its rate limit)."""
+
+    code: int
+    reason: str
+
+
 class Publish(NamedTuple):
     """Broadcast `payload` (encoded JSON, or raw bytes when `binary`) as `event` on `topic`;
     without `echo`, to every subscriber but the sender."""
@@ -123,7 +133,7 @@ class AskPublish(NamedTuple):
     publish: Publish
 
 
-Action = Reply | Push | Join | Leave | Publish | AskJoin | AskPublish
+Action = Reply | Push | Join | Leave | Publish | AskJoin | AskPublish | Close
 
 EMPTY: dict[str, Any] = {}
 
@@ -174,12 +184,15 @@ def payload_bytes(value: Any, raw: bytes | None, max_depth: int) -> bytes | str:
 class Channels:
     """The joined topics of one socket (whose user is `user`, None when anonymous)."""
 
-    __slots__ = ("joined", "policy", "user")
+    __slots__ = ("joined", "joins", "policy", "publishes", "strikes", "user")
 
     def __init__(self, policy: Policy, user: str | None = None) -> None:
         self.policy = policy
         self.user = user
         self.joined: dict[str, Channel] = {}
+        self.joins: Bucket | None = None  # made at the first join
+        self.publishes: Bucket | None = None  # made at the first publish
+        self.strikes = 0  # rate-limited frames in a row
 
     def handle(self, msg: Message) -> list[Action]:
         topic, event = msg.topic, msg.event
@@ -203,11 +216,15 @@ class Channels:
                 Push(current, current, topic, "phx_close", EMPTY),
             ]
         rule = channel.rule
-        if event == PUBLISH and rule.allows(PUBLISH):
+        broadcast = rule.allows(event) and not event.startswith("phx_")
+        if not broadcast:
+            return [Reply(current, msg.ref, topic, "error", error("unknown event"))]
+        limited = self._rate_limited(current, msg, publish=True)
+        if limited is not None:
+            return limited
+        if event == PUBLISH:
             return [self._publish(current, msg, rule)]
-        if event != PUBLISH and rule.allows(event) and not event.startswith("phx_"):
-            return [self._push(current, msg, rule)]
-        return [Reply(current, msg.ref, topic, "error", error("unknown event"))]
+        return [self._push(current, msg, rule)]
 
     def join_done(self, join: Join, problem: str | None) -> list[Action]:
         """The gateway has done `join` (`problem` None) or could not (why)."""
@@ -256,6 +273,9 @@ class Channels:
             return [Reply(msg.join_ref, msg.ref, topic, "error", error(reason, problem))]
         if topic not in self.joined and len(self.joined) >= self.policy.max_channels:
             return [Reply(msg.join_ref, msg.ref, topic, "error", error("too many channels joined"))]
+        limited = self._rate_limited(msg.join_ref, msg, publish=False)
+        if limited is not None:
+            return limited
         rule = self.policy.rules.match(topic)
         if rule is None or not self._may_join(rule, msg):
             return self._refuse_join(msg, error(UNAUTHORIZED))
@@ -273,6 +293,31 @@ class Channels:
         if rule.join is JoinMode.TOKEN:
             return self._join_token_fits(msg)
         return True
+
+    def _rate_limited(
+        self, join_ref: str | None, msg: Message, publish: bool
+    ) -> list[Action] | None:
+        """None when the socket may go on; else its error reply, or its end when it went
+        on at full speed for a whole burst after being told."""
+        policy = self.policy
+        rate, burst = policy.publish_rate if publish else policy.join_rate
+        now = policy.clock()
+        bucket = self.publishes if publish else self.joins
+        if bucket is None:
+            bucket = Bucket(burst, now)
+            if publish:
+                self.publishes = bucket
+            else:
+                self.joins = bucket
+        if bucket.take(now, rate, burst):
+            self.strikes = 0
+            return None
+        policy.counters.rate_limited += 1
+        self.strikes += 1
+        if self.strikes > burst:
+            policy.counters.sockets_abusive_closed += 1
+            return [Close(POLICY_VIOLATION, "rate limit exceeded")]
+        return [Reply(join_ref, msg.ref, msg.topic, "error", error(RATE_LIMITED))]
 
     def _join_token_fits(self, msg: Message) -> bool:
         token = msg.payload.get("token") if isinstance(msg.payload, dict) else None

@@ -5,7 +5,7 @@ refused with 403, as Phoenix does) and asks the gateway's policy whether the soc
 connect (origin, connect token, and the connect hook when DPS_HOOK_CONNECT=1): a refusal
 is an HTTP 403, counted and logged at most once a second. Then it answers the `phoenix`
 subprotocol that the official client offers with an auth token, accepts, and detaches the
-connection (see `app.websocket`): from then on each received frame goes to the socket's
+connection (see `app.served.websocket`): from then on each received frame goes to the socket's
 `ClientSession` as it arrives.
 """
 
@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import logging
 
+from starlette.responses import Response
 from starlette.websockets import WebSocket
 
+from app.served.websocket import EXTENSION, ServedWebSocket
 from app.throttled_log import ThrottledLog
-from app.websocket import EXTENSION, ServedWebSocket
 from ws_gateway.access.policy import Admitted, Policy, Refused
 from ws_gateway.channels import Channels
 from ws_gateway.gateway import Gateway
@@ -26,6 +27,8 @@ from ws_gateway.socket import Socket
 
 log = logging.getLogger("dps.gateway")
 refused = ThrottledLog(log, logging.INFO)
+nearly_full = ThrottledLog(log, logging.WARNING, interval=60)
+NEARLY_FULL = 0.9  # of DPS_MAX_SOCKETS, from where a warning is logged (once a minute)
 
 
 async def socket_endpoint(websocket: WebSocket) -> None:
@@ -36,6 +39,16 @@ async def socket_endpoint(websocket: WebSocket) -> None:
         log.info("refused socket with unsupported vsn %r", websocket.query_params.get("vsn"))
         await websocket.close()  # before accepting: an HTTP 403, as Phoenix answers
         return
+    counters = gateway.counters
+    open_sockets = counters.sockets_opened - counters.sockets_closed
+    limit: int = websocket.app.state.capacity.sockets
+    if open_sockets >= limit:
+        counters.connections_refused += 1
+        refused("refused a socket: %d open, DPS_MAX_SOCKETS is %d", open_sockets, limit)
+        await websocket.send_denial_response(Response("too many sockets\n", 503))
+        return
+    if open_sockets >= limit * NEARLY_FULL:
+        nearly_full("%d client sockets open: near DPS_MAX_SOCKETS (%d)", open_sockets, limit)
     subprotocols = websocket.scope.get("subprotocols", ())
     admission = await _admit(websocket, policy, subprotocols)
     if isinstance(admission, Refused):

@@ -6,6 +6,10 @@ rule for the application's verdict. Meanwhile the socket is *held*: it is not re
 frames already read wait in a backlog; when the step ends, its outcome goes through the
 channel rules and the backlog is handled, in order. Other sockets never wait for it.
 
+A socket is held as well once it has sent `frames_per_turn` frames in one turn of the
+event loop, until the next turn: a client that writes thousands of frames at once gets
+its turn like everybody else, and what it wrote waits, unread, in its own socket.
+
 A frame the serializer cannot decode closes this socket, and only this one, with the
 serializer's close code and reason.
 """
@@ -23,10 +27,12 @@ from app.link.interface import Accepted, Outcome
 from ws_gateway.access.policy import Policy
 from ws_gateway.channels import (
     EMPTY,
+    POLICY_VIOLATION,
     Action,
     AskJoin,
     AskPublish,
     Channels,
+    Close,
     Join,
     Leave,
     Publish,
@@ -40,11 +46,18 @@ from ws_gateway.socket import Socket
 
 log = logging.getLogger("dps.gateway")
 
-POLICY_VIOLATION = 1008
-
 
 class ClientSession:
-    __slots__ = ("backlog", "channels", "expiry", "gateway", "open", "sock")
+    __slots__ = (
+        "backlog",
+        "channels",
+        "expiry",
+        "gateway",
+        "open",
+        "sock",
+        "spent",
+        "waiting",
+    )
 
     def __init__(self, sock: Socket, gateway: Gateway, channels: Channels) -> None:
         self.sock = sock
@@ -52,6 +65,8 @@ class ClientSession:
         self.channels = channels
         self.open = True
         self.backlog: list[tuple[bytes, bool]] | None = None  # frames read while held
+        self.waiting = False  # held for a join or a hook (not only for the turn)
+        self.spent = 0  # frames handled in this turn of the event loop
         self.expiry: asyncio.TimerHandle | None = None
 
     def expire_at(self, when: float, now: float) -> None:
@@ -65,8 +80,17 @@ class ClientSession:
         self.sock.close(POLICY_VIOLATION, "token expired")
 
     def received(self, data: bytes, text: bool) -> None:
-        if self.backlog is not None:
-            self.backlog.append((data, text))
+        backlog = self.backlog
+        if backlog is not None:
+            backlog.append((data, text))
+            return
+        self.spent += 1
+        if self.spent == 1:
+            asyncio.get_running_loop().call_soon(self._next_turn)
+        elif self.spent > self.channels.policy.frames_per_turn:
+            self.gateway.counters.ingress_paused += 1
+            self._hold()
+            self.backlog = [(data, text)]
             return
         sock = self.sock
         try:
@@ -113,9 +137,13 @@ class ClientSession:
                 gateway.publish(topic, event, payload, binary, reply, 0 if echo else sock.id)
             case AskJoin() | AskPublish():
                 self._ask(action)
+            case Close(code, reason):
+                log.info("closing %s: %s", sock.peer, reason)
+                sock.close(code, reason)
 
     def _join(self, join: Join) -> None:
         self._hold()
+        self.waiting = True
         done = self.channels.join_done
         self.gateway.join(
             self.sock, join.topic, join.join_ref, lambda p: self._resume(done(join, p))
@@ -125,6 +153,7 @@ class ClientSession:
         policy: Policy = self.channels.policy
         assert policy.hooks is not None  # rules that say "hook" need DPS_HOOK_URL to load
         self._hold()
+        self.waiting = True
         kind, body = self._hook_body(ask)
         task = asyncio.get_running_loop().create_task(policy.hooks.ask(kind, body))
         task.add_done_callback(lambda t: self._resume(self.channels.answered(ask, t.result())))
@@ -146,10 +175,17 @@ class ClientSession:
         self.sock.transport.pause_reading()
 
     def _resume(self, actions: list[Action]) -> None:
+        """The step the socket was held for is done: `actions` follow from it."""
+        self.waiting = False
         backlog, self.backlog = self.backlog or [], None
         if not self.open:
             return
         self.sock.transport.resume_reading()
         self.run_all(actions)
-        for data, text in backlog:
+        for data, text in backlog:  # held again (a join, or the turn spent): queued again
             self.received(data, text)
+
+    def _next_turn(self) -> None:
+        self.spent = 0
+        if self.backlog is not None and not self.waiting:
+            self._resume([])

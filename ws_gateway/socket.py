@@ -4,9 +4,11 @@ Frames for a socket are collected during a turn of the event loop and written to
 its end (`Outbox`): when several messages reach a socket at once, as under load, they
 cost one system call, not one each.
 
-The outbound queue is the connection's write buffer. It is bounded: a socket whose buffer
-holds more than `limit` bytes when more is to be written has stopped keeping up, and is
-closed with 1013 (try again later) instead of growing without bound or slowing anyone else.
+The outbound queue is the connection's write buffer, and the frames of this turn. Both are
+bounded by `limit` bytes, at every write: a socket whose buffer holds more than that when
+more is to be written, or to which more than that is written within one turn, has stopped
+keeping up, and is closed with 1013 (try again later) instead of growing without bound or
+slowing anyone else.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import logging
 from typing import Any
 
 from app.counters import Counters
-from app.websocket import ServedWebSocket
+from app.served.websocket import ServedWebSocket
 from ws_gateway.serializers import Serializer, encode_reply
 
 log = logging.getLogger("dps.gateway")
@@ -52,6 +54,7 @@ class Socket:
         "limit",
         "out",
         "outbox",
+        "queued",
         "serializer",
         "transport",
     )
@@ -73,14 +76,19 @@ class Socket:
         self.counters = counters
         self.outbox = outbox
         self.out: list[bytes] | None = None
+        self.queued = 0  # bytes in `out`
 
     def send(self, data: bytes) -> None:
         """Queue one framed message (a serializer's output)."""
         out = self.out
         if out is not None:
             out.append(data)
+            self.queued += len(data)
+            if self.queued > self.limit:
+                self._overflowed()
             return
         self.out = [data]
+        self.queued = len(data)
         outbox = self.outbox
         outbox.pending.append(self)
         if not outbox.scheduled:
@@ -91,13 +99,17 @@ class Socket:
         if out is None or self.conn.closing:
             return
         if self.transport.get_write_buffer_size() > self.limit:
-            self.counters.slow_consumers_closed += 1
-            log.warning(
-                "closing slow consumer %s: more than %d bytes waiting", self.peer, self.limit
-            )
-            self.conn.close_now(TRY_AGAIN_LATER, "slow consumer: outbound queue full")
+            self._overflowed()
             return
         self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+
+    def _overflowed(self) -> None:
+        self.out = None  # what was queued is dropped with the socket
+        if self.conn.closing:
+            return
+        self.counters.slow_consumers_closed += 1
+        log.warning("closing slow consumer %s: more than %d bytes waiting", self.peer, self.limit)
+        self.conn.close_now(TRY_AGAIN_LATER, "slow consumer: outbound queue full")
 
     def push(
         self, join_ref: str | None, ref: str | None, topic: str, event: str, payload: Any

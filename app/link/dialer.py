@@ -2,7 +2,7 @@
 
 `DialedLink` is one connection: an asyncio protocol around the `websockets` library's
 sans-I/O client, so that received batches are handled as they arrive and sent batches
-are written without an await, like the listening end (`app.websocket`). It pings the
+are written without an await, like the listening end (`app.served.websocket`). It pings the
 peer every `ping_interval` and declares it down when nothing at all has been heard for
 `ping_timeout`: a peer that hangs (SIGSTOP, a lost network) is noticed, not only one
 that closes its socket.

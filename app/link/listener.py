@@ -18,8 +18,8 @@ from app.link.codec import LinkClose
 from app.link.connection import LinkConnection, LinkOptions
 from app.link.handshake import Handshake, HandshakeError, HandshakeState
 from app.link.hub import LinkHub
+from app.served.websocket import EXTENSION, ServedWebSocket, frame
 from app.settings import Role
-from app.websocket import EXTENSION, ServedWebSocket, frame
 
 log = logging.getLogger("dps.link")
 

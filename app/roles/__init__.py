@@ -27,15 +27,15 @@ from app.link import tls
 from app.link.dialer import LINK_PATH
 from app.link.listener import link_endpoint
 from app.roles.embedded import EmbeddedNode
+from app.served import capacity
+from app.served.http import ServedHttp
+from app.served.websocket import ServedWebSocket
 from app.settings import ConfigError, Role, Settings, SettingsError
-from app.websocket import ServedWebSocket
 from topic_server.node import TopicServerNode
 from ws_gateway import routes
 from ws_gateway.node import GatewayNode
 
 log = logging.getLogger("dps")
-
-CLIENT_PING = 20.0  # seconds between pings to client sockets, and to wait for the pong
 
 
 def build(settings: Settings) -> tuple[ops.Node, Starlette]:
@@ -79,15 +79,32 @@ def serve(settings: Settings) -> int:
         print(exc, file=sys.stderr)
         return 2
     links = settings.app is Role.TOPIC_SERVER
+    limits = capacity.plan(capacity.raise_descriptor_limit(), settings.max_sockets)
+    app.state.capacity = limits
+    log.info(
+        "descriptor limit %d: at most %d client sockets and %d connections",
+        limits.descriptors,
+        limits.sockets,
+        limits.connections,
+    )
+    if limits.sockets > limits.descriptors - capacity.RESERVE:
+        log.warning(
+            "DPS_MAX_SOCKETS=%d leaves fewer than %d of %d descriptors for links and health "
+            "checks: raise the hard limit (ulimit -n) or lower DPS_MAX_SOCKETS",
+            limits.sockets,
+            capacity.RESERVE,
+            limits.descriptors,
+        )
+    idle = None if links or not settings.idle_timeout else settings.idle_timeout
     config = uvicorn.Config(
         app,
-        ws=ServedWebSocket,
+        ws=ServedWebSocket.configured(idle, node.counters),
         ws_max_size=settings.link_queue if links else settings.max_frame_bytes,
-        ws_ping_interval=settings.link_timeout / 4 if links else CLIENT_PING,
-        ws_ping_timeout=settings.link_timeout if links else CLIENT_PING,
+        ws_ping_interval=settings.link_timeout / 4 if links else settings.ping_interval,
+        ws_ping_timeout=settings.link_timeout if links else settings.ping_interval,
         ws_per_message_deflate=False,
         loop="uvloop",
-        http="httptools",
+        http=ServedHttp.configured(settings.handshake_timeout, limits.connections, node.counters),
         lifespan="on",
         access_log=False,
         log_level="debug" if settings.log_level == "debug" else "warning",
@@ -101,7 +118,7 @@ def serve(settings: Settings) -> int:
     server = _Server(config, f"DPS {settings.app} node {node.name} serving: {served} {url}")
 
     # uvicorn handles SIGINT and SIGTERM while it serves (closing every socket, see
-    # app.websocket), then re-raises the signal to the handler it found installed.
+    # app.served.websocket), then re-raises the signal to the handler it found installed.
     # This handler is that one: a signal before or after serving also just asks the server
     # to stop, so a requested stop exits with status 0.
     def stop(signum: int, frame: FrameType | None) -> None:

@@ -96,7 +96,7 @@ async def test_v1_session(server: Server, tmp_path: Path) -> None:
         await v2.type(JOIN)
         assert await v2.line() == JOIN_REPLY
 
-        await v1.type(json.dumps(v1_publish))
+        await v1.type(json.dumps(v1_publish, separators=(",", ":")))  # forwarded as typed
         received = [json.loads(await v1.line()), json.loads(await v1.line())]
         assert sorted(received, key=json.dumps) == sorted(
             [v1_event, v1_publish_reply], key=json.dumps

@@ -54,11 +54,14 @@ class Policy:
         "allow_anonymous",
         "clock",
         "counters",
+        "frames_per_turn",
         "hook_connect",
         "hooks",
+        "join_rate",
         "max_channels",
         "max_payload_depth",
         "origins",
+        "publish_rate",
         "rules",
         "verifier",
     )
@@ -76,6 +79,9 @@ class Policy:
         hook_connect: bool = False,
         max_channels: int = MAX_CHANNELS,
         max_payload_depth: int = MAX_PAYLOAD_DEPTH,
+        publish_rate: tuple[float, int] = (100.0, 200),
+        join_rate: tuple[float, int] = (10.0, 100),
+        frames_per_turn: int = 16,
     ) -> None:
         self.rules = rules
         self.verifier = verifier
@@ -87,6 +93,9 @@ class Policy:
         self.hook_connect = hook_connect
         self.max_channels = max_channels
         self.max_payload_depth = max_payload_depth
+        self.publish_rate = publish_rate  # (per second, burst), per socket
+        self.join_rate = join_rate
+        self.frames_per_turn = frames_per_turn  # of one socket, per turn of the event loop
 
     @classmethod
     def of(cls, settings: Settings, counters: Counters, clock: Callable[[], float]) -> Policy:
@@ -125,6 +134,9 @@ class Policy:
             hook_connect=settings.hook_connect,
             max_channels=settings.max_channels,
             max_payload_depth=settings.max_payload_depth,
+            publish_rate=(settings.publish_rate, settings.publish_burst),
+            join_rate=(settings.join_rate, settings.join_burst),
+            frames_per_turn=settings.frames_per_turn,
         )
 
     def admit(

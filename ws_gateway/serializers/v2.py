@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from app.websocket import frame
+from app.served.websocket import frame
 from ws_gateway import payloads
 from ws_gateway.serializers import binary
 from ws_gateway.serializers.protocol import (

@@ -15,22 +15,29 @@ its transport, its protocol objects and the app's own state, not a task with a s
 coroutine frames and queues (about half of the memory of an idle socket), and a received
 message is handled without a task switch.
 
-Two more behaviours differ from uvicorn's: a server shutdown closes sockets with 1001
-(going away, so every client reconnects elsewhere), and `close_now` starts the closing
+Three more behaviours differ from uvicorn's: a server shutdown closes sockets with 1001
+(going away, so every client reconnects elsewhere); `close_now` starts the closing
 handshake at once even when the write buffer is full, for slow consumers that stopped
-reading.
+reading; and with an `idle_timeout`, a socket from which no message has arrived for that
+long is closed with 1000 when its next keep-alive ping is due (pongs do not count: a
+client library that answers pings by itself is not a client that is there, as Phoenix
+has it).
 """
 
 from __future__ import annotations
 
 import struct
 from collections.abc import Callable
+from typing import ClassVar
 
 from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.http11 import Request
 
+from app.counters import Counters
+
 EXTENSION = "dps.connection"
+NORMAL_CLOSURE = 1000
 GOING_AWAY = 1001
 
 
@@ -54,8 +61,18 @@ class _Discard:
 
 
 class ServedWebSocket(WebSocketsSansIOProtocol):
+    # Set on the subclass `configured` makes, one per node.
+    idle_timeout: ClassVar[float | None] = None
+    counters: ClassVar[Counters | None] = None
+
     on_message: Callable[[bytes, bool], None] | None = None
     on_close: Callable[[], None] | None = None
+    heard = 0.0  # loop time of the last message received
+
+    @classmethod
+    def configured(cls, idle_timeout: float | None, counters: Counters) -> type[ServedWebSocket]:
+        attributes = {"idle_timeout": idle_timeout, "counters": counters}
+        return type("ConfiguredWebSocket", (cls,), attributes)
 
     def detach(
         self, on_message: Callable[[bytes, bool], None], on_close: Callable[[], None]
@@ -91,6 +108,7 @@ class ServedWebSocket(WebSocketsSansIOProtocol):
         frames = self.frames
         data = frames[0] if len(frames) == 1 else b"".join(frames)
         self.frames = []
+        self.heard = self.loop.time()
         if not self.close_sent:
             on_message(data, self.curr_msg_data_type == "text")
 
@@ -123,6 +141,7 @@ class ServedWebSocket(WebSocketsSansIOProtocol):
             self.transport.close()
 
     def handle_connect(self, event: Request) -> None:
+        self.heard = self.loop.time()
         super().handle_connect(event)
         scope = getattr(self, "scope", None)  # set only when the upgrade goes ahead
         if scope is not None:
@@ -144,6 +163,16 @@ class ServedWebSocket(WebSocketsSansIOProtocol):
         self.read_paused = False
         self.transport.resume_reading()
         self.close_timer = self.loop.call_later(self.close_timeout, self.transport.abort)
+
+    def send_keepalive_ping(self) -> None:
+        idle = self.idle_timeout
+        if idle is not None and self.loop.time() - self.heard >= idle:
+            self.ping_timer = None
+            if self.counters is not None:
+                self.counters.sockets_idle_closed += 1
+            self.close_now(NORMAL_CLOSURE, f"idle: no message for {idle:g} s")
+            return
+        super().send_keepalive_ping()
 
     def shutdown(self) -> None:
         if self.handshake_complete and not self.close_sent:
