@@ -126,10 +126,10 @@ class Settings(BaseSettings):
         description="frames of one socket handled per turn of the event loop, 1 to 10000",
     )
     publish_rate: float = Field(
-        100.0, gt=0, le=1_000_000, description="publishes per second one socket may sustain"
+        20.0, gt=0, le=1_000_000, description="publishes per second one socket may sustain"
     )
     publish_burst: int = Field(
-        200, ge=1, le=1_000_000, description="publishes one socket may make at once"
+        20, ge=1, le=1_000_000, description="publishes one socket may make at once"
     )
     join_rate: float = Field(
         10.0, gt=0, le=1_000_000, description="joins per second one socket may sustain"

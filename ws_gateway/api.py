@@ -18,8 +18,10 @@ from ws_gateway.channels import event_problem, payload_bytes, topic_problem
 from ws_gateway.gateway import Gateway
 
 
-def _error(status: int, reason: str) -> JSONResponse:
-    return JSONResponse({"error": reason}, status_code=status)
+def _error(status: int, reason: str, close: bool = False) -> JSONResponse:
+    """An error answer; with `close`, the connection ends with it (a body left unread)."""
+    headers = {"connection": "close"} if close else None
+    return JSONResponse({"error": reason}, status_code=status, headers=headers)
 
 
 def _authorized(request: Request) -> bool:
@@ -34,7 +36,7 @@ def _authorized(request: Request) -> bool:
 async def _body(request: Request, settings: Settings) -> bytes | JSONResponse:
     """The request's body, or the answer for a body too large or too slow to arrive."""
     limit = settings.max_frame_bytes
-    too_large = _error(413, f"body larger than DPS_MAX_FRAME_BYTES ({limit} bytes)")
+    too_large = _error(413, f"body larger than DPS_MAX_FRAME_BYTES ({limit} bytes)", close=True)
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         return too_large
@@ -49,6 +51,7 @@ async def _body(request: Request, settings: Settings) -> bytes | JSONResponse:
         return _error(
             408,
             f"body not received within DPS_HANDSHAKE_TIMEOUT ({settings.handshake_timeout:g} s)",
+            close=True,
         )
     return bytes(data)
 

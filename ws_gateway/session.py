@@ -84,6 +84,8 @@ class ClientSession:
         if backlog is not None:
             backlog.append((data, text))
             return
+        if not self.open:
+            return  # closed by this side: what was already read is not for anyone
         self.spent += 1
         if self.spent == 1:
             asyncio.get_running_loop().call_soon(self._next_turn)
@@ -98,7 +100,8 @@ class ClientSession:
         except ClientFrameError as exc:
             self.gateway.counters.frame_errors += 1
             log.info("closing %s: %s", sock.peer, exc.reason)
-            sock.close(exc.code, exc.reason)
+            self.open = False
+            sock.close(exc.code, exc.reason, hang_up=True)
             return
         self.run_all(self.channels.handle(msg))
 
@@ -139,7 +142,8 @@ class ClientSession:
                 self._ask(action)
             case Close(code, reason):
                 log.info("closing %s: %s", sock.peer, reason)
-                sock.close(code, reason)
+                self.open = False
+                sock.close(code, reason, hang_up=True)
 
     def _join(self, join: Join) -> None:
         self._hold()

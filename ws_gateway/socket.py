@@ -109,7 +109,7 @@ class Socket:
             return
         self.counters.slow_consumers_closed += 1
         log.warning("closing slow consumer %s: more than %d bytes waiting", self.peer, self.limit)
-        self.conn.close_now(TRY_AGAIN_LATER, "slow consumer: outbound queue full")
+        self.conn.close_now(TRY_AGAIN_LATER, "slow consumer: outbound queue full", hang_up=True)
 
     def push(
         self, join_ref: str | None, ref: str | None, topic: str, event: str, payload: Any
@@ -122,8 +122,11 @@ class Socket:
     ) -> None:
         self.send(encode_reply(self.serializer, join_ref, ref, topic, status, response))
 
-    def close(self, code: int, reason: str) -> None:
-        self.conn.close_now(code, reason)
+    def close(self, code: int, reason: str, hang_up: bool = False) -> None:
+        """Close with `code` and `reason` (see `ServedWebSocket.close_now` for `hang_up`),
+        after what was already queued for this socket (the replies before the close)."""
+        self.flush()
+        self.conn.close_now(code, reason, hang_up)
 
     @property
     def peer(self) -> str:

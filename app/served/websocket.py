@@ -39,6 +39,7 @@ from app.counters import Counters
 EXTENSION = "dps.connection"
 NORMAL_CLOSURE = 1000
 GOING_AWAY = 1001
+HANG_UP_GRACE = 1.0  # seconds a close frame has to leave before a hung-up client is cut off
 
 
 def frame(payload: bytes, binary: bool = False) -> bytes:
@@ -151,14 +152,24 @@ class ServedWebSocket(WebSocketsSansIOProtocol):
     def closing(self) -> bool:
         return self.close_sent or self.transport.is_closing()
 
-    def close_now(self, code: int, reason: str) -> None:
-        """Send a close frame now; abort the connection if the client never answers it."""
+    def close_now(self, code: int, reason: str, hang_up: bool = False) -> None:
+        """Send a close frame now; abort the connection if the client never answers it.
+
+        With `hang_up` (a client that floods, or stopped reading, or sends what cannot be
+        understood), nothing more is read from it: reading what it has sent only to find
+        its close reply would cost as much as the abuse. The connection is aborted once
+        the close frame has had `HANG_UP_GRACE` seconds to leave."""
         if self.closing:
             return
         self.conn.send_close(code, reason)
         self.transport.write(b"".join(self.conn.data_to_send()))
         self.close_sent = True
         self.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
+        if hang_up:
+            self.read_paused = True
+            self.transport.pause_reading()
+            self.close_timer = self.loop.call_later(HANG_UP_GRACE, self.transport.abort)
+            return
         # Keep reading (whoever paused it) so that the client's close reply is seen.
         self.read_paused = False
         self.transport.resume_reading()

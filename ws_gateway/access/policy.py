@@ -79,7 +79,7 @@ class Policy:
         hook_connect: bool = False,
         max_channels: int = MAX_CHANNELS,
         max_payload_depth: int = MAX_PAYLOAD_DEPTH,
-        publish_rate: tuple[float, int] = (100.0, 200),
+        publish_rate: tuple[float, int] = (20.0, 20),
         join_rate: tuple[float, int] = (10.0, 100),
         frames_per_turn: int = 16,
     ) -> None:
