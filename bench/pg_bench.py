@@ -45,8 +45,8 @@ from app.link.handshake import Identity
 from app.link.hub import LinkHub
 from app.link.listener import link_endpoint
 from app.pg import Member, Node, NodeId, new_incarnation, wire
+from app.served.websocket import ServedWebSocket
 from app.settings import Role
-from app.websocket import ServedWebSocket
 
 SCOPE = "bench"
 SECRET = "pg-bench-secret"
