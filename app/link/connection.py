@@ -21,7 +21,7 @@ from typing import Protocol
 from app.link import tls
 from app.link.codec import LinkClose, LinkFrame, LinkFrameError, decode
 from app.link.handshake import Identity
-from app.settings import Settings
+from app.settings import Settings, SettingsError
 
 log = logging.getLogger("dps.link")
 
@@ -30,7 +30,7 @@ log = logging.getLogger("dps.link")
 class LinkOptions:
     """How every link of a node behaves (from the DPS_CLUSTER_* and DPS_LINK_* settings)."""
 
-    secret: str
+    secret: str  # never empty: links are always authenticated
     queue_limit: int
     ping_interval: float
     ping_timeout: float
@@ -38,10 +38,13 @@ class LinkOptions:
 
     @classmethod
     def of(cls, settings: Settings) -> LinkOptions:
-        """Raises `SettingsError` for TLS files that cannot be loaded."""
+        """Raises `SettingsError` without a cluster secret, or for TLS files that cannot be
+        loaded."""
         secret = settings.cluster_secret
+        if secret is None:
+            raise SettingsError("DPS_CLUSTER_SECRET: required for node links")
         return cls(
-            secret=secret.get_secret_value() if secret is not None else "",
+            secret=secret.get_secret_value(),
             queue_limit=settings.link_queue,
             ping_interval=settings.link_timeout / 4,
             ping_timeout=settings.link_timeout,

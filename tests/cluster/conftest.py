@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import shutil
 import signal
 import subprocess
@@ -13,7 +14,7 @@ import pytest
 
 from tests.support import Server, free_port, wait_port
 
-SECRET = "test-cluster-secret"
+SECRET = secrets.token_urlsafe()  # the cluster secret of every node these tests start
 
 
 def redis_server_binary() -> str:

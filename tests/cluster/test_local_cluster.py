@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -52,6 +53,8 @@ async def test_local_cluster_serves_then_stops_everything_on_ctrl_c(tmp_path: Pa
         proc = subprocess.Popen(
             [sys.executable, "-m", "app", "cluster", *ports],
             cwd=ROOT,
+            # Its nodes inherit the environment, and a cluster node needs a secret.
+            env={**os.environ, "DPS_CLUSTER_SECRET": secrets.token_urlsafe()},
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group, with every node it starts

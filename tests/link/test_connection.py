@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 
 import pytest
 
 from app.link import codec
 from app.link.codec import LinkClose, LinkFrame, LinkSubscribe, LinkUnsubscribe
-from app.link.connection import LinkConnection
+from app.link.connection import LinkConnection, LinkOptions
 from app.link.handshake import Identity
-from app.settings import Role
+from app.settings import Role, Settings, SettingsError
 
 pytestmark = pytest.mark.anyio
 
@@ -70,3 +71,11 @@ async def test_received_frames_are_dispatched_in_order_and_garbage_closes_the_li
     assert seen == [LinkSubscribe(7, "t"), LinkUnsubscribe("t")]
     link.receive(b"?")
     assert writer.closed == (LinkClose.PROTOCOL_ERROR, "unknown frame kind b'?'")
+
+
+def test_link_options_need_the_cluster_secret() -> None:
+    no_secret = Settings(app=Role.GATEWAY, cluster_secret=None)
+    with pytest.raises(SettingsError, match=r"^DPS_CLUSTER_SECRET: required for node links$"):
+        LinkOptions.of(no_secret)
+    secret = secrets.token_urlsafe()
+    assert LinkOptions.of(Settings(app=Role.GATEWAY, cluster_secret=secret)).secret == secret
