@@ -32,6 +32,13 @@ from websockets.http11 import Request
 
 EXTENSION = "dps.connection"
 GOING_AWAY = 1001
+MAX_REASON = 123  # bytes of a close frame's reason: its payload is at most 125, with the code
+
+
+def close_reason(reason: str) -> str:
+    """`reason`, cut to whole UTF-8 characters that fit a close frame: a longer one makes
+    the WebSocket library raise instead of closing."""
+    return reason.encode()[:MAX_REASON].decode(errors="ignore")
 
 
 def frame(payload: bytes, binary: bool = False) -> bytes:
@@ -136,7 +143,7 @@ class ServedWebSocket(WebSocketsSansIOProtocol):
         """Send a close frame now; abort the connection if the client never answers it."""
         if self.closing:
             return
-        self.conn.send_close(code, reason)
+        self.conn.send_close(code, close_reason(reason))
         self.transport.write(b"".join(self.conn.data_to_send()))
         self.close_sent = True
         self.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
