@@ -14,7 +14,9 @@ from typing import Any
 
 import orjson
 import pytest
-from websockets.frames import Frame, Opcode
+from hypothesis import given
+from hypothesis import strategies as st
+from websockets.frames import Close, Frame, Opcode
 from websockets.http11 import Request
 from websockets.server import ServerProtocol
 
@@ -27,6 +29,7 @@ from app.link.hub import LinkHub
 from app.settings import Role
 from app.websocket import close_reason
 from tests.clock import FakeClock
+from tests.pg.frames import wild_values
 
 pytestmark = pytest.mark.anyio
 
@@ -248,6 +251,36 @@ async def test_closing_an_open_link_sends_the_code_and_aborts_if_never_answered(
     await conn.ended()
     assert conn.hub.events == [("up", SERVER), ("down", SERVER)]
     assert link.closed
+
+
+# Whatever a listener without the secret sends, in any order.
+
+HELLO = b"the listener's own hello"
+server_messages = st.one_of(
+    st.tuples(st.sampled_from([Opcode.TEXT, Opcode.BINARY]), st.binary(max_size=100)),
+    st.tuples(st.just(Opcode.TEXT), wild_values.map(orjson.dumps)),
+    st.tuples(st.just(Opcode.TEXT), st.just(HELLO)),
+)
+
+
+@given(st.lists(server_messages, min_size=1, max_size=4))
+async def test_a_listener_without_the_secret_never_gets_linked_whatever_it_sends(
+    sent: list[tuple[Opcode, bytes]],
+) -> None:
+    conn = Connection(QUIET, peer_secret=secrets.token_urlsafe())
+    conn.upgrade()
+    for opcode, data in sent:
+        if data is HELLO:
+            data = conn.listener.hello().encode()
+        conn.server.send_frame(Frame(opcode, data))
+        conn.to_dialer()
+    assert (conn.link.link, conn.link.handshake.peer, conn.hub.events) == (None, None, [])
+    closes = conn.frames_to_server(Opcode.CLOSE)
+    assert len(closes) <= 1  # refused once, whatever came after
+    if closes and Close.parse(closes[0].data).code >= 4000:
+        close = Close.parse(closes[0].data)
+        assert close.code in (LinkClose.AUTH_FAILED, LinkClose.PROTOCOL_ERROR)
+        assert conn.link.failure is not None and close.reason == close_reason(conn.link.failure)
 
 
 # Keep-alive

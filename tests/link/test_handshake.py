@@ -24,6 +24,7 @@ from app.link.handshake import (
     _mac,
 )
 from app.settings import Role
+from tests.link.inputs import FIELDS, well_formed_message
 from tests.pg.frames import wild_values
 
 TS = Identity("ts-a", Role.TOPIC_SERVER, "inc-1")
@@ -269,49 +270,6 @@ def test_there_is_no_handshake_without_a_secret_and_no_hello_from_a_dialer() -> 
 # Properties: whatever arrives, the answer is a reply or a HandshakeError with the right
 # code, never another exception, and never an open handshake without the MACs.
 
-FIELDS = {
-    "hello": {"nonce"},
-    "auth": {"identity", "nonce", "mac"},
-    "welcome": {"identity", "linked_for", "mac"},
-}
-
-
-def hex_digits(value: object, count: int) -> bool:
-    return type(value) is str and len(value) == count and set(value) <= set("0123456789abcdef")
-
-
-def an_identity(value: object) -> bool:
-    try:
-        Identity.parse(value)
-    except ValueError:
-        return False
-    return True
-
-
-FIELD_RULES = {
-    "identity": an_identity,
-    "nonce": lambda value: hex_digits(value, 32),
-    "mac": lambda value: hex_digits(value, 64),
-    "linked_for": lambda value: type(value) in (int, float) and value >= 0,
-}
-
-
-def well_formed(kind: str, data: bytes) -> bool:
-    """Whether `data` is a message `kind` of this version, each field of its type: what
-    gets as far as the MAC (the hello has none)."""
-    try:
-        message = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return False
-    return (
-        type(message) is dict
-        and message.keys() == {kind} | FIELDS[kind]
-        and type(message[kind]) is int
-        and message[kind] == VERSION
-        and all(FIELD_RULES[field](message[field]) for field in FIELDS[kind])
-    )
-
-
 anything = st.one_of(
     st.binary(max_size=200),
     st.text(max_size=100).map(str.encode),
@@ -329,7 +287,9 @@ def test_anything_sent_to_a_listener_first_is_refused_with_the_right_code(messag
     ts = listener()
     ts.hello()
     # A well-formed auth gets as far as the MAC, which no one without the secret makes.
-    code = LinkClose.AUTH_FAILED if well_formed("auth", message) else LinkClose.PROTOCOL_ERROR
+    code = (
+        LinkClose.AUTH_FAILED if well_formed_message("auth", message) else LinkClose.PROTOCOL_ERROR
+    )
     assert refused(ts, message).code == code
     assert ts.peer is None
 
@@ -337,9 +297,9 @@ def test_anything_sent_to_a_listener_first_is_refused_with_the_right_code(messag
 @given(anything)
 def test_anything_but_a_hello_sent_to_a_dialer_first_is_refused(message: bytes) -> None:
     ws = dialer()
-    if well_formed("hello", message):
+    if well_formed_message("hello", message):
         auth = ws.receive(message)
-        assert auth is not None and well_formed("auth", auth.encode())
+        assert auth is not None and well_formed_message("auth", auth.encode())
         assert ws.state is HandshakeState.AUTH_SENT
     else:
         assert refused(ws, message).code == LinkClose.PROTOCOL_ERROR
@@ -380,7 +340,7 @@ def test_a_hello_changed_is_refused_unless_still_a_hello(data: st.DataObject) ->
     _, hello, _, _ = genuine()
     message = data.draw(changed(hello))
     ws = dialer()
-    if well_formed("hello", message):
+    if well_formed_message("hello", message):
         assert ws.receive(message) is not None
     else:
         assert refused(ws, message).code == LinkClose.PROTOCOL_ERROR
@@ -392,7 +352,9 @@ def test_an_auth_changed_is_refused_with_the_right_code(data: st.DataObject) -> 
     message = data.draw(changed(auth))
     ts = listener()
     ts.hello()  # any auth but one for this listener's own nonce fails its MAC
-    code = LinkClose.AUTH_FAILED if well_formed("auth", message) else LinkClose.PROTOCOL_ERROR
+    code = (
+        LinkClose.AUTH_FAILED if well_formed_message("auth", message) else LinkClose.PROTOCOL_ERROR
+    )
     assert refused(ts, message).code == code
 
 
@@ -402,6 +364,10 @@ def test_a_welcome_changed_is_refused_with_the_right_code(data: st.DataObject) -
     message = data.draw(changed(welcome))
     if message == orjson.dumps(welcome):
         return  # the same value drawn again: that is the genuine welcome
-    code = LinkClose.AUTH_FAILED if well_formed("welcome", message) else LinkClose.PROTOCOL_ERROR
+    code = (
+        LinkClose.AUTH_FAILED
+        if well_formed_message("welcome", message)
+        else LinkClose.PROTOCOL_ERROR
+    )
     assert refused(ws, message).code == code
     assert (ws.peer, ws.peer_linked_for) == (None, 0.0)

@@ -12,7 +12,10 @@ import logging
 import secrets
 import struct
 
+import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from app.link import codec
 from app.link.codec import LinkClose, LinkFrame, LinkSubscribe
@@ -21,6 +24,8 @@ from app.link.handshake import Handshake, HandshakeState, Identity
 from app.link.hub import LinkHub
 from app.link.listener import Listener
 from app.settings import Role
+from tests.link.inputs import well_formed_message
+from tests.pg.frames import wild_values
 
 pytestmark = pytest.mark.anyio
 
@@ -199,3 +204,29 @@ async def test_a_text_message_once_open_closes_the_link(caplog: pytest.LogCaptur
         f.listener.received(f.auth.encode(), True)  # a replayed auth, or any text
     assert f.conn.closed_with == (LinkClose.PROTOCOL_ERROR, "unexpected message")
     assert f"refused link from {ADDRESS}: unexpected message" in caplog.text
+
+
+# Whatever a dialer without the secret sends, in any order.
+
+messages = st.one_of(
+    st.tuples(st.binary(max_size=100), st.booleans()),
+    st.tuples(wild_values.map(orjson.dumps), st.just(True)),
+    st.tuples(st.just(AUTH), st.just(True)),  # its own auth, with a MAC under another secret
+)
+
+
+@given(st.lists(messages, min_size=1, max_size=4))
+def test_a_dialer_without_the_secret_is_refused_once_whatever_it_sends(
+    sent: list[tuple[bytes | None, bool]],
+) -> None:
+    f = Fixture(secret=secrets.token_urlsafe())
+    for data, text in sent:
+        f.listener.received(f.auth.encode() if data is AUTH else data, text)
+    first, text = sent[0]
+    if first is AUTH or (text and well_formed_message("auth", first)):
+        code = LinkClose.AUTH_FAILED
+    else:
+        code = LinkClose.PROTOCOL_ERROR
+    assert f.conn.closed_with is not None and f.conn.closed_with[0] == code
+    assert f.conn.transport.messages() == []  # no welcome, nothing else
+    assert (f.listener.link, f.hub.events) == (None, [])

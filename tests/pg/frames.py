@@ -51,7 +51,6 @@ def arrived(value: Any) -> Any:
     return orjson.loads(orjson.dumps(value))
 
 
-SCOPES = ["dps", "other"]
 KINDS = [wire.DISCOVER, wire.SYNC, wire.JOIN, wire.LEAVE, wire.SCOPE_DOWN, wire.DIGEST]
 
 ids = st.lists(st.integers(1, 6), max_size=5)
@@ -59,10 +58,10 @@ groups = st.sampled_from(["g", "h", ""])
 
 
 @st.composite
-def well_formed(draw: st.DrawFn) -> list[Any]:
-    """A frame as a pg node sends it (to scope "dps" or "other", instance 1 or 2)."""
+def well_formed(draw: st.DrawFn, scope: str) -> list[Any]:
+    """A frame as a pg node sends it, for `scope` or another, from instance 1 or 2."""
     kind = draw(st.sampled_from(KINDS))
-    head = [kind, draw(st.sampled_from(SCOPES)), draw(st.integers(1, 2))]
+    head = [kind, draw(st.sampled_from([scope, "other"])), draw(st.integers(1, 2))]
     body: list[Any] = {
         wire.DISCOVER: lambda: [wire.PROTOCOL_VERSION, draw(st.integers(0, 1))],
         wire.SYNC: lambda: [draw(st.lists(st.tuples(groups, ids).map(list), max_size=3))],
@@ -75,9 +74,10 @@ def well_formed(draw: st.DrawFn) -> list[Any]:
 
 
 @st.composite
-def pg_frames(draw: st.DrawFn) -> Any:
-    """A well-formed frame, one with a field replaced, cut or added, or anything at all."""
-    frame = draw(well_formed())
+def pg_frames(draw: st.DrawFn, scope: str) -> Any:
+    """A well-formed frame for `scope` (or another), one with a field replaced, cut or
+    added, or anything at all."""
+    frame = draw(well_formed(scope))
     change = draw(st.sampled_from(["none", "replace", "replace inside", "cut", "add", "anything"]))
     if change == "replace":
         frame[draw(st.integers(0, len(frame) - 1))] = draw(wild_values)
