@@ -201,16 +201,12 @@ class Settings(BaseSettings):
         return sorted(env_name(field) for field in cluster)
 
     def missing_secret(self) -> str | None:
-        """Why this node may not run without DPS_CLUSTER_SECRET, or None."""
+        """Why this node may not run without DPS_CLUSTER_SECRET, or None. Every node of a
+        cluster needs it, on loopback too: any local process can reach a loopback port."""
         if self.app is Role.EMBEDDED or self.cluster_secret is not None:
             return None
-        for field, host in (("host", self.host), ("advertise", self.advertise_host)):
-            if not _loopback(host):
-                return (
-                    f"DPS_CLUSTER_SECRET: required when {env_name(field)} ({host}) is not "
-                    "a loopback address"
-                )
-        return None
+        accepts = Settings.model_fields["cluster_secret"].description
+        return f"DPS_CLUSTER_SECRET: required with DPS_APP={self.app} (accepts {accepts})"
 
     @property
     def beyond_loopback(self) -> bool:
@@ -226,10 +222,6 @@ class Settings(BaseSettings):
         if host in ("0.0.0.0", "::"):
             host = socket.gethostname()
         return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
-
-    @property
-    def advertise_host(self) -> str:
-        return self.advertise_address.rpartition(":")[0].strip("[]")
 
     @property
     def node_name(self) -> str:

@@ -54,6 +54,11 @@ FANOUT += ["--window", "16", "--window-until", "echo", "--payload-bytes", "64", 
 READY_S = 60.0
 
 
+# One socket publishes here as fast as the server takes it: far beyond the per-socket publish
+# rate a chat needs (DPS_PUBLISH_RATE's default), which would refuse most of it.
+UNLIMITED = {"DPS_PUBLISH_RATE": "1000000", "DPS_PUBLISH_BURST": "1000000"}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -124,7 +129,7 @@ def launch(server: Server, peers_python: str) -> tuple[str, list[str]]:
         server.wait(f"tcp://127.0.0.1:{redis_port}")
         redis_url = f"redis://127.0.0.1:{redis_port}"
     if key == "dps":
-        common = {"REDIS_URL": redis_url, "DPS_LOG_LEVEL": "warning"}
+        common = {"REDIS_URL": redis_url, "DPS_LOG_LEVEL": "warning", **UNLIMITED}
         common["DPS_CLUSTER_SECRET"] = secrets.token_urlsafe(24)
         dps = str(ROOT / ".venv" / "bin" / "dps")
         nodes = [("ts", "ts-a", free_port()), ("ts", "ts-b", free_port())]

@@ -542,7 +542,7 @@ def loadtest(*argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str
 def test_fanout_run_matches_the_servers_own_count(
     spawn: Callable[..., Server], tmp_path: Path
 ) -> None:
-    server = spawn()
+    server = spawn({"DPS_PUBLISH_RATE": "1000000", "DPS_PUBLISH_BURST": "1000000"})
     before = counters(server)
     out = tmp_path / "report.json"
     done = loadtest(

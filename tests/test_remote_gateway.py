@@ -4,16 +4,35 @@ what they write, with the real `TopicServer` behind them."""
 from __future__ import annotations
 
 import asyncio
+import logging
+import secrets
+from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
 
 from app.counters import Counters
 from app.link import codec
-from app.link.codec import LinkAck, LinkDeliver, LinkFrame
+from app.link.codec import (
+    LinkAck,
+    LinkClose,
+    LinkDeliver,
+    LinkFrame,
+    LinkPg,
+    LinkPublish,
+    LinkSubscribe,
+    LinkUnsubscribe,
+)
 from app.link.connection import LinkConnection
 from app.link.handshake import Identity
-from app.settings import Role
+from app.link.hub import SCOPE
+from app.ring import Declared, RingConfig
+from app.settings import Role, Settings
+from tests.clock import FakeClock
+from tests.link.inputs import any_batches, closes_link
+from topic_server.node import TopicServerNode
 from topic_server.remote_gateway import RemoteGateway
 from topic_server.server import TopicServer
 
@@ -23,6 +42,7 @@ pytestmark = pytest.mark.anyio
 class Writer:
     def __init__(self) -> None:
         self.messages: list[bytes] = []
+        self.closed: tuple[int, str] | None = None
 
     def write_message(self, data: bytes) -> None:
         self.messages.append(data)
@@ -31,7 +51,7 @@ class Writer:
         return 0
 
     def close(self, code: int, reason: str) -> None:
-        pass
+        self.closed = (code, reason)
 
 
 class Gateway:
@@ -161,3 +181,66 @@ async def test_the_socket_to_skip_is_named_to_the_publishing_gateway_alone() -> 
     assert isinstance(to_a, LinkDeliver) and isinstance(to_b, LinkDeliver)
     assert (to_a.exclude, to_b.exclude) == (0, 77)
     assert to_a._replace(exclude=77) == to_b and ack == LinkAck(2, 1)
+
+
+async def test_a_frame_only_topic_servers_send_closes_the_link(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    c = Cluster()
+    with caplog.at_level(logging.ERROR, logger="dps.link"):
+        c.a.receive(codec.subscribe(1, "t"), codec.deliver(1, 0.0, 0, "t", "e", False, b"{}"))
+    reason = "unexpected LinkDeliver from a gateway"
+    assert c.a.writer.closed == (LinkClose.PROTOCOL_ERROR, reason)
+    assert caplog.messages == [f"closing link to gw-a: {reason}"]
+
+
+# Whatever a gateway sends: a real topic server node behind the link.
+
+RING = RingConfig({"ts-a": Declared("ts-a", 1, None)}, 160, Path("ring.toml"))
+GATEWAY = Identity("gw-a", Role.GATEWAY, "inc-g")
+SERVER_TAKES = (LinkPublish, LinkSubscribe, LinkUnsubscribe, LinkPg)
+
+
+SETTINGS = Settings(app=Role.TOPIC_SERVER, node="ts-a", cluster_secret=secrets.token_urlsafe())
+
+
+def linked_topic_server() -> tuple[LinkConnection, Writer]:
+    node = TopicServerNode(SETTINGS, RING, FakeClock())
+    node.pg.start_scope(SCOPE)
+    writer = Writer()
+    link = LinkConnection(GATEWAY, writer, 1 << 20, node.overflowed)
+    node.link_up(link)
+    return link, writer
+
+
+async def test_a_pg_frame_deeper_than_python_recurses_is_dropped_and_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    link, writer = linked_topic_server()
+    deep = b"[" * 1000 + b"]" * 1000
+    with caplog.at_level(logging.WARNING):
+        link.receive(codec.pg(["join", "dps", 1, "g", orjson.Fragment(deep)]))
+    assert writer.closed is None
+    assert caplog.messages == [
+        "pg: dropped a frame from NodeId(name='gw-a', incarnation='inc-g'): "
+        "bad member ids: (a list, nested too deep or not JSON)"
+    ]
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])  # caplog: cleared
+@given(batch=any_batches)
+async def test_whatever_a_gateway_sends_is_taken_or_closes_the_link(
+    batch: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    link, writer = linked_topic_server()
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        link.receive(batch)
+    closes = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    if closes_link(batch, SERVER_TAKES):
+        assert writer.closed is not None and writer.closed[0] == LinkClose.PROTOCOL_ERROR
+        assert len(closes) == 1 and closes[0].startswith("closing link to gw-a: ")
+        assert "a frame failed" not in closes[0]  # refused by the protocol, not by a bug
+    else:
+        assert (writer.closed, closes) == (None, [])
+    assert not [r for r in caplog.records if r.exc_info]  # no traceback, whatever came

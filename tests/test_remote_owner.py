@@ -8,19 +8,39 @@ answers are fed to the connection as it would receive them.
 from __future__ import annotations
 
 import asyncio
+import logging
+import secrets
+from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
 
 from app.counters import Counters
 from app.link import codec
-from app.link.codec import LinkDeliver, LinkFrame, LinkPublish, LinkSubscribe, LinkUnsubscribe
+from app.link.codec import (
+    LinkAck,
+    LinkClose,
+    LinkDeliver,
+    LinkFrame,
+    LinkPg,
+    LinkPublish,
+    LinkSubscribe,
+    LinkUnsubscribe,
+)
 from app.link.connection import LinkConnection
 from app.link.handshake import Identity
+from app.link.hub import SCOPE
 from app.link.interface import Accepted, Outcome
-from app.settings import Role
+from app.pg import NodeId
+from app.ring import Declared, RingConfig
+from app.settings import Role, Settings
 from tests.clock import FakeClock
+from tests.link.inputs import any_batches, closes_link
+from tests.test_gateway import FakeSocket
+from ws_gateway.node import GatewayNode
 from ws_gateway.remote_owner import TIMED_OUT, UNREACHABLE, WENT_DOWN, RemoteOwner
+from ws_gateway.serializers import V1, V2
 
 pytestmark = pytest.mark.anyio
 
@@ -31,6 +51,7 @@ TIMEOUT = 5.0
 class Writer:
     def __init__(self) -> None:
         self.messages: list[bytes] = []
+        self.closed: tuple[int, str] | None = None
 
     def write_message(self, data: bytes) -> None:
         self.messages.append(data)
@@ -39,7 +60,7 @@ class Writer:
         return 0
 
     def close(self, code: int, reason: str) -> None:
-        pass
+        self.closed = (code, reason)
 
 
 class Fixture:
@@ -171,3 +192,71 @@ async def test_deliveries_and_pg_frames_go_to_their_handlers() -> None:
     assert f.delivered == [(f.owner, LinkDeliver(3, 12.5, 0, "t", "e", False, b"{}"))]
     assert f.pg == [(f.link, ["discover", "dps", 1])]
     assert (f.owner.owner, f.owner.linked_for) == ("ts-a", 3.0)
+
+
+async def test_a_frame_only_gateways_send_closes_the_link(caplog: pytest.LogCaptureFixture) -> None:
+    f = Fixture()
+    with caplog.at_level(logging.ERROR, logger="dps.link"):
+        f.link.receive(codec.ack(1, 1) + codec.subscribe(1, "t") + codec.ack(2, 2))
+    reason = "unexpected LinkSubscribe from a topic server"
+    assert f.writer.closed == (LinkClose.PROTOCOL_ERROR, reason)
+    assert caplog.messages == [f"closing link to ts-a: {reason}"]
+
+
+# Whatever a topic server sends: a real gateway node behind the link, linked to ts-a as its
+# only server, with a V2 socket joined to "t" and a V1 socket to "u".
+
+RING = RingConfig({"ts-a": Declared("ts-a", 1, None)}, 160, Path("ring.toml"))
+GATEWAY_TAKES = (LinkAck, LinkDeliver, LinkPg)
+
+
+SETTINGS = Settings(
+    app=Role.GATEWAY, node="ws-a", cluster_secret=secrets.token_urlsafe(), handover=0
+)
+
+
+async def linked_gateway() -> tuple[GatewayNode, Writer, list[FakeSocket]]:
+    node = GatewayNode(SETTINGS, RING, FakeClock())
+    node.pg.start_scope(SCOPE)
+    writer = Writer()
+    link = LinkConnection(PEER, writer, 1 << 20, node.overflowed)
+    node.link_up(link)
+    node.router.server_up("ts-a", node.owners["ts-a"], 0.0)
+    sockets = [FakeSocket(V2), FakeSocket(V1)]
+    joined: list[str | None] = []
+    node.gateway.join(sockets[0], "t", "1", joined.append)  # type: ignore[arg-type]
+    node.gateway.join(sockets[1], "u", "1", joined.append)  # type: ignore[arg-type]
+    link.receive(codec.ack(1, 0) + codec.ack(2, 0))
+    assert joined == [None, None]
+    return node, writer, sockets
+
+
+async def test_the_linked_gateway_delivers_to_its_sockets() -> None:
+    node, writer, (v2, v1) = await linked_gateway()
+    link = node.links[NodeId("ts-a", "inc-1")]
+    link.receive(
+        codec.deliver(1, 0.0, 0, "t", "e", False, b'{"n":1}')
+        + codec.deliver(1, 0.0, 0, "u", "e", False, b'{"n":2}')
+    )
+    assert v2.payloads() == [["1", None, "t", "e", {"n": 1}]]
+    assert v1.payloads() == [{"topic": "u", "event": "e", "payload": {"n": 2}, "ref": None}]
+    assert writer.closed is None
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])  # caplog: cleared
+@given(batch=any_batches)
+async def test_whatever_a_topic_server_sends_is_taken_or_closes_the_link(
+    batch: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    node, writer, _ = await linked_gateway()
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        node.links[NodeId("ts-a", "inc-1")].receive(batch)
+    closes = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    if closes_link(batch, GATEWAY_TAKES):
+        assert writer.closed is not None and writer.closed[0] == LinkClose.PROTOCOL_ERROR
+        assert len(closes) == 1 and closes[0].startswith("closing link to ts-a: ")
+        assert "a frame failed" not in closes[0]  # refused by the protocol, not by a bug
+    else:
+        assert (writer.closed, closes) == (None, [])
+    assert not [r for r in caplog.records if r.exc_info]  # no traceback, whatever came

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 import sys
 
@@ -57,7 +58,36 @@ def test_cluster_settings_on_the_embedded_default_are_reported(
     monkeypatch.setenv("DPS_HANDOVER", "1")
     assert settings.load().ignored() == ["DPS_HANDOVER", "REDIS_URL"]
     monkeypatch.setenv("DPS_APP", "ws")
+    monkeypatch.setenv("DPS_CLUSTER_SECRET", secrets.token_urlsafe())
     assert settings.load().ignored() == []
+
+
+SECRET_ACCEPTS = "a shared secret of at least 8 characters, the same on every node"
+
+
+@pytest.mark.parametrize("role", ["ws", "ts"])
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1", "localhost", "0.0.0.0"])
+def test_cluster_nodes_need_the_cluster_secret_wherever_they_listen(
+    monkeypatch: pytest.MonkeyPatch, role: str, host: str
+) -> None:
+    monkeypatch.delenv("DPS_CLUSTER_SECRET", raising=False)
+    monkeypatch.setenv("DPS_APP", role)
+    monkeypatch.setenv("DPS_HOST", host)
+    with pytest.raises(settings.SettingsError) as err:
+        settings.load()
+    assert str(err.value) == (
+        f"DPS_CLUSTER_SECRET: required with DPS_APP={role} (accepts {SECRET_ACCEPTS})"
+    )
+    secret = secrets.token_urlsafe()
+    monkeypatch.setenv("DPS_CLUSTER_SECRET", secret)
+    cluster_secret = settings.load().cluster_secret
+    assert cluster_secret is not None and cluster_secret.get_secret_value() == secret
+
+
+def test_the_embedded_default_needs_no_cluster_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DPS_CLUSTER_SECRET", raising=False)
+    monkeypatch.setenv("DPS_HOST", "0.0.0.0")
+    assert settings.load().cluster_secret is None
 
 
 def test_unknown_dps_variables_are_reported() -> None:
@@ -66,14 +96,28 @@ def test_unknown_dps_variables_are_reported() -> None:
     ]
 
 
-def test_the_server_refuses_a_bad_setting_with_status_2_and_one_line() -> None:
-    result = subprocess.run(
+def serve(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`python -m app` with only `env` (and PATH), expected to exit at once."""
+    return subprocess.run(
         [sys.executable, "-m", "app"],
         cwd=ROOT,
-        env={"PATH": "/usr/bin:/bin", "DPS_PORT": "99999"},
+        env={"PATH": "/usr/bin:/bin", **env},
         capture_output=True,
         text=True,
         timeout=60,
     )
+
+
+def test_the_server_refuses_a_bad_setting_with_status_2_and_one_line() -> None:
+    result = serve({"DPS_PORT": "99999"})
     assert result.returncode == 2
     assert result.stderr == "DPS_PORT: invalid value '99999' (accepts a TCP port, 1-65535)\n"
+
+
+@pytest.mark.parametrize("role", ["ws", "ts"])
+def test_a_cluster_node_without_the_secret_exits_with_status_2_and_one_line(role: str) -> None:
+    result = serve({"DPS_APP": role, "DPS_HOST": "127.0.0.1", "DPS_NODE": "ts-a"})
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"DPS_CLUSTER_SECRET: required with DPS_APP={role} (accepts {SECRET_ACCEPTS})\n"
+    )

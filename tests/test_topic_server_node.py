@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 from pathlib import Path
 
 import pytest
@@ -33,7 +34,12 @@ class Writer:
 
 
 def topic_server(clock: Clock) -> TopicServerNode:
-    settings = Settings(app=Role.TOPIC_SERVER, node="ts-a", link_timeout=LINK_TIMEOUT)
+    settings = Settings(
+        app=Role.TOPIC_SERVER,
+        node="ts-a",
+        cluster_secret=secrets.token_urlsafe(),
+        link_timeout=LINK_TIMEOUT,
+    )
     return TopicServerNode(settings, RING, clock)
 
 

@@ -22,7 +22,14 @@ from websockets.client import ClientProtocol
 from websockets.frames import Close, Frame, Opcode
 from websockets.uri import parse_uri
 
-from app.served.websocket import EXTENSION, GOING_AWAY, ServedWebSocket, frame
+from app.served.websocket import (
+    EXTENSION,
+    GOING_AWAY,
+    MAX_REASON,
+    ServedWebSocket,
+    close_reason,
+    frame,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -142,3 +149,16 @@ async def test_shutdown_closes_detached_sockets_with_going_away() -> None:
                 "server shutting down",
             )
         await asyncio.wait_for(ended.wait(), 10)
+
+
+@pytest.mark.parametrize(
+    ("reason", "sent"),
+    [
+        ("slow consumer", "slow consumer"),
+        ("x" * 200, "x" * MAX_REASON),
+        ("é" * 100, "é" * (MAX_REASON // 2)),  # whole characters only
+    ],
+)
+def test_close_reasons_are_cut_to_what_a_close_frame_carries(reason: str, sent: str) -> None:
+    assert close_reason(reason) == sent
+    assert Close.parse(Close(4002, close_reason(reason)).serialize()).reason == sent

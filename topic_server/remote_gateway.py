@@ -2,7 +2,9 @@
 
 Subscribe and unsubscribe frames update the server's table; a publish is sequenced,
 acknowledged on this link, and delivered as one deliver frame to every gateway with
-subscribers (this one included when it has some), the frame bytes shared by all.
+subscribers (this one included when it has some), the frame bytes shared by all. A frame
+only topic servers send (ack, deliver) closes the link: the peer does not follow the
+protocol.
 """
 
 from __future__ import annotations
@@ -12,7 +14,14 @@ from typing import Any
 
 from app.counters import Counters
 from app.link import codec
-from app.link.codec import LinkFrame, LinkPg, LinkPublish, LinkSubscribe, LinkUnsubscribe
+from app.link.codec import (
+    LinkFrame,
+    LinkFrameError,
+    LinkPg,
+    LinkPublish,
+    LinkSubscribe,
+    LinkUnsubscribe,
+)
 from app.link.connection import LinkConnection
 from app.link.interface import Delivery
 from topic_server.server import TopicServer
@@ -57,3 +66,5 @@ class RemoteGateway:
             self.server.unsubscribe(self, frame.topic)
         elif isinstance(frame, LinkPg):
             self.on_pg(self.link, frame.frame)
+        else:  # a topic server's frame: the peer is broken, and the link closes
+            raise LinkFrameError(f"unexpected {type(frame).__name__} from a gateway")

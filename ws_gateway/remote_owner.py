@@ -3,7 +3,8 @@
 Subscriptions and publishes go out as link frames; acknowledgements and deliveries come
 back. Every publish and every subscription gets exactly one answer: the owner's ack, or,
 if none comes within the publish timeout or the link goes down first, an error. A publish
-is never left without a reply.
+is never left without a reply. A frame only gateways send (subscribe, unsubscribe,
+publish) closes the link: the peer does not follow the protocol.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 from app.counters import Counters
 from app.link import codec
-from app.link.codec import LinkAck, LinkDeliver, LinkFrame, LinkPg
+from app.link.codec import LinkAck, LinkDeliver, LinkFrame, LinkFrameError, LinkPg
 from app.link.connection import LinkConnection
 from app.link.interface import Accepted, OnOutcome
 
@@ -107,6 +108,8 @@ class RemoteOwner:
                     entry[0](Accepted(self.owner, 0))
         elif isinstance(frame, LinkPg):
             self.on_pg(self.link, frame.frame)
+        else:  # a gateway's frame: the peer is broken, and the link closes
+            raise LinkFrameError(f"unexpected {type(frame).__name__} from a topic server")
 
     def expire(self, timeout: float) -> None:
         """Fail the requests that have waited `timeout` seconds or longer, oldest first."""

@@ -14,16 +14,23 @@ gateways enforce for everything clients send.
                      payload:u32+bytes
     G  pg            frame:u32+bytes (a pg protocol frame as JSON)
 
-`flags` bit 0 marks a binary payload (raw bytes rather than a JSON object). `sent_at` is
-the topic server's wall clock when it sequenced the message, for the gateways' delivery
-latency histogram. `exclude` names a socket of the publishing gateway that must not
-receive the message (a publisher on a topic without echo), 0 for none: the owner sends
-it only to that gateway. The deliver frame of a message is otherwise encoded once and
+`flags` is 1 for a binary payload (raw bytes rather than a JSON object), else 0. `sent_at`
+is the topic server's wall clock when it sequenced the message (a finite number), for the
+gateways' delivery latency histogram. `exclude` names a socket of the publishing gateway
+that must not receive the message (a publisher on a topic without echo), 0 for none: the
+owner sends it only to that gateway. The deliver frame of a message is otherwise encoded once and
 the same bytes are queued to every gateway that wants it.
+
+`decode` accepts exactly what the builders make: a batch of one frame or more, each
+complete, of a known kind, with UTF-8 names, flags 0 or 1, a finite `sent_at`, and pg
+frames that are JSON orjson can read (at most 1024 levels deep). Anything else is a
+`LinkFrameError`, and the link closes. What a pg frame says is pg's to judge
+(`app.pg.wire`).
 """
 
 from __future__ import annotations
 
+import math
 import struct
 from collections.abc import Iterator
 from enum import IntEnum
@@ -162,18 +169,25 @@ class _Reader:
         topic = self.short()
         event = self.short()
         (flags,) = self.unpack(_U8)
+        if flags > BINARY:
+            raise LinkFrameError(f"unknown flags {flags:#04x}")
         (size,) = self.unpack(_U32)
-        return topic, event, bool(flags & BINARY), self.take(size)
+        return topic, event, flags == BINARY, self.take(size)
 
 
 def decode(batch: bytes) -> Iterator[LinkFrame]:
-    """The frames of one batch, in order; `LinkFrameError` if any is malformed."""
+    """The frames of one batch, in order; `LinkFrameError` if any is malformed (the
+    frames before it have been yielded by then)."""
+    if not batch:
+        raise LinkFrameError("empty batch")
     reader = _Reader(batch)
     try:
         while reader.pos < len(batch):
             kind = batch[reader.pos : reader.pos + 1]
             if kind == b"D":
                 _, seq, sent_at, exclude = reader.unpack(_DELIVER_HEAD)
+                if not math.isfinite(sent_at):
+                    raise LinkFrameError(f"sent_at {sent_at} is not a time")
                 topic, event, binary, payload = reader.message()
                 yield LinkDeliver(seq, sent_at, exclude, topic, event, binary, payload)
             elif kind == b"P":

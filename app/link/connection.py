@@ -21,7 +21,7 @@ from typing import Protocol
 from app.link import tls
 from app.link.codec import LinkClose, LinkFrame, LinkFrameError, decode
 from app.link.handshake import Identity
-from app.settings import Settings
+from app.settings import Settings, SettingsError
 
 log = logging.getLogger("dps.link")
 
@@ -30,7 +30,7 @@ log = logging.getLogger("dps.link")
 class LinkOptions:
     """How every link of a node behaves (from the DPS_CLUSTER_* and DPS_LINK_* settings)."""
 
-    secret: str
+    secret: str  # never empty: links are always authenticated
     queue_limit: int
     ping_interval: float
     ping_timeout: float
@@ -38,10 +38,13 @@ class LinkOptions:
 
     @classmethod
     def of(cls, settings: Settings) -> LinkOptions:
-        """Raises `SettingsError` for TLS files that cannot be loaded."""
+        """Raises `SettingsError` without a cluster secret, or for TLS files that cannot be
+        loaded."""
         secret = settings.cluster_secret
+        if secret is None:
+            raise SettingsError("DPS_CLUSTER_SECRET: required for node links")
         return cls(
-            secret=secret.get_secret_value() if secret is not None else "",
+            secret=secret.get_secret_value(),
             queue_limit=settings.link_queue,
             ping_interval=settings.link_timeout / 4,
             ping_timeout=settings.link_timeout,
@@ -125,7 +128,15 @@ class LinkConnection:
         self.writer.write_message(data)
 
     def receive(self, data: bytes) -> None:
-        """Dispatch every frame of one received batch."""
+        """Dispatch every frame of one received batch, in order. A batch that does not
+        decode, a frame its handler refuses (`LinkFrameError`: a frame this role never
+        receives) or one its handler fails on (a bug, or a shape nothing else caught)
+        closes the link with PROTOCOL_ERROR and one log line: pg needs the link down
+        rather than a frame lost, and the peer relinks to a clean state. A link closed
+        takes nothing more: what a peer sends after it broke the protocol, or after this
+        end gave up on it, is not acted upon (it is reported down before long)."""
+        if self.closed:
+            return
         on_frame = self.on_frame
         try:
             for frame in decode(data):
@@ -133,6 +144,9 @@ class LinkConnection:
         except LinkFrameError as exc:
             log.error("closing link to %s: %s", self.peer.name, exc)
             self.close(LinkClose.PROTOCOL_ERROR, str(exc))
+        except Exception as exc:
+            log.error("closing link to %s: a frame failed: %s", self.peer.name, _describe(exc))
+            self.close(LinkClose.PROTOCOL_ERROR, "a frame could not be handled")
 
     def close(self, code: int, reason: str) -> None:
         if self.closed:
@@ -140,3 +154,13 @@ class LinkConnection:
         self.closed = True
         self._batch.clear()
         self.writer.close(code, reason)
+
+
+def _describe(exc: Exception) -> str:
+    """`exc` in one bounded line, whatever it holds (it may quote the peer's data)."""
+    try:
+        text = str(exc)
+    except Exception:  # a message that cannot even be made, e.g. of data nested too deep
+        text = "(no message)"
+    text = " ".join(text.split())
+    return f"{type(exc).__name__}: {text[:200]}"

@@ -31,6 +31,7 @@ from app.link.codec import LinkClose
 from app.link.connection import LinkConnection, LinkOptions
 from app.link.handshake import Handshake, HandshakeError, HandshakeState
 from app.link.hub import LinkHub
+from app.served.websocket import close_reason
 from app.settings import Role
 
 log = logging.getLogger("dps.link")
@@ -117,9 +118,9 @@ class DialedLink(asyncio.Protocol):
         return self.transport.get_write_buffer_size() if self.transport else 0
 
     def close(self, code: int, reason: str) -> None:
-        if self.transport is None or self.transport.is_closing():
-            return
-        self.ws.send_close(code, reason)
+        if self.transport is None or self.transport.is_closing() or self.ws.state is not OPEN:
+            return  # not connected, or a close went either way already
+        self.ws.send_close(code, close_reason(reason))
         self._flush()
         self.clock.call_later(CLOSE_TIMEOUT, self._abort)
 
@@ -136,22 +137,21 @@ class DialedLink(asyncio.Protocol):
                 self.failure = close.reason
 
     def _handshake(self, event: WebSocketFrame) -> None:
+        if self.failure is not None:
+            return  # refused already: what the peer says next changes nothing
         try:
-            reply = self.handshake.receive(bytes(event.data).decode())
-            peer = self.handshake.peer
+            reply = self.handshake.receive(bytes(event.data))
+            peer = self.handshake.peer  # known only once it proved the secret
             if peer is not None and (
                 peer.name != self.expect or peer.role is not Role.TOPIC_SERVER
             ):
                 raise HandshakeError(
-                    LinkClose.PROTOCOL_ERROR, f"expected topic server {self.expect}, found {peer}"
+                    LinkClose.PROTOCOL_ERROR,
+                    f"expected topic server {self.expect}, found {peer.role} node {peer.name}",
                 )
-        except (HandshakeError, UnicodeDecodeError) as exc:
-            reason = exc.reason if isinstance(exc, HandshakeError) else "handshake not UTF-8"
-            code = exc.code if isinstance(exc, HandshakeError) else LinkClose.PROTOCOL_ERROR
-            self.failure = reason
-            self.ws.send_close(code, reason)
-            self._flush()
-            self.clock.call_later(CLOSE_TIMEOUT, self._abort)
+        except HandshakeError as exc:
+            self.failure = exc.reason
+            self.close(exc.code, exc.reason)
             return
         if reply is not None:
             self.ws.send_text(reply.encode())

@@ -1,6 +1,7 @@
 """The listening end of node links: the `/_dps/link` WebSocket endpoint.
 
-It sends the handshake's hello, authenticates the dialer, then hands the open link to the
+It sends the handshake's hello, authenticates the dialer (which must prove the cluster
+secret before this end says who it is), welcomes it, then hands the open link to the
 node's hub and feeds it every batch received. Keep-alive on this end is uvicorn's ping
 and pong on the served connection (configured in `app.roles`): a dialer that stops answering is
 dropped after the link timeout. A refused dialer (wrong secret, wrong role, a broken
@@ -57,8 +58,9 @@ def link_endpoint(
             await websocket.close()  # before the upgrade: HTTP 403
             return
         await websocket.accept()
-        listener = Listener(hub, options, accept_role, conn, client.host if client else "?")
-        conn.transport.write(frame(listener.handshake.hello(linked_for()).encode()))
+        address = client.host if client else "?"
+        listener = Listener(hub, options, accept_role, conn, address, linked_for())
+        conn.transport.write(frame(listener.handshake.hello().encode()))
         conn.detach(listener.received, listener.closed)
 
     return endpoint
@@ -76,13 +78,14 @@ class Listener:
         accept_role: Role,
         conn: ServedWebSocket,
         address: str,
+        linked_for: float,
     ) -> None:
         self.hub = hub
         self.options = options
         self.accept_role = accept_role
         self.conn = conn
         self.address = address
-        self.handshake = Handshake(hub.local, options.secret, listener=True)
+        self.handshake = Handshake(hub.local, options.secret, listener=True, linked_for=linked_for)
         self.link: LinkConnection | None = None
 
     def received(self, data: bytes, text: bool) -> None:
@@ -92,18 +95,16 @@ class Listener:
         try:
             if self.link is not None or not text:
                 raise HandshakeError(LinkClose.PROTOCOL_ERROR, "unexpected message")
-            reply = self.handshake.receive(data.decode())
+            reply = self.handshake.receive(data)
             peer = self.handshake.peer
             if peer is not None and peer.role != self.accept_role:
                 raise HandshakeError(
                     LinkClose.PROTOCOL_ERROR,
                     f"{peer.name} is a {peer.role} node, not {self.accept_role}",
                 )
-        except (HandshakeError, UnicodeDecodeError) as exc:
-            reason = exc.reason if isinstance(exc, HandshakeError) else "handshake not UTF-8"
-            code = exc.code if isinstance(exc, HandshakeError) else LinkClose.PROTOCOL_ERROR
-            self.hub.refused("refused link from %s: %s", self.address, reason)
-            self.conn.close_now(code, reason)
+        except HandshakeError as exc:
+            self.hub.refused("refused link from %s: %s", self.address, exc.reason)
+            self.conn.close_now(exc.code, exc.reason)
             return
         if reply is not None:
             self.conn.transport.write(frame(reply.encode()))

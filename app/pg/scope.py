@@ -194,7 +194,7 @@ class Scope:
             if owner is None or value != self._digest(owner):
                 self.outbox.append((peer, wire.discover(self.name, self.instance, reply=False)))
         else:
-            raise PgFrameError(f"unknown frame kind {kind!r} from {peer}")
+            raise PgFrameError(f"unknown frame kind {kind[:40]!r} from {peer}")
 
     # Internals.
 

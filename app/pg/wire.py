@@ -17,7 +17,9 @@ local ids only, since a node announces nothing but its own members. Groups are s
 | digest | `["digest", scope, instance, digest]` |
 
 Parsers check shapes and types completely before anything is applied, raising
-`PgFrameError` (the peer's fault: the node logs it and drops the frame).
+`PgFrameError` (the peer's fault: the node logs it and drops the frame). They take any
+value orjson decodes, of any depth, and never recurse into it: every check looks at a
+fixed number of levels, iteratively.
 """
 
 from __future__ import annotations
@@ -187,7 +189,13 @@ def _all_of_type(values: Iterable[object], t: type) -> bool:
 
 
 def _abbrev(value: object) -> str:
-    text = repr(value)
+    """`value` for a log line, as JSON cut to 200 characters. orjson writes it in C,
+    never recursing in Python: a frame is as deep as its sender made it, and `repr`
+    would raise RecursionError on one nested about 1,000 levels."""
+    try:
+        text = orjson.dumps(value).decode()
+    except orjson.JSONEncodeError:  # deeper than orjson writes (254), or not JSON
+        return f"(a {type(value).__name__}, nested too deep or not JSON)"
     return text if len(text) <= 200 else text[:200] + "..."
 
 

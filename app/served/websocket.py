@@ -40,6 +40,13 @@ EXTENSION = "dps.connection"
 NORMAL_CLOSURE = 1000
 GOING_AWAY = 1001
 HANG_UP_GRACE = 1.0  # seconds a close frame has to leave before a hung-up client is cut off
+MAX_REASON = 123  # bytes of a close frame's reason: its payload is at most 125, with the code
+
+
+def close_reason(reason: str) -> str:
+    """`reason`, cut to whole UTF-8 characters that fit a close frame: a longer one makes
+    the WebSocket library raise instead of closing."""
+    return reason.encode()[:MAX_REASON].decode(errors="ignore")
 
 
 def frame(payload: bytes, binary: bool = False) -> bytes:
@@ -161,7 +168,7 @@ class ServedWebSocket(WebSocketsSansIOProtocol):
         the close frame has had `HANG_UP_GRACE` seconds to leave."""
         if self.closing:
             return
-        self.conn.send_close(code, reason)
+        self.conn.send_close(code, close_reason(reason))
         self.transport.write(b"".join(self.conn.data_to_send()))
         self.close_sent = True
         self.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})

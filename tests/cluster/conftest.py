@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import signal
 import subprocess
 from collections.abc import Callable, Iterator
@@ -13,7 +14,8 @@ import pytest
 from app.tools.local_cluster import redis_server
 from tests.support import Server, free_port, wait_port
 
-SECRET = "test-cluster-secret"
+SECRET = secrets.token_urlsafe()
+UNLIMITED = {"DPS_PUBLISH_RATE": "1000000", "DPS_PUBLISH_BURST": "1000000"}  # the cluster secret of every node these tests start
 
 
 def redis_server_binary() -> str:
@@ -78,6 +80,8 @@ def node(spawn: Callable[..., Server], redis: Redis) -> Node:
             "REDIS_URL": redis.url,
             "DPS_CLUSTER_SECRET": SECRET,
             "DPS_HANDOVER": "0.5",
+            # These tests publish a message every few milliseconds from one socket.
+            **UNLIMITED,
         }
         if ready is None:
             ready = "/readyz" if role == "ws" else "/healthz"

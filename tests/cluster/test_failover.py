@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 import signal
 import time
 
@@ -172,13 +173,15 @@ async def test_traffic_flows_while_redis_restarts(node: Node, redis: Redis) -> N
 
 async def test_a_node_with_a_wrong_secret_is_refused(node: Node) -> None:
     server = node("ts", "ts-a")
-    intruder = node("ws", "intruder", ready="/healthz", DPS_CLUSTER_SECRET="not-the-secret")
+    intruder = node("ws", "intruder", ready="/healthz", DPS_CLUSTER_SECRET=secrets.token_urlsafe())
     with pytest.raises(TimeoutError):
         wait_http(intruder, "/readyz", timeout=2.0)
     assert get_json(intruder.http + "/cluster")["links"] == []
-    assert get_json(server.http + "/cluster")["links"] == []
+    view = get_json(server.http + "/cluster")
+    assert view["links"] == []
     refused = "refused link from 127.0.0.1: intruder does not know the cluster secret"
     await eventually(lambda: refused in server.output(), "the topic server did not log it")
     await eventually(
         lambda: "link to ts-a at 127.0.0.1:" in intruder.output(), "the intruder did not log it"
     )
+    assert view["incarnation"] not in intruder.output()  # the handshake told it nothing

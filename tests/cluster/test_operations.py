@@ -166,7 +166,13 @@ def test_a_topic_server_must_be_declared_in_the_ring() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "app"],
         cwd=ROOT,
-        env={"PATH": "/usr/bin:/bin", "DPS_APP": "ts", "DPS_NODE": "ts-z", "DPS_PORT": "4999"},
+        env={
+            "PATH": "/usr/bin:/bin",
+            "DPS_APP": "ts",
+            "DPS_NODE": "ts-z",
+            "DPS_PORT": "4999",
+            "DPS_CLUSTER_SECRET": SECRET,
+        },
         capture_output=True,
         text=True,
         timeout=60,

@@ -1,19 +1,25 @@
-"""Node link frames, without sockets."""
+"""Node link frames, without sockets: examples of each rule, then properties over\nwell-formed, broken and arbitrary batches (tests/link/inputs.py)."""
 
 from __future__ import annotations
 
+import struct
+
+import orjson
 import pytest
+from hypothesis import given
 
 from app.link import codec
 from app.link.codec import (
     LinkAck,
     LinkDeliver,
+    LinkFrame,
     LinkFrameError,
     LinkPg,
     LinkPublish,
     LinkSubscribe,
     LinkUnsubscribe,
 )
+from tests.link.inputs import any_batches, batches, broken_batches, encode
 
 
 def test_a_batch_decodes_to_its_frames_in_order() -> None:
@@ -45,16 +51,74 @@ def test_empty_and_large_payloads() -> None:
 
 
 @pytest.mark.parametrize(
-    "batch",
+    ("batch", "error"),
     [
-        b"Z",
-        codec.subscribe(1, "topic")[:-1],
-        codec.publish(1, 0, "t", "e", False, b"{}")[:-1],
-        codec.ack(1, 1)[:5],
-        b"S\x02\xff\xfe",
-        b"G\x00\x00\x00\x02{x",
+        (b"", "empty batch"),
+        (b"Z", "unknown frame kind b'Z'"),
+        (codec.subscribe(1, "topic")[:-1], "frame truncated"),
+        (codec.publish(1, 0, "t", "e", False, b"{}")[:-1], "frame truncated"),
+        (codec.ack(1, 1)[:5], "frame truncated"),
+        (codec.pg([1])[:1] + b"\xff\xff\xff\xff[1]", "frame truncated"),  # 4 GiB declared
+        (b"S" + bytes(8) + b"\x02\xff\xfe", "undecodable frame: 'utf-8' codec can't decode"),
+        (b"G\x00\x00\x00\x02{x", "undecodable frame: unexpected character"),
+        (
+            codec.publish(1, 0, "t", "e", False, b"{}").replace(
+                b"\x00\x00\x00\x00\x02", b"\x02\x00\x00\x00\x02"
+            ),
+            "unknown flags 0x02",
+        ),
+        (codec.deliver(1, float("inf"), 0, "t", "e", False, b"{}"), "sent_at inf is not a time"),
+        (
+            b"G" + struct.pack("!I", 2050) + b"[" * 1025 + b"]" * 1025,
+            "undecodable frame: depth limit exceeded",
+        ),
     ],
 )
-def test_malformed_batches_are_refused(batch: bytes) -> None:
-    with pytest.raises(LinkFrameError):
+def test_malformed_batches_are_refused(batch: bytes, error: str) -> None:
+    with pytest.raises(LinkFrameError) as err:
         list(codec.decode(batch))
+    assert str(err.value).startswith(error)
+
+
+def test_a_pg_frame_as_deep_as_orjson_reads_decodes() -> None:
+    text = b"[" * 1024 + b"]" * 1024
+    [frame] = codec.decode(b"G" + struct.pack("!I", len(text)) + text)
+    assert isinstance(frame, LinkPg) and type(frame.frame) is list
+
+
+# Properties: `decode` takes exactly what the builders make, and nothing else.
+
+
+@given(batches)
+def test_a_batch_decodes_to_exactly_the_frames_encoded(frames: list[LinkFrame]) -> None:
+    assert list(codec.decode(b"".join(map(encode, frames)))) == frames
+
+
+@given(broken_batches())
+def test_a_batch_with_a_broken_frame_is_refused_after_the_frames_before_it(
+    broken: tuple[list[LinkFrame], bytes],
+) -> None:
+    good, batch = broken
+    decoded: list[LinkFrame] = []
+    with pytest.raises(LinkFrameError):
+        decoded.extend(codec.decode(batch))
+    assert decoded == good
+
+
+@given(any_batches)
+def test_any_bytes_are_refused_or_are_exactly_the_encoding_of_their_frames(batch: bytes) -> None:
+    try:
+        frames = list(codec.decode(batch))
+    except LinkFrameError:
+        return
+    assert frames
+    if not any(isinstance(frame, LinkPg) for frame in frames):
+        assert b"".join(map(encode, frames)) == batch
+        return
+    # pg frames are JSON, which has more than one spelling (and orjson writes 254 levels
+    # at most, so the deepest are only read): they decode to what they say.
+    try:
+        spelled = b"".join(map(encode, frames))
+    except orjson.JSONEncodeError:
+        return
+    assert list(codec.decode(spelled)) == frames

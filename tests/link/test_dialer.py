@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from typing import Any
 
 import orjson
 import pytest
-from websockets.frames import Frame, Opcode
+from hypothesis import given
+from hypothesis import strategies as st
+from websockets.frames import Close, Frame, Opcode
 from websockets.http11 import Request
 from websockets.server import ServerProtocol
 
@@ -21,16 +24,19 @@ from app.link import codec
 from app.link.codec import LinkClose, LinkFrame, LinkSubscribe
 from app.link.connection import LinkConnection, LinkOptions
 from app.link.dialer import CLOSE_TIMEOUT, DialedLink, backoff
-from app.link.handshake import Handshake, Identity, _mac
+from app.link.handshake import VERSION, Handshake, Identity, _mac
 from app.link.hub import LinkHub
+from app.served.websocket import close_reason
 from app.settings import Role
 from tests.clock import FakeClock
+from tests.pg.frames import wild_values
 
 pytestmark = pytest.mark.anyio
 
 GATEWAY = Identity("ws-a", Role.GATEWAY, "inc-g")
 SERVER = Identity("ts-a", Role.TOPIC_SERVER, "inc-t")
-SECRET = "secret!!"
+SECRET = secrets.token_urlsafe()
+LINKED_FOR = 12.5
 KEEPALIVE = LinkOptions(SECRET, queue_limit=1 << 20, ping_interval=0.25, ping_timeout=1.0)
 # For the handshake tests: no ping or verdict within the seconds they cover.
 QUIET = LinkOptions(SECRET, queue_limit=1 << 20, ping_interval=60.0, ping_timeout=240.0)
@@ -95,7 +101,7 @@ class Connection:
         )
         self.transport = Transport(self.link)
         self.server = ServerProtocol(max_size=None)
-        self.listener = Handshake(peer, peer_secret, listener=True)
+        self.listener = Handshake(peer, peer_secret, listener=True, linked_for=LINKED_FOR)
         self.link.connection_made(self.transport)  # type: ignore[arg-type]
 
     def to_server(self) -> list[Any]:
@@ -119,19 +125,23 @@ class Connection:
         self.server.send_response(self.server.accept(request))
         self.to_dialer()
 
-    def hello(self, linked_for: float = 12.5) -> str:
+    def hello(self) -> bytes:
         """Upgrade, send the listener's hello; the dialer's answer (its auth)."""
         self.upgrade()
-        self.server.send_text(self.listener.hello(linked_for).encode())
+        self.server.send_text(self.listener.hello().encode())
         self.to_dialer()
         [auth] = self.frames_to_server(Opcode.TEXT)
-        return auth.data.decode()
+        return bytes(auth.data)
 
-    def open(self) -> LinkConnection:
+    def welcome(self) -> None:
+        """The rest of the handshake: the listener's welcome, received by the dialer."""
         welcome = self.listener.receive(self.hello())
         assert welcome is not None
         self.server.send_text(welcome.encode())
         self.to_dialer()
+
+    def open(self) -> LinkConnection:
+        self.welcome()
         assert self.link.link is not None
         return self.link.link
 
@@ -153,7 +163,7 @@ async def test_the_handshake_opens_the_link_and_hands_it_to_the_hub() -> None:
     conn = Connection(QUIET)
     link = conn.open()
     assert conn.hub.events == [("up", SERVER)]
-    assert (link.peer, link.peer_linked_for) == (SERVER, 12.5)
+    assert (link.peer, link.peer_linked_for) == (SERVER, LINKED_FOR)
     assert conn.link.failure is None
     received: list[LinkFrame] = []
     link.on_frame = received.append
@@ -178,18 +188,21 @@ async def test_an_upgrade_refused_over_http_fails_the_attempt() -> None:
 
 @pytest.mark.parametrize(
     "peer",
-    [Identity("ts-b", Role.TOPIC_SERVER, "inc-t"), Identity("ts-a", Role.GATEWAY, "inc-t")],
-    ids=["another topic server", "not a topic server"],
+    [
+        Identity("ts-b", Role.TOPIC_SERVER, "inc-t"),
+        Identity("ts-a", Role.GATEWAY, "inc-t"),
+        Identity("é" * 255, Role.TOPIC_SERVER, "inc-t"),
+    ],
+    ids=["another topic server", "not a topic server", "a name too long for a close frame"],
 )
 async def test_a_peer_that_is_not_the_expected_topic_server_is_closed(peer: Identity) -> None:
     conn = Connection(QUIET, peer=peer)
-    conn.upgrade()
-    conn.server.send_text(conn.listener.hello(0.0).encode())
-    conn.to_dialer()
+    conn.welcome()  # who it is, the dialer learns from the welcome, once it proved the secret
     code, reason = close_received(conn)
     assert code == LinkClose.PROTOCOL_ERROR
-    assert reason.startswith("expected topic server ts-a, found ")
-    assert conn.link.failure == reason
+    failure = f"expected topic server ts-a, found {peer.role} node {peer.name}"
+    assert conn.link.failure == failure
+    assert reason == close_reason(failure)  # the whole of it, when it fits
     assert conn.link.link is None
     conn.clock.advance(CLOSE_TIMEOUT - 0.5)
     assert not conn.transport.aborted
@@ -201,14 +214,18 @@ async def test_a_peer_that_is_not_the_expected_topic_server_is_closed(peer: Iden
 
 async def test_a_listener_that_does_not_know_the_secret_is_closed() -> None:
     conn = Connection(QUIET)
-    nonce = orjson.loads(conn.hello())["nonce"]
+    nonce_l = orjson.loads(conn.listener.hello())["nonce"]
+    nonce_d = orjson.loads(conn.hello())["nonce"]
     # An impostor cannot check the auth; it signs a welcome with the secret it has.
-    forged = {"welcome": 1, "mac": _mac(b"wrong!!!", "listener", nonce, SERVER, GATEWAY)}
+    mac = _mac(b"another secret", "welcome", nonce_l, nonce_d, *SERVER, LINKED_FOR)
+    forged = {"welcome": VERSION, "identity": list(SERVER), "linked_for": LINKED_FOR, "mac": mac}
     conn.server.send_text(orjson.dumps(forged))
     conn.to_dialer()
-    assert close_received(conn) == (LinkClose.AUTH_FAILED, "ts-a does not know the cluster secret")
-    assert conn.link.failure == "ts-a does not know the cluster secret"
+    refusal = "the listener does not know the cluster secret"
+    assert close_received(conn) == (LinkClose.AUTH_FAILED, refusal)
+    assert conn.link.failure == refusal
     assert conn.hub.events == []
+    assert conn.link.link is None
 
 
 async def test_a_listener_that_refuses_the_dialer_ends_the_attempt_with_its_reason() -> None:
@@ -234,6 +251,36 @@ async def test_closing_an_open_link_sends_the_code_and_aborts_if_never_answered(
     await conn.ended()
     assert conn.hub.events == [("up", SERVER), ("down", SERVER)]
     assert link.closed
+
+
+# Whatever a listener without the secret sends, in any order.
+
+HELLO = b"the listener's own hello"
+server_messages = st.one_of(
+    st.tuples(st.sampled_from([Opcode.TEXT, Opcode.BINARY]), st.binary(max_size=100)),
+    st.tuples(st.just(Opcode.TEXT), wild_values.map(orjson.dumps)),
+    st.tuples(st.just(Opcode.TEXT), st.just(HELLO)),
+)
+
+
+@given(st.lists(server_messages, min_size=1, max_size=4))
+async def test_a_listener_without_the_secret_never_gets_linked_whatever_it_sends(
+    sent: list[tuple[Opcode, bytes]],
+) -> None:
+    conn = Connection(QUIET, peer_secret=secrets.token_urlsafe())
+    conn.upgrade()
+    for opcode, data in sent:
+        if data is HELLO:
+            data = conn.listener.hello().encode()
+        conn.server.send_frame(Frame(opcode, data))
+        conn.to_dialer()
+    assert (conn.link.link, conn.link.handshake.peer, conn.hub.events) == (None, None, [])
+    closes = conn.frames_to_server(Opcode.CLOSE)
+    assert len(closes) <= 1  # refused once, whatever came after
+    if closes and Close.parse(closes[0].data).code >= 4000:
+        close = Close.parse(closes[0].data)
+        assert close.code in (LinkClose.AUTH_FAILED, LinkClose.PROTOCOL_ERROR)
+        assert conn.link.failure is not None and close.reason == close_reason(conn.link.failure)
 
 
 # Keep-alive

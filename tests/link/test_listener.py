@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import struct
 
+import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from app.link import codec
 from app.link.codec import LinkClose, LinkFrame, LinkSubscribe
@@ -20,12 +24,15 @@ from app.link.handshake import Handshake, HandshakeState, Identity
 from app.link.hub import LinkHub
 from app.link.listener import Listener
 from app.settings import Role
+from tests.link.inputs import well_formed_message
+from tests.pg.frames import wild_values
 
 pytestmark = pytest.mark.anyio
 
 SERVER = Identity("ts-a", Role.TOPIC_SERVER, "inc-t")
 GATEWAY = Identity("ws-a", Role.GATEWAY, "inc-g")
-SECRET = "secret!!"
+SECRET = secrets.token_urlsafe()
+LINKED_FOR = 3.5
 OPTIONS = LinkOptions(SECRET, queue_limit=1 << 20, ping_interval=0.3, ping_timeout=1.2)
 ADDRESS = "10.0.0.7"
 
@@ -83,17 +90,19 @@ class Served:
         return self.closed_with is not None
 
     def close_now(self, code: int, reason: str) -> None:
-        self.closed_with = (code, reason)
+        if self.closed_with is None:  # as the real one: the first close is the one sent
+            self.closed_with = (code, reason)
 
 
 class Fixture:
     def __init__(self, dialer: Identity = GATEWAY, secret: str = SECRET) -> None:
         self.hub = Hub()
         self.conn = Served()
-        self.listener = Listener(self.hub, OPTIONS, Role.GATEWAY, self.conn, ADDRESS)  # type: ignore[arg-type]
+        self.listener = Listener(self.hub, OPTIONS, Role.GATEWAY, self.conn, ADDRESS, LINKED_FOR)  # type: ignore[arg-type]
         self.dialer = Handshake(dialer, secret, listener=False)
-        # What link_endpoint does once the WebSocket is accepted.
-        auth = self.dialer.receive(self.listener.handshake.hello(3.5))
+        # What link_endpoint sends once the WebSocket is accepted.
+        self.hello = self.listener.handshake.hello()
+        auth = self.dialer.receive(self.hello.encode())
         assert auth is not None
         self.auth = auth
 
@@ -103,9 +112,9 @@ async def test_a_dialer_with_the_secret_is_welcomed_and_its_link_handed_to_the_h
     f.listener.received(f.auth.encode(), True)
     [(text, welcome)] = f.conn.transport.messages()
     assert text
-    assert f.dialer.receive(welcome.decode()) is None
+    assert f.dialer.receive(welcome) is None
     assert f.dialer.state is HandshakeState.OPEN
-    assert f.dialer.peer_linked_for == 3.5
+    assert (f.dialer.peer, f.dialer.peer_linked_for) == (SERVER, LINKED_FOR)
     assert f.hub.events == [("up", GATEWAY)]
     link = f.listener.link
     assert link is not None and link.peer == GATEWAY
@@ -153,8 +162,8 @@ AUTH = None  # the dialer's own auth message
         pytest.param(
             GATEWAY,
             SECRET,
-            (b'{"auth": 1, "identity": "\xff"}', True),
-            (LinkClose.PROTOCOL_ERROR, "handshake not UTF-8"),
+            (b'{"auth": 3, "identity": "\xff"}', True),
+            (LinkClose.PROTOCOL_ERROR, "malformed handshake: not UTF-8 JSON"),
             id="bad UTF-8",
         ),
         pytest.param(
@@ -181,6 +190,9 @@ async def test_a_refused_dialer_is_closed_with_the_reason_and_logged(
     assert f"refused link from {ADDRESS}: {close[1]}" in caplog.text
     assert f.conn.transport.messages() == []
     assert f.listener.link is None
+    # All the dialer got: the hello and the close. Neither says who listens.
+    for told in (f.hello, close[1]):
+        assert SERVER.name not in told and SERVER.incarnation not in told
     f.listener.closed()
     assert f.hub.events == []
 
@@ -192,3 +204,29 @@ async def test_a_text_message_once_open_closes_the_link(caplog: pytest.LogCaptur
         f.listener.received(f.auth.encode(), True)  # a replayed auth, or any text
     assert f.conn.closed_with == (LinkClose.PROTOCOL_ERROR, "unexpected message")
     assert f"refused link from {ADDRESS}: unexpected message" in caplog.text
+
+
+# Whatever a dialer without the secret sends, in any order.
+
+messages = st.one_of(
+    st.tuples(st.binary(max_size=100), st.booleans()),
+    st.tuples(wild_values.map(orjson.dumps), st.just(True)),
+    st.tuples(st.just(AUTH), st.just(True)),  # its own auth, with a MAC under another secret
+)
+
+
+@given(st.lists(messages, min_size=1, max_size=4))
+def test_a_dialer_without_the_secret_is_refused_once_whatever_it_sends(
+    sent: list[tuple[bytes | None, bool]],
+) -> None:
+    f = Fixture(secret=secrets.token_urlsafe())
+    for data, text in sent:
+        f.listener.received(f.auth.encode() if data is AUTH else data, text)
+    first, text = sent[0]
+    if first is AUTH or (text and well_formed_message("auth", first)):
+        code = LinkClose.AUTH_FAILED
+    else:
+        code = LinkClose.PROTOCOL_ERROR
+    assert f.conn.closed_with is not None and f.conn.closed_with[0] == code
+    assert f.conn.transport.messages() == []  # no welcome, nothing else
+    assert (f.listener.link, f.hub.events) == (None, [])

@@ -1,30 +1,14 @@
-"""Fixtures for the pg tests, and the Hypothesis profiles.
-
-`default` keeps the whole tests/pg directory well under a minute on two cores; `long`
-is for a nightly or pre-release run: `pytest tests/pg --hypothesis-profile=long`.
-"""
+"""Fixtures for the pg tests (the Hypothesis profiles are the whole tree's, in
+tests/conftest.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 import pytest
-from hypothesis import HealthCheck, settings
 
 from app.pg import Node
 from tests.pg.network import MemoryNetwork
-
-settings.register_profile(
-    "default",
-    max_examples=300,
-    stateful_step_count=100,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
-settings.register_profile(
-    "long", settings.get_profile("default"), max_examples=4000, stateful_step_count=120
-)
-settings.load_profile("default")
 
 
 class Cluster:

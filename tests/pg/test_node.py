@@ -6,8 +6,12 @@ import asyncio
 import logging
 from collections import Counter
 from collections.abc import Callable
+from typing import Any
 
+import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from app.pg import (
     Member,
@@ -19,7 +23,8 @@ from app.pg import (
     Subscription,
     wire,
 )
-from app.pg.wire import PgFrame
+from app.pg.wire import PgFrame, PgFrameError
+from tests.pg.frames import arrived, nested_json, pg_frames
 
 
 class Recorder:
@@ -287,6 +292,96 @@ def test_malformed_frames_are_logged_and_dropped(
         node.receive(P, ["what", "s", 1])
     assert len(caplog.records) == 3 and "protocol version 99" in caplog.text
     assert rec.take() == []
+
+
+def test_a_frame_deeper_than_python_recurses_is_logged_and_dropped(
+    node: Node, rec: Recorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    node.peer_up(P)
+    rec.take()
+    deep = orjson.loads(nested_json(1000))
+    with caplog.at_level(logging.WARNING, logger="app.pg.node"):
+        node.receive(P, ["sync", "s", 1, [["g", deep]]])
+        node.receive(P, deep)
+    assert caplog.messages == [
+        f"pg: dropped a frame from {P}: bad member ids: (a list, nested too deep or not JSON)",
+        f"pg: dropped a frame from {P}: bad frame header: (a list, nested too deep or not JSON)",
+    ]
+    assert rec.take() == []
+
+
+def malformed(node: Node, frame: Any) -> bool | None:
+    """What pg's rules make of `frame` from P, connected, to a node running scope "s":
+    True if malformed (logged, dropped), None if dropped silently (another scope, or a
+    stale instance), False if applied."""
+    try:
+        kind, scope, instance = wire.header(frame)
+    except PgFrameError:
+        return True
+    if scope != "s":
+        return None
+    owner = node._scopes["s"].table.peers.get(P)
+    if owner is not None and instance < owner.instance:
+        return None
+    parse = {
+        wire.DISCOVER: wire.parse_discover,
+        wire.SYNC: wire.parse_sync,
+        wire.JOIN: wire.parse_join,
+        wire.LEAVE: wire.parse_leave,
+        wire.DIGEST: wire.parse_digest,
+        wire.SCOPE_DOWN: lambda frame: None,
+    }.get(kind)
+    if parse is None:
+        return True
+    try:
+        parsed = parse(frame)
+    except PgFrameError:
+        return True
+    return kind == wire.DISCOVER and parsed[0] != wire.PROTOCOL_VERSION
+
+
+def restarts(frame: Any, owner: Any) -> bool:
+    """Whether `frame` names a newer run of P's scope than the one recorded: the old run
+    is forgotten (pg's rule 7) before the frame itself is parsed."""
+    try:
+        _, _, instance = wire.header(frame)
+    except PgFrameError:
+        return False
+    return owner is not None and instance > owner.instance
+
+
+def table(node: Node) -> dict[str, tuple[Member, ...]]:
+    return {group: node.get_members("s", group) for group in node.which_groups("s")}
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])  # caplog: cleared
+@given(frames=st.lists(pg_frames("s"), min_size=1, max_size=4))
+def test_any_frame_is_applied_or_dropped_and_a_malformed_one_logged(
+    frames: list[Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    rec = Recorder()
+    node = Node("a", rec, "inc-a")
+    node.start_scope("s")
+    node.peer_up(P)
+    rec.take()
+    for frame in map(arrived, frames):
+        verdict = malformed(node, frame)
+        owner = node._scopes["s"].table.peers.get(P)
+        before = table(node)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="app.pg.node"):
+            node.receive(P, frame)
+        if verdict:
+            [logged] = caplog.messages
+            assert logged.startswith(f"pg: dropped a frame from {P}: ")
+            assert rec.take() == []
+            if not restarts(frame, owner):
+                assert table(node) == before
+        else:
+            assert caplog.messages == []
+            if verdict is None:
+                assert (rec.take(), table(node)) == ([], before)
+            rec.take()
 
 
 def test_newer_incarnation_purges_the_older_one(node: Node, rec: Recorder) -> None:

@@ -1,10 +1,16 @@
+"""pg frames: builders, parsers (examples, then any value a peer can send), the digest."""
+
 from __future__ import annotations
+
+from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given
 
 from app.pg import Member, wire
 from app.pg.wire import PgFrameError
+from tests.pg.frames import arrived, nested_json, pg_frames
 
 A = "a"
 m1, m2 = Member(A, "i", 1), Member(A, "i", 2)
@@ -82,6 +88,85 @@ def test_bad_headers(frame: object) -> None:
 def test_bad_bodies(parse: object, frame: wire.PgFrame) -> None:
     with pytest.raises(PgFrameError):
         parse(frame)  # type: ignore[operator]
+
+
+DEEP = orjson.loads(nested_json(1000))  # deeper than Python's recursion limit
+
+
+@pytest.mark.parametrize(
+    ("parse", "frame"),
+    [
+        (wire.header, DEEP),
+        (wire.header, ["join", "s", DEEP]),
+        (wire.parse_discover, ["discover", "s", 1, DEEP, 0]),
+        (wire.parse_sync, ["sync", "s", 1, DEEP]),
+        (wire.parse_sync, ["sync", "s", 1, [["g", DEEP]]]),
+        (wire.parse_join, ["join", "s", 1, "g", DEEP]),
+        (wire.parse_join, ["join", "s", 1, "g", [1, DEEP]]),
+        (wire.parse_leave, ["leave", "s", 1, [1], DEEP]),
+        (wire.parse_digest, ["digest", "s", 1, DEEP]),
+    ],
+)
+def test_frames_deeper_than_python_recurses_are_refused_in_one_short_line(
+    parse: Any, frame: wire.PgFrame
+) -> None:
+    with pytest.raises(PgFrameError) as err:
+        parse(frame)
+    assert len(str(err.value)) < 300
+
+
+def test_values_in_errors_are_json_cut_to_200_characters() -> None:
+    with pytest.raises(PgFrameError) as err:
+        wire.parse_digest(["digest", "s", 1, ["x" * 500]])
+    assert str(err.value) == 'bad digest: ["digest","s",1,["' + "x" * 182 + "..."
+    with pytest.raises(
+        PgFrameError, match=r"^bad frame header: \(a set, nested too deep or not JSON\)$"
+    ):
+        wire.header({1})
+
+
+PARSERS = {
+    wire.DISCOVER: wire.parse_discover,
+    wire.SYNC: wire.parse_sync,
+    wire.JOIN: wire.parse_join,
+    wire.LEAVE: wire.parse_leave,
+    wire.DIGEST: wire.parse_digest,
+}
+
+
+def strings(value: object) -> bool:
+    return type(value) is list and all(type(v) is str for v in value)
+
+
+def ints(value: object) -> bool:
+    return type(value) is list and all(type(v) is int for v in value)
+
+
+# What each parser returns, when it does not refuse the frame.
+RESULTS = {
+    wire.DISCOVER: lambda r: type(r[0]) is int and type(r[1]) is bool,
+    wire.SYNC: lambda r: all(type(g) is str and ints(ids) for g, ids in r),
+    wire.JOIN: lambda r: type(r[0]) is str and ints(r[1]),
+    wire.LEAVE: lambda r: ints(r[0]) and strings(r[1]),
+    wire.DIGEST: lambda r: type(r) is str,
+}
+
+
+@given(pg_frames("s"))
+def test_any_frame_is_refused_or_parses_to_values_of_the_documented_types(frame: Any) -> None:
+    frame = arrived(frame)
+    try:
+        kind, scope, instance = wire.header(frame)
+    except PgFrameError:
+        return
+    assert (type(kind), type(scope), type(instance)) == (str, str, int)
+    if kind not in PARSERS:
+        return  # scope_down has nothing more to parse, other kinds are the scope's to refuse
+    try:
+        result = PARSERS[kind](frame)
+    except PgFrameError:
+        return
+    assert RESULTS[kind](result)
 
 
 def test_digest_is_canonical_and_sensitive() -> None:

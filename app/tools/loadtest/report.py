@@ -14,6 +14,10 @@ from rich.table import Table
 from rich.text import Text
 
 REFRESH_PER_S = 4
+RATE_LIMITED_HINT = (
+    "the server limits publishes per socket (DPS_PUBLISH_RATE, DPS_PUBLISH_BURST; their "
+    "defaults suit a chat): raise them on the server for a load test"
+)
 PLAIN_EVERY_S = 1.0  # without a terminal, --progress prints a line this often
 
 
@@ -138,6 +142,8 @@ def summary(report: dict[str, Any]) -> Table:
     )
     errors = report["errors"]
     rows.append(("errors", ", ".join(f"{k}: {v:,}" for k, v in errors.items()) or "none"))
+    if any("rate limited" in kind for kind in errors):
+        rows.append(("hint", RATE_LIMITED_HINT))
     rows.append(("failures", f"{report['failures']:,} (max-loss {report['max_loss']:,})"))
     for name, value in rows:
         table.add_row(name, value)
