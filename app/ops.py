@@ -1,9 +1,16 @@
-"""Operations endpoints, the same on every node: /healthz, /readyz, /metrics, /cluster."""
+"""Operations endpoints, the same on every node: /healthz, /readyz, /metrics, /cluster.
+
+`/healthz` and `/readyz` answer anyone (probes). `/cluster` names the nodes, their
+incarnations and links: with DPS_API_KEY set it needs that key, as the HTTP API does.
+`/metrics` answers anyone (Prometheus scrapes it) unless DPS_METRICS_KEY is set.
+"""
 
 from __future__ import annotations
 
+import hmac
 from typing import Any, Protocol
 
+from pydantic import SecretStr
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -56,11 +63,31 @@ async def readyz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "not ready", "reasons": reasons}, status_code=503)
 
 
+def authorized(request: Request, key: SecretStr | None) -> bool:
+    """Whether the request carries `Authorization: Bearer <key>` (any request, without a
+    key); compared in constant time."""
+    if key is None:
+        return True
+    given = request.headers.get("authorization", "")
+    expected = "Bearer " + key.get_secret_value()
+    return hmac.compare_digest(given.encode(), expected.encode())
+
+
+def unauthorized(setting: str) -> JSONResponse:
+    return JSONResponse(
+        {"error": f"missing or wrong key (Authorization: Bearer <{setting}>)"}, status_code=401
+    )
+
+
 async def metrics(request: Request) -> Response:
+    if not authorized(request, request.app.state.settings.metrics_key):
+        return unauthorized("DPS_METRICS_KEY")
     return Response(_node(request).metrics.render(), media_type=CONTENT_TYPE)
 
 
 async def cluster(request: Request) -> JSONResponse:
+    if not authorized(request, request.app.state.settings.api_key):
+        return unauthorized("DPS_API_KEY")
     node = _node(request)
     counters: dict[str, float] = dict(node.counters.snapshot())
     counters.update((name, value) for name, (value, _) in node.gauges().items())

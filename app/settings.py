@@ -154,7 +154,11 @@ class Settings(BaseSettings):
         5.0, gt=0, le=300, description="seconds to wait for the topic owner, above 0 up to 300"
     )
     api_key: SecretStr | None = Field(
-        None, description="a bearer token for POST /api/broadcast (unset: no key required)"
+        None,
+        description="a bearer token for POST /api/broadcast and GET /cluster (unset: none)",
+    )
+    metrics_key: SecretStr | None = Field(
+        None, description="a bearer token for GET /metrics (unset: /metrics is open)"
     )
     jwt_secret: SecretStr | None = Field(
         None,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 
 import pytest
@@ -106,3 +108,30 @@ def test_dps_publish_command(spawn: Callable[..., Server]) -> None:
     accepted = publish("--api-key", "k")
     assert accepted.returncode == 0, accepted.stderr
     assert '"status":"ok"' in accepted.stdout
+
+
+async def test_cluster_and_metrics_need_their_keys_when_set(spawn: Callable[..., Server]) -> None:
+    server = spawn({"DPS_API_KEY": "api-key-1234", "DPS_METRICS_KEY": "metrics-key-1234"})
+
+    def get(path: str, key: str | None) -> int:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        request = urllib.request.Request(server.http + path, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    assert [get("/cluster", k) for k in (None, "wrong", "api-key-1234")] == [401, 401, 200]
+    assert [get("/metrics", k) for k in (None, "api-key-1234", "metrics-key-1234")] == [
+        401,
+        401,
+        200,
+    ]
+    assert get("/healthz", None) == get("/readyz", None) == 200
+
+
+async def test_metrics_are_open_without_a_metrics_key(spawn: Callable[..., Server]) -> None:
+    server = spawn({"DPS_API_KEY": "api-key-1234"})
+    with urllib.request.urlopen(server.http + "/metrics", timeout=5) as response:
+        assert response.status == 200

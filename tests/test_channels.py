@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import functools
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import jwt
 import orjson
+from hypothesis import given
+from hypothesis import strategies as st
 
 from app.counters import Counters
+from tests.pg.frames import json_values
 from ws_gateway.access import rules
 from ws_gateway.access.hooks import Verdict
 from ws_gateway.access.policy import MAX_CHANNELS, Policy
@@ -459,3 +464,75 @@ def test_control_and_bidi_override_characters_are_refused() -> None:
     join(channels, msg("1", "1", "t", "phx_join", {}))
     [reply] = channels.handle(msg("1", "2", "t", "publish", ["ev\x07", {}]))
     assert isinstance(reply, Reply) and reply.response["reason"] == "malformed payload"
+
+
+# Fuzzing: any sequence of messages gets only documented answers, and the state stays sound.
+
+DOCUMENTED = {
+    "unmatched topic",
+    "unknown event",
+    "invalid topic",
+    "malformed payload",
+    "too many channels joined",
+    "unauthorized",
+    "rate limited",
+    "join failed",
+}
+FUZZ_RULES = '[[channel]]\ntopic = "open:*"\nevents = "any"\n[[channel]]\ntopic = "news:*"\npublish = "nobody"\n'
+fuzz_topics = st.sampled_from(
+    ["open:1", "open:2", "open:3", "news:1", "else", "phoenix", "", "x" * 300, "open:\u202e"]
+)
+fuzz_events = st.sampled_from(
+    ["phx_join", "phx_leave", "heartbeat", "publish", "new_msg", "phx_close", "", "e" * 300]
+)
+fuzz_payloads = st.one_of(
+    json_values,
+    st.binary(max_size=8),
+    st.tuples(st.sampled_from(["ev", "", "phx_x", 3]), json_values).map(list),
+)
+fuzz_messages = st.builds(
+    Message,
+    st.one_of(st.none(), st.sampled_from(["1", "2", "3"])),
+    st.one_of(st.none(), st.sampled_from(["1", "2", "9"])),
+    fuzz_topics,
+    fuzz_events,
+    fuzz_payloads,
+)
+
+
+@functools.cache
+def fuzz_rules() -> rules.Rules:
+    path = Path(tempfile.mkdtemp()) / "channels.toml"
+    path.write_text(FUZZ_RULES)
+    return rules.load(path)
+
+
+@given(st.lists(st.tuples(fuzz_messages, st.booleans()), max_size=40))
+def test_any_sequence_of_messages_gets_documented_answers(
+    steps: list[tuple[Message, bool]],
+) -> None:
+    policy = Policy(fuzz_rules(), None, lambda: 0.0, Counters(), max_channels=2)
+    channels = Channels(policy, "alice")
+    for message, subscription_fails in steps:
+        was_joined = message.topic in channels.joined
+        actions = channels.handle(message)
+        for action in list(actions):
+            if isinstance(action, Join):  # as the gateway would complete it
+                actions += channels.join_done(action, "gone" if subscription_fails else None)
+        assert len(channels.joined) <= 2
+        for action in actions:
+            if isinstance(action, Reply) and action.status == "error":
+                assert action.response["reason"] in DOCUMENTED, action
+            elif isinstance(action, Reply):
+                assert action.status == "ok"
+            elif isinstance(action, Publish):
+                assert message.topic in channels.joined and not message.topic.startswith("news:")
+            assert not isinstance(action, AskJoin | AskPublish | Close)  # no hooks, no rate
+        if message.topic == "phoenix" and message.event == "heartbeat":
+            assert actions == [Reply(None, message.ref, "phoenix", "ok", OK)]
+        elif message.event not in ("phx_join", "phx_leave") and not was_joined:
+            assert actions == [
+                Reply(None, message.ref, message.topic, "error", {"reason": "unmatched topic"})
+            ]
+    channels.leave_all()
+    assert channels.joined == {}

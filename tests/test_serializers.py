@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from tests.pg.frames import json_values
 from ws_gateway.serializers import (
     V1,
     V2,
@@ -204,3 +209,105 @@ def test_v1_refuses_binary_frames() -> None:
     with pytest.raises(ClientFrameError) as err:
         V1.decode(b"\x00\x00\x00\x01\x01te", False)
     assert (err.value.code, err.value.reason) == (1003, "binary frames need vsn=2.0.0")
+
+
+# Fuzzing: whatever a client sends, a serializer answers with a Message or a
+# ClientFrameError carrying a close code, nothing else.
+
+SERIALIZERS = st.sampled_from([V1, V2])
+FRAME_CODES = {1003, 1007}
+texts = st.one_of(st.text(max_size=30), st.sampled_from(["", "phoenix", "x" * 300, "\u202e"]))
+refs = st.one_of(
+    st.none(),
+    st.text(max_size=5),
+    st.integers(-(2**63), 2**63 - 1),
+    st.floats(allow_nan=False, allow_infinity=False),
+)
+
+
+@given(SERIALIZERS, st.binary(max_size=300), st.booleans())
+def test_arbitrary_bytes_are_a_message_or_a_close(
+    serializer: Serializer, data: bytes, text: bool
+) -> None:
+    try:
+        message = serializer.decode(data, text)
+    except ClientFrameError as exc:
+        assert exc.code in FRAME_CODES and exc.reason
+    else:
+        assert isinstance(message.topic, str) and isinstance(message.event, str)
+
+
+@given(SERIALIZERS, json_values)
+def test_any_json_is_a_message_or_a_close(serializer: Serializer, value: Any) -> None:
+    try:
+        serializer.decode(orjson.dumps(value), True)
+    except ClientFrameError as exc:
+        assert exc.code == 1003  # valid JSON of the wrong shape: unsupported data
+
+
+@given(refs, refs, texts, texts, json_values)
+def test_frames_of_the_right_shape_with_any_fields(
+    join_ref: Any, ref: Any, topic: str, event: str, payload: Any
+) -> None:
+    for serializer, frame in (
+        (V2, orjson.dumps([join_ref, ref, topic, event, payload])),
+        (
+            V1,
+            orjson.dumps(
+                {
+                    "join_ref": join_ref,
+                    "ref": ref,
+                    "topic": topic,
+                    "event": event,
+                    "payload": payload,
+                }
+            ),
+        ),
+    ):
+        well_typed = all(r is None or isinstance(r, str) for r in (join_ref, ref))
+        try:
+            message = serializer.decode(frame, True)
+        except ClientFrameError as exc:
+            assert not well_typed and exc.code == 1003
+            continue
+        assert well_typed
+        assert (message.join_ref, message.ref, message.topic, message.event) == (
+            join_ref,
+            ref,
+            topic,
+            event,
+        )
+        # What is forwarded is exactly the payload's own bytes.
+        if message.raw is not None:
+            assert orjson.loads(message.raw) == orjson.loads(orjson.dumps(payload))
+
+
+@given(
+    st.text(max_size=20),
+    st.text(max_size=20),
+    json_values,
+    st.one_of(st.none(), st.text(max_size=5)),
+)
+def test_broadcasts_decode_to_what_was_sent(
+    topic: str, event: str, payload: Any, join_ref: str | None
+) -> None:
+    encoded = orjson.dumps(payload)
+    broadcast = Broadcast(topic, event, encoded, binary=False)
+    v2 = V2.fastlane(broadcast, join_ref)
+    v1 = V1.fastlane(broadcast, join_ref)
+    assert v2 is not None and v1 is not None
+    assert orjson.loads(unframe_any(v2)) == [join_ref, None, topic, event, orjson.loads(encoded)]
+    assert orjson.loads(unframe_any(v1)) == {
+        "topic": topic,
+        "event": event,
+        "payload": orjson.loads(encoded),
+        "ref": None,
+    }
+
+
+def unframe_any(data: bytes) -> bytes:
+    """The message inside an unmasked server frame of any length."""
+    size = data[1]
+    if size < 126:
+        return data[2:]
+    return data[4:] if size == 126 else data[10:]

@@ -5,13 +5,13 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
 
 import orjson
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from app.link.interface import Outcome
+from app.ops import authorized, unauthorized
 from app.settings import Settings
 from ws_gateway import payloads
 from ws_gateway.channels import event_problem, payload_bytes, topic_problem
@@ -22,15 +22,6 @@ def _error(status: int, reason: str, close: bool = False) -> JSONResponse:
     """An error answer; with `close`, the connection ends with it (a body left unread)."""
     headers = {"connection": "close"} if close else None
     return JSONResponse({"error": reason}, status_code=status, headers=headers)
-
-
-def _authorized(request: Request) -> bool:
-    key = request.app.state.settings.api_key
-    if key is None:
-        return True
-    given = request.headers.get("authorization", "")
-    expected = "Bearer " + key.get_secret_value()
-    return hmac.compare_digest(given.encode(), expected.encode())
 
 
 async def _body(request: Request, settings: Settings) -> bytes | JSONResponse:
@@ -58,8 +49,8 @@ async def _body(request: Request, settings: Settings) -> bytes | JSONResponse:
 
 async def broadcast(request: Request) -> Response:
     settings: Settings = request.app.state.settings
-    if not _authorized(request):
-        return _error(401, "missing or wrong API key (Authorization: Bearer <DPS_API_KEY>)")
+    if not authorized(request, settings.api_key):
+        return unauthorized("DPS_API_KEY")
     try:
         data = await _body(request, settings)
     except ClientDisconnect:

@@ -35,6 +35,7 @@ class LinkOptions:
     ping_interval: float
     ping_timeout: float
     tls: ssl.SSLContext | None = None  # a dialer's TLS context; set: links need TLS
+    handshake_timeout: float = 10.0  # seconds a dialer has to prove the secret
 
     @classmethod
     def of(cls, settings: Settings) -> LinkOptions:
@@ -49,6 +50,7 @@ class LinkOptions:
             ping_interval=settings.link_timeout / 4,
             ping_timeout=settings.link_timeout,
             tls=tls.client_context(settings),
+            handshake_timeout=settings.handshake_timeout,
         )
 
 

@@ -10,6 +10,7 @@ handshake) is closed with a reason and logged.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -62,6 +63,8 @@ def link_endpoint(
         listener = Listener(hub, options, accept_role, conn, address, linked_for())
         conn.transport.write(frame(listener.handshake.hello().encode()))
         conn.detach(listener.received, listener.closed)
+        # Anyone who reaches the port can open a link and say nothing: bound the wait.
+        asyncio.get_running_loop().call_later(options.handshake_timeout, listener.too_slow)
 
     return endpoint
 
@@ -112,6 +115,12 @@ class Listener:
             writer = ServedLink(self.conn)
             self.link = LinkConnection(peer, writer, self.options.queue_limit, self.hub.overflowed)
             self.hub.link_up(self.link)
+
+    def too_slow(self) -> None:
+        """The dialer had its time to prove the secret; a link not open by now is closed."""
+        if self.link is None and not self.conn.closing:
+            self.hub.refused("refused link from %s: no handshake in time", self.address)
+            self.conn.close_now(LinkClose.PROTOCOL_ERROR, "no handshake in time", hang_up=True)
 
     def closed(self) -> None:
         if self.link is not None:

@@ -89,7 +89,7 @@ class Served:
     def closing(self) -> bool:
         return self.closed_with is not None
 
-    def close_now(self, code: int, reason: str) -> None:
+    def close_now(self, code: int, reason: str, hang_up: bool = False) -> None:
         if self.closed_with is None:  # as the real one: the first close is the one sent
             self.closed_with = (code, reason)
 
@@ -230,3 +230,19 @@ def test_a_dialer_without_the_secret_is_refused_once_whatever_it_sends(
     assert f.conn.closed_with is not None and f.conn.closed_with[0] == code
     assert f.conn.transport.messages() == []  # no welcome, nothing else
     assert (f.listener.link, f.hub.events) == (None, [])
+
+
+async def test_a_dialer_that_never_proves_the_secret_is_closed_in_time(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    f = Fixture()
+    with caplog.at_level(logging.WARNING, logger="dps.link"):
+        f.listener.too_slow()  # what the endpoint's timer calls after DPS_HANDSHAKE_TIMEOUT
+    assert f.conn.closed_with == (LinkClose.PROTOCOL_ERROR, "no handshake in time")
+    assert f.hub.events == []
+    assert f"refused link from {ADDRESS}: no handshake in time" in caplog.text
+    # Once the link is open, the timer does nothing.
+    f = Fixture()
+    f.listener.received(f.auth.encode(), True)
+    f.listener.too_slow()
+    assert f.conn.closed_with is None

@@ -23,9 +23,12 @@ def read(urls: Iterable[str]) -> tuple[dict[str, dict[str, int]], list[str]]:
     two URLs of one node count once), and a line per node that did not."""
     counters: dict[str, dict[str, int]] = {}
     problems: list[str] = []
+    key = os.environ.get("DPS_API_KEY")  # /cluster needs the node's API key when it has one
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
     for url in urls:
         try:
-            with _opener.open(url, timeout=TIMEOUT_S) as response:
+            request = urllib.request.Request(url, headers=headers)
+            with _opener.open(request, timeout=TIMEOUT_S) as response:
                 body = json.loads(response.read())
             values = body["counters"]
             counters[str(body.get("node") or urlsplit(url).netloc)] = {
