@@ -150,6 +150,12 @@ class Settings(BaseSettings):
         description="seconds a connection may take to send its request (an upgrade, or an "
         "HTTP request and its body), above 0 up to 300",
     )
+    history_max_bytes: int = Field(
+        256 * MIB,
+        ge=0,
+        le=1024 * 1024 * MIB,
+        description="bytes of history one topic server keeps at most (oldest trimmed first)",
+    )
     publish_timeout: float = Field(
         5.0, gt=0, le=300, description="seconds to wait for the topic owner, above 0 up to 300"
     )

@@ -56,6 +56,11 @@ class Topics(Generic[G]):
         self.seq += 1
         return self.seq, self._by_topic.get(topic, ())
 
+    def next_seq(self) -> int:
+        """A number for a message delivered again (to one gateway), after all before it."""
+        self.seq += 1
+        return self.seq
+
     def _remove(self, gateway: G, topic: str, count: int) -> None:
         mine = self._by_gateway[gateway]
         left = mine[topic] - count

@@ -50,7 +50,7 @@ def build(settings: Settings) -> tuple[ops.Node, Starlette]:
         served = list(routes.ROUTES)
     else:
         node = TopicServerNode(settings, rings.load(rings.locate(settings.ring)), RunningLoop())
-        endpoint = link_endpoint(node, node.options, Role.GATEWAY, node.linked_for)
+        endpoint = link_endpoint(node, node.options, node.accepts, node.linked_for)
         served = [WebSocketRoute(LINK_PATH, endpoint)]
 
     @asynccontextmanager
