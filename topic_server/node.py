@@ -61,12 +61,13 @@ class TopicServerNode(LinkHub):
         self.counters = Counters()
         self.metrics = Metrics(self.counters, self.gauges)
         self.options = LinkOptions.of(settings)
+        self.peers: dict[str, RemotePeer] = {}  # the other topic servers, by name
         self.history = History(settings.history_max_bytes, self.counters)
-        self.replication = Replication(self.history, self.successor)
+        self.replication = Replication(self.history, self.successor, self.peers.get, self.first)
         self.server = TopicServer(self.local.name, self.counters, self.history, self.replication)
         self.gateways: dict[LinkConnection, RemoteGateway] = {}
-        self.peers: dict[str, RemotePeer] = {}  # the other topic servers, by name
         self._without_me = Ring(ring, ())  # the ring of the peers: where copies go
+        self._with_me = Ring(ring, (self.local.name,))  # where gateways send topics
         self._successors: dict[str, RemotePeer | None] = {}
         self._trimmer: Timer | None = None
         mine = self.local.name
@@ -155,8 +156,13 @@ class TopicServerNode(LinkHub):
         if not self.gateways:
             self.linked_since = None
 
+    def first(self, topic: str) -> bool:
+        """Whether this server owns `topic` on the ring of the live topic servers."""
+        return self._with_me.owner(topic) == self.local.name
+
     def _peers_changed(self) -> None:
         self._without_me = Ring(self.ring, self.peers)
+        self._with_me = Ring(self.ring, [*self.peers, self.local.name])
         self._successors.clear()
         self.replication.membership_changed()
 

@@ -28,7 +28,7 @@ from app.link.codec import (
     LinkUnsubscribe,
 )
 from app.link.connection import LinkConnection
-from app.link.interface import Accepted, Delivery, Kept, Outcome
+from app.link.interface import Accepted, Delivery, Kept, Outcome, Recovery
 from topic_server.server import TopicServer
 
 
@@ -78,8 +78,12 @@ class RemoteGateway:
             self.server.subscribe(self, frame.topic, (frame.epoch, frame.offset))
             self.link.send(codec.ack(frame.id, 0))
         elif isinstance(frame, LinkRecover):
-            r = self.server.recover(frame.topic, (frame.epoch, frame.offset), frame.limit)
-            self.link.send(codec.recovered(frame.id, r.recovered, r.last, r.epoch, r.entries))
+            id, link = frame.id, self.link
+
+            def answer(r: Recovery) -> None:
+                link.send(codec.recovered(id, r.recovered, r.last, r.epoch, r.entries))
+
+            self.server.recover(frame.topic, (frame.epoch, frame.offset), frame.limit, answer)
         elif isinstance(frame, LinkUnsubscribe):
             self.server.unsubscribe(self, frame.topic)
         elif isinstance(frame, LinkPg):

@@ -26,7 +26,7 @@ from app.link.codec import (
 )
 from app.link.connection import LinkConnection
 from topic_server.history import Snapshot
-from topic_server.replication import LINK_DOWN, Replication
+from topic_server.replication import LINK_DOWN, Replication, Taken
 
 
 class RemotePeer:
@@ -44,7 +44,7 @@ class RemotePeer:
         self.clock = clock
         self.on_pg = on_pg
         self.streams: dict[int, Callable[[int], None]] = {}  # copies and streams sent
-        self.takeovers: dict[int, Callable[[Snapshot | None], None]] = {}
+        self.takeovers: dict[int, Callable[[Taken], None]] = {}
         self._ids = count(1)
         link.on_frame = self.on_frame
 
@@ -83,7 +83,7 @@ class RemotePeer:
         s = snapshot
         self.link.send(codec.stream(id, s.last, s.size, s.ttl, topic, s.epoch, s.entries))
 
-    def takeover(self, topic: str, done: Callable[[Snapshot | None], None]) -> None:
+    def takeover(self, topic: str, done: Callable[[Taken], None]) -> None:
         if self.link.closed:
             done(None)
             return
@@ -108,21 +108,33 @@ class RemotePeer:
             last = replication.streamed(frame.topic, snapshot, self, self.clock.time())
             self.link.send(codec.ack(frame.id, last))
         elif isinstance(frame, LinkTakeover):
-            s = replication.handed_over(frame.topic, self)
-            if s is None:
-                s = Snapshot("", 0, 0, 0.0, ())
-            self.link.send(
-                codec.stream(frame.id, s.last, s.size, s.ttl, frame.topic, s.epoch, s.entries, True)
-            )
+            replication.hand_over(frame.topic, self, self._answer(frame.id, frame.topic))
         elif isinstance(frame, LinkTaken):
             taken = self.takeovers.pop(frame.id, None)
             if taken is not None:
                 t = frame
-                taken(Snapshot(t.epoch, t.last, t.size, t.ttl, t.entries) if t.epoch else None)
+                if t.holder:
+                    taken(t.holder)
+                else:
+                    taken(Snapshot(t.epoch, t.last, t.size, t.ttl, t.entries) if t.epoch else None)
         elif isinstance(frame, LinkPg):
             self.on_pg(self.link, frame.frame)
         else:
             raise ValueError(f"{type(frame).__name__} is not a frame between topic servers")
+
+    def _answer(self, id: int, topic: str) -> Callable[[Taken], None]:
+        """What tells the other server how its takeover `id` ended."""
+
+        def answer(taken: Taken) -> None:
+            if isinstance(taken, str):
+                self.link.send(codec.taken(id, topic, holder=taken))
+            elif taken is None:
+                self.link.send(codec.taken(id, topic))
+            else:
+                t = taken
+                self.link.send(codec.taken(id, topic, t.epoch, t.last, t.size, t.ttl, t.entries))
+
+        return answer
 
     def fail_all(self) -> None:
         """The link is gone: every request still waiting gets its answer."""

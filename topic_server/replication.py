@@ -16,7 +16,11 @@ Per topic, a server is in one of these states:
 
 A server that is not the owner and gets a publish takes the topic over first: from its
 source, or else from the server that owns the topic without it (its successor: where the
-history lives when this server has just come back). The old holder delivers what it has
+history lives when this server has just come back). A server asked for a topic it does not
+own points at the one it knows owns it (its source, or whom it handed the topic to), and
+the asker follows; one that is itself taking the topic over answers once it owns it. A
+read (a recovery) of a topic this server has no stream of takes it over too, so that the
+owner gateways ask can always answer. The old holder delivers what it has
 numbered, stops numbering the topic, and answers with the whole stream; the new owner
 installs it and goes on. Without anybody to take over from, the new owner goes on with its
 own copy, or starts a new epoch (the history was lost). Publishes that arrive during a
@@ -69,9 +73,22 @@ class Peer(Protocol):
         """Send a whole stream; `done(last)`, or LINK_DOWN."""
         ...
 
-    def takeover(self, topic: str, done: Callable[[Snapshot | None], None]) -> None:
-        """Ask for the topic; `done(its stream)`, or None (it had none, or went down)."""
+    def takeover(self, topic: str, done: Callable[[Taken], None]) -> None:
+        """Ask for the topic; `done(its stream)`, or the name of the server to ask instead,
+        or None (it had none, or went down)."""
         ...
+
+
+# The answer to a takeover: the stream, or the name of the server that owns the topic, or
+# None (nobody has a stream of it there, or the link went down).
+Taken = Snapshot | str | None
+
+
+class HandOver(NamedTuple):
+    """A takeover asked by `to`, answered once this server's own takeover is done."""
+
+    to: Peer
+    answer: Callable[[Taken], None]
 
 
 class Held(NamedTuple):
@@ -93,15 +110,24 @@ class Publish(NamedTuple):
 
 
 class Replication:
-    def __init__(self, history: History, successor: Callable[[str], Peer | None]) -> None:
+    def __init__(
+        self,
+        history: History,
+        successor: Callable[[str], Peer | None],
+        peer: Callable[[str], Peer | None],
+        first: Callable[[str], bool],
+    ) -> None:
         self.history = history
         self.successor = successor  # the server that owns a topic when this one is gone
+        self.peer = peer  # a linked server, by name
+        self.first = first  # whether this server owns a topic on the ring of the live ones
         self.owned: set[str] = set()
         self.copy_at: dict[str, Peer] = {}  # owned topic -> the successor with a full copy
         self.waiting: dict[str, deque[Held]] = {}  # owned topic -> messages awaiting copy
         self.source: dict[str, Peer] = {}  # copied topic -> the owner sending it
         self.fenced: dict[str, Peer] = {}  # topic handed over -> to whom
-        self.takeovers: dict[str, list[Publish]] = {}  # topic -> publishes held meanwhile
+        # topic -> the publishes, reads and hand-overs that wait for its takeover
+        self.takeovers: dict[str, list[Publish | HandOver | Callable[[], None]]] = {}
 
     # The owner's side.
 
@@ -116,10 +142,7 @@ class Replication:
             if holder is not None and holder.alive:
                 publish.refuse(f"topic moved to {holder.name}")
                 return
-            source = self.source.get(topic) or self.successor(topic)
-            if source is not None and source.alive:
-                self.takeovers[topic] = [publish]
-                source.takeover(topic, lambda snapshot: self._taken(topic, snapshot))
+            if self._take_over(topic, publish):
                 return
             self._own(topic)
         entry = self.history.append(
@@ -143,8 +166,48 @@ class Replication:
         else:
             self._send_stream(topic, successor)
 
+    def read(self, topic: str, then: Callable[[], None]) -> None:
+        """Call `then` once this server holds the topic's stream, if anybody does: a topic
+        it has no stream of is taken over first."""
+        held = self.takeovers.get(topic)
+        if held is not None:
+            held.append(then)
+        elif (
+            topic in self.owned or topic in self.history.streams or not self._take_over(topic, then)
+        ):
+            then()
+
+    def _take_over(self, topic: str, first: Publish | Callable[[], None]) -> bool:
+        """Ask the topic's holder for it, `first` waiting meanwhile; False when there is
+        nobody to ask."""
+        source = self.source.get(topic) or self.successor(topic)
+        if source is None or not source.alive:
+            return False
+        self.takeovers[topic] = [first]
+        self._ask(topic, source, {source.name})
+        return True
+
+    def _ask(self, topic: str, holder: Peer, asked: set[str]) -> None:
+        def done(taken: Taken) -> None:
+            if isinstance(taken, str):  # follow the pointer, once per server
+                following = self.peer(taken)
+                if following is not None and following.alive and taken not in asked:
+                    self._ask(topic, following, asked | {taken})
+                    return
+                taken = None
+            self._taken(topic, taken)
+
+        holder.takeover(topic, done)
+
     def membership_changed(self) -> None:
-        """Servers came or went: a topic whose successor changed sends it the whole stream."""
+        """Servers came or went. The copy of a topic whose owner went away, held where the
+        ring now puts the topic, is the topic: this server owns it at once (so that a
+        second copy exists again now, not at the next publish). A topic whose successor
+        changed sends it the whole stream."""
+        for topic, source in list(self.source.items()):
+            held = topic in self.history.streams and topic not in self.takeovers
+            if held and not source.alive and topic not in self.owned and self.first(topic):
+                self._own(topic)
         for topic in list(self.owned):
             successor = self.successor(topic)
             if successor is not self.copy_at.get(topic) and topic in self.history.streams:
@@ -196,26 +259,43 @@ class Replication:
             del self.waiting[topic]
 
     def _taken(self, topic: str, snapshot: Snapshot | None) -> None:
-        publishes = self.takeovers.pop(topic, [])
+        waiting = self.takeovers.pop(topic, [])
         if snapshot is not None:
-            self.history.install(topic, snapshot, publishes[0].at if publishes else 0.0)
+            at = next((w.at for w in waiting if isinstance(w, Publish)), 0.0)
+            self.history.install(topic, snapshot, at)
         self._own(topic)
-        for publish in publishes:
-            self.publish(topic, publish)
+        for step in waiting:  # in the order they came: after a hand-over, publishes move
+            if isinstance(step, Publish):
+                self.publish(topic, step)
+            elif isinstance(step, HandOver):
+                self.hand_over(topic, step.to, step.answer)
+            else:
+                step()
 
     # The other side: copies, and topics taken over by another server.
 
-    def handed_over(self, topic: str, to: Peer) -> Snapshot | None:
-        """`to` takes the topic over: what this server numbered goes on (`to` will hold it),
-        nothing more is numbered here, and `to` gets the whole stream."""
+    def hand_over(self, topic: str, to: Peer, answer: Callable[[Taken], None]) -> None:
+        """`to` takes the topic over. The owner answers with the whole stream: what it
+        numbered goes on (`to` will hold it), and nothing more is numbered here. A server
+        that knows of a live owner elsewhere points at it; one taking the topic over itself
+        answers once it owns it; any other hands over what it has."""
+        waiting = self.takeovers.get(topic)
+        if waiting is not None:
+            waiting.append(HandOver(to, answer))
+            return
         if topic in self.owned:
             self.owned.discard(topic)
             self._release(topic, None)
             self.copy_at.pop(topic, None)
+        else:
+            for holder in (self.source.get(topic), self.fenced.get(topic)):
+                if holder is not None and holder is not to and holder.alive:
+                    answer(holder.name)
+                    return
         self.fenced[topic] = to
         self.source[topic] = to
         stream = self.history.streams.get(topic)
-        return None if stream is None else stream.snapshot()
+        answer(None if stream is None else stream.snapshot())
 
     def copied(
         self, topic: str, epoch: str, entry: Entry, size: int, ttl: float, sender: Peer

@@ -22,8 +22,8 @@ from app.link.interface import (
     GatewayLink,
     Kept,
     OnOutcome,
+    OnRecovery,
     Position,
-    Recovery,
 )
 from topic_server.history import History
 from topic_server.replication import Publish, Replication
@@ -48,7 +48,7 @@ class TopicServer:
         self.counters = counters
         self.history = History(DEFAULT_HISTORY_BYTES, counters) if history is None else history
         # Without peers, a server alone: no copies, publishes acknowledged at once.
-        self.replication = replication or Replication(self.history, lambda topic: None)
+        self.replication = replication or Replication(self.history, _alone, _alone, _everything)
         self.clock = clock  # the wall clock: sent_at and history times
         self.topics: Topics[GatewayLink] = Topics()
 
@@ -56,8 +56,10 @@ class TopicServer:
         self.topics.subscribe(gateway, topic)
         if since is None:
             return
-        # A gateway that moved here from another owner: what it has not seen yet.
-        missed = self.recover(topic, since, RECOVERY_LIMIT)
+        # A gateway that moved here from another owner: what it has not seen yet, from the
+        # stream held here (a server that is only listened to yet takes nothing over).
+        epoch, offset = since
+        missed = self.history.since(topic, epoch, offset, RECOVERY_LIMIT, self.clock())
         if missed.recovered:
             for entry in missed.entries:
                 e, position = entry, (missed.epoch, entry.offset)
@@ -114,9 +116,15 @@ class TopicServer:
         """Drop what is past its history rule's ttl (a periodic sweep's work)."""
         self.history.trim(self.clock())
 
-    def recover(self, topic: str, since: Position, limit: int) -> Recovery:
+    def recover(self, topic: str, since: Position, limit: int, done: OnRecovery) -> None:
+        """What came after `since` (taking the topic over first if this server, which the
+        gateways take for its owner, holds no stream of it yet)."""
         epoch, offset = since
-        return self.history.since(topic, epoch, offset, limit, self.clock())
+
+        def answer() -> None:
+            done(self.history.since(topic, epoch, offset, limit, self.clock()))
+
+        self.replication.read(topic, answer)
 
     def _deliver(
         self,
@@ -141,3 +149,12 @@ class TopicServer:
                 else:
                     gateway.deliver(delivery)
         return seq
+
+
+def _alone(name: str) -> None:
+    """A server without peers: no successor, no server to ask."""
+
+
+def _everything(topic: str) -> bool:
+    """A server alone owns every topic."""
+    return True

@@ -31,7 +31,9 @@ entry is `offset:u64 at:f64 event flags:u8 payload:u32+bytes`.
     w  stream           id:u64 last:u64 size:u32 ttl:f64 topic epoch count:u32 entry...
                         (a whole stream, to a new successor; acked with its last offset)
     o  takeover         id:u64 topic
-    t  taken            as a stream: the answer to a takeover (epoch "" when there is none)
+    t  taken            id:u64 last:u64 size:u32 ttl:f64 topic epoch holder count:u32
+                        entry...  (a takeover's answer: the stream; or, with a holder, the
+                        server to ask instead; epoch "" and no holder: there is none)
 
 `flags` is 1 for a binary payload (raw bytes rather than a JSON object), else 0. `sent_at`
 is the topic server's wall clock when it sequenced the message (a finite number), for the
@@ -225,6 +227,7 @@ class LinkTaken(NamedTuple):
     ttl: float
     topic: str
     epoch: str
+    holder: str  # the server to ask instead ("" for none)
     entries: tuple[Entry, ...]
 
 
@@ -368,11 +371,23 @@ def stream(
     topic: str,
     epoch: str,
     entries: tuple[Entry, ...],
-    answer: bool = False,
 ) -> bytes:
-    """A whole stream (`answer`: as the answer to a takeover)."""
-    head = _STREAM_HEAD.pack(b"t" if answer else b"w", id, last, size, ttl)
+    head = _STREAM_HEAD.pack(b"w", id, last, size, ttl)
     return head + _short(topic) + _short(epoch) + _entries(entries)
+
+
+def taken(
+    id: int,
+    topic: str,
+    epoch: str = "",
+    last: int = 0,
+    size: int = 0,
+    ttl: float = 0.0,
+    entries: tuple[Entry, ...] = (),
+    holder: str = "",
+) -> bytes:
+    head = _STREAM_HEAD.pack(b"t", id, last, size, ttl)
+    return head + _short(topic) + _short(epoch) + _short(holder) + _entries(entries)
 
 
 def takeover(id: int, topic: str) -> bytes:
@@ -505,8 +520,11 @@ def _decode_kept(kind: bytes, reader: _Reader) -> LinkFrame:
     if kind in (b"w", b"t"):
         _, id, last, size, ttl = reader.unpack(_STREAM_HEAD)
         topic, epoch = reader.short(), reader.short()
-        whole = (id, last, size, reader.time(ttl), topic, epoch, reader.entries())
-        return LinkStream(*whole) if kind == b"w" else LinkTaken(*whole)
+        ttl = reader.time(ttl)
+        if kind == b"t":
+            holder = reader.short()
+            return LinkTaken(id, last, size, ttl, topic, epoch, holder, reader.entries())
+        return LinkStream(id, last, size, ttl, topic, epoch, reader.entries())
     if kind == b"o":
         _, id = reader.unpack(_ID)
         return LinkTakeover(id, reader.short())

@@ -55,7 +55,7 @@ class MemoryLink:
         on_outcome(Accepted(self._server.name, seq))
 
     def recover(self, topic: str, since: Position, limit: int, done: OnRecovery) -> None:
-        done(self._server.recover(topic, since, limit))
+        self._server.recover(topic, since, limit, done)
 
     # GatewayLink: the topic server's side.
     @property
