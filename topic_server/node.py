@@ -112,7 +112,14 @@ class TopicServerNode(LinkHub):
         return ["not registered in Redis yet"]
 
     def gauges(self) -> dict[str, tuple[float, str]]:
-        return {"topics": (len(self.server.topics), "topics with subscribed gateways")}
+        topics = self.server.topics
+        return {
+            "topics": (len(topics), "topics with subscribed gateways"),
+            "subscriptions": (
+                topics.subscriptions(),
+                "gateway subscriptions, one per topic and gateway",
+            ),
+        }
 
     def describe(self) -> dict[str, Any]:
         return {
