@@ -99,14 +99,15 @@ class Member:
 
 
 class WorkerSet:
-    def __init__(self, settings: Settings, directory: Path, gateways: int) -> None:
+    def __init__(
+        self, settings: Settings, directory: Path, gateways: int, ports: list[int]
+    ) -> None:
         self.settings = settings
         self.described = directory / "workers.json"
         self.ring = directory / "ring.toml"
         self.stop = asyncio.Event()
         self.status = 0
         self.public = address(settings.host, settings.port)
-        ports = [_free_port() for _ in range(topic_servers(gateways))]
         servers = [(f"ts-{i}", f"127.0.0.1:{port}") for i, port in enumerate(ports, 1)]
         self.ring.write_text(_ring_toml(servers))
         secret = settings.cluster_secret
@@ -242,10 +243,16 @@ _NOT_INHERITED = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+def _free_ports(count: int) -> list[int]:
+    """`count` distinct loopback ports free now (each held until all are picked)."""
+    probes = [socket.socket() for _ in range(count)]
+    try:
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+        return [int(probe.getsockname()[1]) for probe in probes]
+    finally:
+        for probe in probes:
+            probe.close()
 
 
 def _ring_toml(servers: list[tuple[str, str]]) -> str:
@@ -262,10 +269,15 @@ def supervise(settings: Settings) -> int:
     try:
         client_tls.server_options(settings)  # files that cannot be loaded: one line, now
         # DPS_PORT taken by anything (another worker set too): one line, before starting.
-        for sock in bind(settings, share=False):
-            sock.close()
+        # Held while the topic servers' ports are picked, so that none of them is it.
+        probe = bind(settings, share=False)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return CONFIG_ERROR
+    try:
+        ports = _free_ports(topic_servers(gateways))
+    finally:
+        for sock in probe:
+            sock.close()
     with tempfile.TemporaryDirectory(prefix="dps-workers-") as directory:
-        return asyncio.run(WorkerSet(settings, Path(directory), gateways).run())
+        return asyncio.run(WorkerSet(settings, Path(directory), gateways, ports).run())
