@@ -38,6 +38,10 @@ from ws_gateway.node import GatewayNode
 
 log = logging.getLogger("dps")
 
+# Seconds a node takes at most to drain on SIGTERM: its sockets closed with 1001 and its
+# connections given this long to go before the process exits.
+GRACEFUL_SHUTDOWN = 5
+
 
 def build(settings: Settings) -> tuple[ops.Node, Starlette]:
     """The node for DPS_APP and its Starlette application. Raises ConfigError."""
@@ -115,7 +119,7 @@ def serve(settings: Settings) -> int:
         access_log=False,
         log_level="debug" if settings.log_level == "debug" else "warning",
         backlog=4096,
-        timeout_graceful_shutdown=5,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN,
         **tls_options,
     )
     path = LINK_PATH if links else routes.SOCKET_PATH
