@@ -42,7 +42,7 @@ import socket
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -85,7 +85,7 @@ class Member:
     state: State = State.RUNNING
     restarts: int = 0
     started: float = 0.0
-    young_deaths: int = field(default=0, repr=False)
+    young_deaths: int = 0  # exits in a row, each within STABLE of its start
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -178,7 +178,10 @@ class WorkerSet:
             )
             member.started, member.state = time.monotonic(), State.RUNNING
             self._describe()
-            code = await member.child.relay()
+            relay = asyncio.ensure_future(member.child.relay())
+            if self.stop.is_set():  # the set began to stop while this one was starting
+                await member.child.stop(STOP_GRACE)
+            code = await relay
             if self.stop.is_set():
                 break
             if code == CONFIG_ERROR:
