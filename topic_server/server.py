@@ -108,6 +108,10 @@ class TopicServer:
         history = self.history
         return {
             "topics": (len(self.topics), "topics with subscribed gateways"),
+            "subscriptions": (
+                self.topics.subscriptions(),
+                "gateway subscriptions, one per topic and gateway",
+            ),
             "history_messages": (len(history), "messages held in topics' histories"),
             "history_bytes": (history.bytes, "bytes of the messages held in histories"),
         }

@@ -29,6 +29,10 @@ class Topics(Generic[G]):
     def __len__(self) -> int:
         return len(self._by_topic)
 
+    def subscriptions(self) -> int:
+        """Subscribed (gateway, topic) pairs."""
+        return sum(len(topics) for topics in self._by_gateway.values())
+
     def gateways(self, topic: str) -> tuple[G, ...]:
         return tuple(self._by_topic.get(topic, ()))
 
