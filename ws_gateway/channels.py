@@ -385,7 +385,9 @@ class Channels:
         join_ref = msg.join_ref if msg.join_ref is not None else msg.ref
         self.joined[topic] = Channel(join_ref, rule)
         replaced = None if old is None else (old.join_ref,)
-        positions = params.get("positions") is True
+        # A client that recovers wants positions from its first join on, when it has none
+        # to name yet (phoenix.js: `() => ({recover: last})` with `last` still null).
+        positions = params.get("positions") is True or "recover" in params
         limit = rule.kept.size if rule.kept is not None else 0
         recovery = None if since is None else (since, limit)
         return [Join(topic, join_ref, msg, replaced, positions, recovery)]
