@@ -6,7 +6,7 @@
 // client appends /websocket and the query string). Options: vsn=2.0.0|1.0.0, topic=...,
 // timeout=<ms> (the whole run; default 20000), token=... (scenarios "auth", "params",
 // "refused"), tokens=t1,t2,... (scenario "refresh": the `params` function hands them out
-// in turn).
+// in turn), count=N (scenario "recover": the messages to wait for).
 //
 // Every observed event is printed as one JSON object per line on stdout, with the client
 // ("a" or "b") it happened on:
@@ -97,7 +97,7 @@ function recheck() {
 
 // One client socket with one channel on `topic`, recording what it sees.
 class Client {
-  constructor(name, socketOpts = {}) {
+  constructor(name, socketOpts = {}, channelParams = {}) {
     this.name = name
     this.seen = []
     this.socket = new Socket(url, {
@@ -119,7 +119,7 @@ class Client {
     })
     this.socket.onClose((e) => this.note({ event: "close", code: e.code, reason: e.reason }))
     this.socket.onError(() => this.note({ event: "socket_error" }))
-    this.channel = this.socket.channel(topic, {})
+    this.channel = this.socket.channel(topic, channelParams)
     this.channel.onClose(() => this.note({ event: "channel_close" }))
     this.channel.onError((reason) => this.note({ event: "channel_error", reason }))
   }
@@ -136,9 +136,10 @@ class Client {
   }
 
   listen(name) {
-    this.channel.on(name, (payload, ref, joinRef) =>
-      this.note({ event: "message", name, join_ref: joinRef, payload: printable(payload) }),
-    )
+    this.channel.on(name, (payload, ref, joinRef) => {
+      const position = ref == null ? {} : { ref } // a broadcast's "epoch:offset", if asked
+      this.note({ event: "message", name, join_ref: joinRef, payload: printable(payload), ...position })
+    })
   }
 
   connect() {
@@ -315,6 +316,28 @@ const scenarios = {
     await b.push("new_msg", { body: "hello" })
     await until("new_msg on a", () => a.received("new_msg") > 0)
     await Promise.all([a.disconnect(), b.disconnect()])
+  },
+
+  // Recovery as the README shows it: the channel's params are a function, called on every
+  // (re)join, naming the position of the last message seen; done once `count` messages
+  // "m" have arrived (the test restarts the gateway meanwhile).
+  async recover() {
+    let last = null
+    const a = new Client(
+      "a",
+      { reconnectAfterMs: () => 100, rejoinAfterMs: () => 100 },
+      () => ({ recover: last }),
+    )
+    a.channel.on("m", (_payload, ref) => {
+      const colon = ref.lastIndexOf(":")
+      last = { epoch: ref.slice(0, colon), offset: Number(ref.slice(colon + 1)) }
+    })
+    a.listen("m")
+    a.connect()
+    await a.join()
+    const count = Number(opts.count)
+    await until(`${count} messages on a`, () => a.received("m") >= count)
+    await a.disconnect()
   },
 
   // The socket offers the token as a subprotocol; it must open (the server answers

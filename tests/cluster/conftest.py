@@ -14,11 +14,8 @@ import pytest
 from app.tools.local_cluster import redis_server
 from tests.support import Server, free_port, wait_port
 
-SECRET = secrets.token_urlsafe()
-UNLIMITED = {
-    "DPS_PUBLISH_RATE": "1000000",
-    "DPS_PUBLISH_BURST": "1000000",
-}  # the cluster secret of every node these tests start
+SECRET = secrets.token_urlsafe()  # the cluster secret of every node these tests start
+UNLIMITED = {"DPS_PUBLISH_RATE": "1000000", "DPS_PUBLISH_BURST": "1000000"}
 
 
 def redis_server_binary() -> str:

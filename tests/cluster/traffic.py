@@ -19,6 +19,7 @@ from tests.support import POLL, TIMEOUT
 class Subscriber:
     conn: websockets.ClientConnection
     received: list[tuple[int, float]] = field(default_factory=list)  # (n, arrival)
+    positions: list[str] = field(default_factory=list)  # "epoch:offset", when joined for them
 
     def numbers(self) -> list[int]:
         return [n for n, _ in self.received]
@@ -33,12 +34,21 @@ class Traffic:
     """One publisher (on the first URL) and subscribers on every URL, on `topic`.
 
     The publisher sends {"n": 1, 2, ...} every `interval` seconds and records each reply;
-    every socket, the publisher's included, records what it receives and when.
+    every socket, the publisher's included, records what it receives and when (and its
+    position, for sockets that join with `{"positions": true}`).
     """
 
-    def __init__(self, urls: list[str], topic: str, per_gateway: int, interval: float) -> None:
+    def __init__(
+        self,
+        urls: list[str],
+        topic: str,
+        per_gateway: int,
+        interval: float,
+        join: dict[str, Any] | None = None,
+    ) -> None:
         self.urls = urls
         self.topic = topic
+        self.join = join or {}
         self.per_gateway = per_gateway
         self.interval = interval
         self.subscribers: list[Subscriber] = []
@@ -54,7 +64,9 @@ class Traffic:
                 conn = await self._stack.enter_async_context(
                     websockets.connect(url, open_timeout=TIMEOUT)
                 )
-                await conn.send(orjson.dumps(["1", "1", self.topic, "phx_join", {}]).decode())
+                await conn.send(
+                    orjson.dumps(["1", "1", self.topic, "phx_join", self.join]).decode()
+                )
                 reply = orjson.loads(await asyncio.wait_for(conn.recv(), TIMEOUT))
                 assert reply[4]["status"] == "ok", reply
                 self.subscribers.append(Subscriber(conn))
@@ -81,6 +93,8 @@ class Traffic:
             frame = orjson.loads(data)
             if frame[3] == "m":
                 sub.received.append((frame[4]["n"], time.monotonic()))
+                if frame[1] is not None:
+                    sub.positions.append(frame[1])
             elif frame[3] == "phx_reply" and frame[1].startswith("p"):
                 self.replies[int(frame[1][1:])] = frame[4]["status"]
 
