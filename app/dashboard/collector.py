@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import ssl
 import time
 from dataclasses import dataclass
@@ -210,7 +211,8 @@ class Dashboard:
         except TimeoutError:
             return Missing(Status.DOWN, f"no answer within {POLL_TIMEOUT:g} s")
         except aiohttp.ClientConnectorError as exc:
-            return Missing(Status.DOWN, f"cannot connect: {exc.os_error.strerror or exc}")
+            errno = exc.os_error.errno
+            return Missing(Status.DOWN, f"cannot connect: {os.strerror(errno) if errno else exc}")
         except (aiohttp.ClientError, OSError, orjson.JSONDecodeError) as exc:
             return Missing(Status.DOWN, f"no snapshot: {exc.__class__.__name__}")
         if not readable(seen) or seen["node"] != name:
