@@ -148,6 +148,7 @@ class Dashboard:
                     await asyncio.sleep(max(0.0, TICK - (loop.time() - started)))
         except Exception:
             log.exception("the dashboard's collector failed; its viewers are disconnected")
+            self._task = None  # the next viewer starts a new one
             self.end_all()
         finally:
             if redis is not None:

@@ -19,7 +19,7 @@ const number = new Intl.NumberFormat("en", { maximumFractionDigits: 1 })
 const $ = (id) => document.getElementById(id)
 
 let series = {} // node name -> [[time, publishes/s, deliveries/s, sockets, ack p99, delivery p99], ...]
-let window_ = 300
+let windowSeconds = 300
 let lastFrame = null
 let lastFrameAt = 0
 const colors = new Map()
@@ -153,14 +153,14 @@ function renderCharts(frame) {
       color: colorOf(name),
       points: series[name].map((point) => [point[0], point[index]]),
     }))
-    chart.draw(lines, frame.time, window_)
+    chart.draw(lines, frame.time, windowSeconds)
   }
 }
 
 function onFrame(frame) {
   lastFrame = frame
   lastFrameAt = Date.now()
-  const start = frame.time - window_
+  const start = frame.time - windowSeconds
   for (const [name, point] of Object.entries(frame.points)) {
     const points = (series[name] ??= [])
     if (!points.length || point[0] > points[points.length - 1][0]) points.push(point)
@@ -186,7 +186,7 @@ function live(state, text) {
 const source = new EventSource("/dashboard/events")
 source.addEventListener("history", (event) => {
   const history = JSON.parse(event.data)
-  window_ = history.window
+  windowSeconds = history.window
   series = history.series
 })
 source.addEventListener("frame", (event) => onFrame(JSON.parse(event.data)))
