@@ -14,6 +14,10 @@ from app import settings as config
 from app.tools import loadtest, local_cluster
 
 DEFAULT_URL = "http://127.0.0.1:4000"
+WORKERS_HELP = (
+    "serve with N gateway processes sharing DPS_PORT, and topic servers, under one "
+    "supervisor; auto: one per core (overrides DPS_WORKERS)"
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,14 +28,18 @@ def main(argv: list[str] | None = None) -> int:
         "every setting.",
     )
     parser.add_argument("--version", action="version", version=f"dps {version('dps')}")
+    parser.add_argument("--workers", help=WORKERS_HELP)
     commands = parser.add_subparsers(dest="command")
-    commands.add_parser(
+    serve = commands.add_parser(
         "serve",
         help="serve the role chosen by DPS_APP (the default)",
-        description="Serve the role chosen by DPS_APP, configured by the environment alone.",
+        description="Serve the role chosen by DPS_APP, configured by the environment alone "
+        "(and --workers).",
         epilog=config.describe(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    # SUPPRESS: without it, the subcommand's default would hide a `dps --workers N serve`.
+    serve.add_argument("--workers", default=argparse.SUPPRESS, help=WORKERS_HELP)
     publish = commands.add_parser("publish", help="broadcast a message through POST /api/broadcast")
     publish.add_argument("topic")
     publish.add_argument("event")
@@ -49,19 +57,20 @@ def main(argv: list[str] | None = None) -> int:
         return local_cluster.run(args)
     if args.command == "loadtest":
         return loadtest.run(args)
-    return _serve()
+    return _serve(args.workers)
 
 
-def _serve() -> int:
+def _serve(workers: str | None) -> int:
     for name in config.unknown_variables(os.environ):
         print(f"warning: {name} is not a DPS setting; ignored", file=sys.stderr)
     try:
-        settings = config.load()
+        settings = config.load(workers)
     except config.SettingsError as exc:
         print(exc, file=sys.stderr)
         return 2
+    unused = "by a worker set" if settings.workers else "with DPS_APP=all (no cluster)"
     for name in settings.ignored():
-        print(f"warning: {name} is ignored with DPS_APP=all (no cluster)", file=sys.stderr)
+        print(f"warning: {name} is ignored {unused}", file=sys.stderr)
     from app.roles import serve  # the server's imports are not needed by other commands
 
     return serve(settings)

@@ -56,6 +56,9 @@ class Counters:
     )
     gateway_deliveries_dropped: int = _counter("messages a topic server could not send")
     link_overflows: int = _counter("node links closed because the peer stopped reading")
+    history_trimmed: int = _counter(
+        "messages dropped from histories: past their rule's size or ttl, or DPS_HISTORY_MAX_BYTES"
+    )
 
     def snapshot(self) -> dict[str, int]:
         return asdict(self)

@@ -1,13 +1,17 @@
 """Operations endpoints, the same on every node: /healthz, /readyz, /metrics, /cluster.
 
 `/healthz` and `/readyz` answer anyone (probes). `/cluster` names the nodes, their
-incarnations and links: with DPS_API_KEY set it needs that key, as the HTTP API does.
+incarnations and links: with DPS_API_KEY set it needs that key, as the HTTP API does. On
+a process of a worker set (`dps --workers`) it also shows the whole set, as the
+supervisor last described it (DPS_WORKER_SET names its file).
 `/metrics` answers anyone (Prometheus scrapes it) unless DPS_METRICS_KEY is set.
 """
 
 from __future__ import annotations
 
 import hmac
+import json
+from pathlib import Path
 from typing import Any, Protocol
 
 from pydantic import SecretStr
@@ -91,9 +95,14 @@ async def cluster(request: Request) -> JSONResponse:
     node = _node(request)
     counters: dict[str, float] = dict(node.counters.snapshot())
     counters.update((name, value) for name, (value, _) in node.gauges().items())
-    return JSONResponse(
-        {"node": node.name, "role": node.role, **node.describe(), "counters": counters}
-    )
+    body = {"node": node.name, "role": node.role, **node.describe(), "counters": counters}
+    worker_set: Path | None = request.app.state.settings.worker_set
+    if worker_set is not None:
+        try:
+            body["workers"] = json.loads(worker_set.read_text())
+        except (OSError, ValueError) as exc:
+            body["workers"] = {"error": f"cannot read {worker_set}: {exc}"}
+    return JSONResponse(body)
 
 
 ROUTES: list[BaseRoute] = [

@@ -8,6 +8,7 @@ The README's configuration table lists the same names and defaults (a test keeps
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 from collections.abc import Mapping
 from enum import StrEnum
@@ -45,8 +46,22 @@ class Settings(BaseSettings):
     app: Role = Field(
         Role.EMBEDDED, description="all (gateway and topic server in one process), ws or ts"
     )
+    workers: str | None = Field(
+        None,
+        pattern=r"^(auto|[1-9][0-9]{0,2})$",
+        description="a number of gateway processes, 1 to 999, or auto (one per core)",
+    )
+    worker_set: Path | None = Field(
+        None, description="the path of the worker set's description (set by dps --workers)"
+    )
     host: str = Field("127.0.0.1", min_length=1, description="an interface address to bind")
     port: int = Field(4000, ge=1, le=65535, description="a TCP port, 1-65535")
+    tls_cert: Path | None = Field(
+        None, description="the path of a PEM certificate (chain) for wss:// client sockets"
+    )
+    tls_key: Path | None = Field(
+        None, description="the path of the PEM private key of DPS_TLS_CERT"
+    )
     node: str | None = Field(
         None,
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$",
@@ -150,6 +165,12 @@ class Settings(BaseSettings):
         description="seconds a connection may take to send its request (an upgrade, or an "
         "HTTP request and its body), above 0 up to 300",
     )
+    history_max_bytes: int = Field(
+        256 * MIB,
+        ge=0,
+        le=1024 * 1024 * MIB,
+        description="bytes of history one topic server keeps at most (oldest trimmed first)",
+    )
     publish_timeout: float = Field(
         5.0, gt=0, le=300, description="seconds to wait for the topic owner, above 0 up to 300"
     )
@@ -199,19 +220,51 @@ class Settings(BaseSettings):
     )
 
     def ignored(self) -> list[str]:
-        """Settings given that this role does not use (cluster settings on `all`)."""
+        """Settings given that this role does not use: cluster settings on `all`; on a
+        worker set, those of a cluster that spans machines (it is one, on loopback)."""
         if self.app is not Role.EMBEDDED:
             return []
-        cluster = CLUSTER_ONLY & self.model_fields_set
-        return sorted(env_name(field) for field in cluster)
+        unused = WORKER_SET_IGNORES if self.worker_count else CLUSTER_ONLY
+        return sorted(env_name(field) for field in unused & self.model_fields_set)
 
-    def missing_secret(self) -> str | None:
-        """Why this node may not run without DPS_CLUSTER_SECRET, or None. Every node of a
-        cluster needs it, on loopback too: any local process can reach a loopback port."""
-        if self.app is Role.EMBEDDED or self.cluster_secret is not None:
+    def problem(self) -> str | None:
+        """Why these settings cannot run, or None."""
+        if self.app is not Role.EMBEDDED and self.cluster_secret is None:
+            # Every node of a cluster needs it, on loopback too: any local process can
+            # reach a loopback port. (A worker set makes one when none is given.)
+            accepts = Settings.model_fields["cluster_secret"].description
+            return f"DPS_CLUSTER_SECRET: required with DPS_APP={self.app} (accepts {accepts})"
+        if self.workers is not None and self.app is not Role.EMBEDDED:
+            return (
+                f"DPS_WORKERS: not with DPS_APP={self.app} (a worker set runs its own gateways "
+                "and topic servers: leave DPS_APP unset)"
+            )
+        if self.app is Role.TOPIC_SERVER and (self.tls_cert or self.tls_key):
+            return (
+                "DPS_TLS_CERT/DPS_TLS_KEY: for client sockets, which topic servers do not "
+                "serve (their port carries node links: DPS_LINK_TLS_*)"
+            )
+        return None
+
+    def together(self, fields: tuple[str, ...], what: str) -> tuple[Path, ...] | None:
+        """The paths of settings that go together (all given, or none: None). Raises
+        `SettingsError` naming the missing ones, for `what`."""
+        given = [getattr(self, field) for field in fields]
+        if all(path is None for path in given):
             return None
-        accepts = Settings.model_fields["cluster_secret"].description
-        return f"DPS_CLUSTER_SECRET: required with DPS_APP={self.app} (accepts {accepts})"
+        missing = [env_name(f) for f, path in zip(fields, given, strict=True) if path is None]
+        if missing:
+            raise SettingsError(f"{', '.join(missing)}: needed too ({what})")
+        return tuple(given)
+
+    @property
+    def worker_count(self) -> int | None:
+        """Gateway processes of a worker set (DPS_WORKERS), or None: one process."""
+        if self.workers is None:
+            return None
+        if self.workers == "auto":
+            return len(os.sched_getaffinity(0))
+        return int(self.workers)
 
     @property
     def beyond_loopback(self) -> bool:
@@ -245,6 +298,19 @@ CLUSTER_ONLY = {
     "link_tls_ca",
     "lease_ttl",
     "handover",
+}
+
+
+# A worker set is a cluster on loopback with its own ring, secret and addresses.
+WORKER_SET_IGNORES = {
+    "node",
+    "ring",
+    "redis_url",
+    "advertise",
+    "lease_ttl",
+    "link_tls_cert",
+    "link_tls_key",
+    "link_tls_ca",
 }
 
 
@@ -296,10 +362,11 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     return sorted(name for name in environ if name.startswith("DPS_") and name not in known)
 
 
-def load() -> Settings:
-    """Read the settings from the environment; a bad value raises `SettingsError`."""
+def load(workers: str | None = None) -> Settings:
+    """Read the settings from the environment, `workers` (`dps --workers`) over
+    DPS_WORKERS; a bad value raises `SettingsError`."""
     try:
-        settings = Settings()
+        settings = Settings() if workers is None else Settings(workers=workers)
     except ValidationError as exc:
         first = exc.errors()[0]
         field = _field(str(first["loc"][0]))
@@ -307,7 +374,7 @@ def load() -> Settings:
         raise SettingsError(
             f"{env_name(field)}: invalid value {first['input']!r} (accepts {accepts})"
         ) from None
-    problem = settings.missing_secret()
+    problem = settings.problem()
     if problem is not None:
         raise SettingsError(problem)
     return settings

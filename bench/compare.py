@@ -38,7 +38,8 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from app.tools.local_cluster import die_with_parent, redis_server
+from app.children import die_with_parent
+from app.tools.local_cluster import redis_server
 
 ROOT = Path(__file__).resolve().parent.parent
 PEERS = ROOT / "bench" / "peers"

@@ -230,7 +230,7 @@ async def child(name: str, role: str, members: int, groups: int, deadline: float
     port = 0
     background: list[asyncio.Task[None]] = []
     if role == "ts":  # listen as a topic server does
-        endpoint = link_endpoint(hub, options, Role.GATEWAY, lambda: 0.0)
+        endpoint = link_endpoint(hub, options, frozenset({Role.GATEWAY}), lambda: 0.0)
         app = Starlette(routes=[WebSocketRoute(LINK_PATH, endpoint)])
         sock = socket.create_server(("127.0.0.1", 0))
         port = sock.getsockname()[1]

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import trustme
 import websockets
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,8 +44,11 @@ class Server:
 
     @property
     def tls(self) -> bool:
-        """A topic server with TLS links serves its whole port over TLS."""
-        return self.env.get("DPS_APP") == "ts" and "DPS_LINK_TLS_CA" in self.env
+        """A node with TLS for client sockets serves its port over TLS, and so does a topic
+        server with TLS links."""
+        return "DPS_TLS_CERT" in self.env or (
+            self.env.get("DPS_APP") == "ts" and "DPS_LINK_TLS_CA" in self.env
+        )
 
     @property
     def http(self) -> str:
@@ -52,7 +56,8 @@ class Server:
 
     def ws(self, vsn: str | None = "2.0.0") -> str:
         query = "" if vsn is None else f"?vsn={vsn}"
-        return f"ws://127.0.0.1:{self.port}/socket/websocket{query}"
+        scheme = "wss" if "DPS_TLS_CERT" in self.env else "ws"
+        return f"{scheme}://127.0.0.1:{self.port}/socket/websocket{query}"
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -184,10 +189,24 @@ def start_server(
 
 
 def server_context(server: Server) -> ssl.SSLContext | None:
-    """A client context that trusts the server's CA, for a TLS server."""
+    """A client context that trusts the server's CA, for a TLS server. For client sockets,
+    the tests' DPS_TLS_CERT files end with their CA's certificate (a chain may)."""
     if not server.tls:
         return None
-    return ssl.create_default_context(cafile=server.env["DPS_LINK_TLS_CA"])
+    return ssl.create_default_context(
+        cafile=server.env.get("DPS_TLS_CERT") or server.env["DPS_LINK_TLS_CA"]
+    )
+
+
+def client_tls(ca: trustme.CA, folder: Path) -> dict[str, str]:
+    """DPS_TLS_* for a certificate of 127.0.0.1 from `ca`; the chain ends with the CA's own
+    certificate, which `tests.support.server_context` trusts."""
+    folder.mkdir(exist_ok=True)
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    cert.private_key_pem.write_to_path(str(folder / "key.pem"))
+    chain = b"".join(blob.bytes() for blob in cert.cert_chain_pems) + ca.cert_pem.bytes()
+    (folder / "cert.pem").write_bytes(chain)
+    return {"DPS_TLS_CERT": str(folder / "cert.pem"), "DPS_TLS_KEY": str(folder / "key.pem")}
 
 
 def wait_http(server: Server, path: str, timeout: float = 20.0) -> None:

@@ -163,6 +163,19 @@ async def test_sockets_beyond_the_limit_get_503_and_health_checks_still_answer(
     assert counters(server)["connections_refused"] == 1
 
 
+async def test_a_gateway_nearing_max_sockets_says_so_in_one_line(spawn: Spawn) -> None:
+    server = spawn({"DPS_MAX_SOCKETS": "10"})
+    async with contextlib.AsyncExitStack() as stack:
+        for _ in range(9):
+            await stack.enter_async_context(connect(server.ws()))
+        assert "near DPS_MAX_SOCKETS" not in server.output()  # 8 of 10 when the 9th came
+        await stack.enter_async_context(connect(server.ws()))  # 9 of 10: 90%
+        lines = [line for line in server.output().splitlines() if "near DPS_MAX_SOCKETS" in line]
+        assert len(lines) == 1 and lines[0].endswith(
+            "9 client sockets open: near DPS_MAX_SOCKETS (10)"
+        ), lines
+
+
 async def test_connections_beyond_the_cap_get_503_at_once(spawn: Spawn) -> None:
     server = spawn({"DPS_MAX_SOCKETS": "1", "DPS_HANDSHAKE_TIMEOUT": "30"})
     cap = 1 + 128

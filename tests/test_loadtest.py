@@ -4,8 +4,10 @@ runs against a real embedded server (as a subprocess, `python -m app.tools.loadt
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
+import re
 import signal
 import struct
 import subprocess
@@ -20,7 +22,7 @@ import orjson
 import pytest
 from websockets.speedups import apply_mask
 
-from app.tools.loadtest import add_parser, plot, run
+from app.tools.loadtest import add_parser, cluster, options, plot, run, worker
 from app.tools.loadtest.options import OptionError, Target, add_arguments, from_args, parse_target
 from app.tools.loadtest.scenarios import ConnSpec, connections, plans
 from app.tools.loadtest.session import LoadSession
@@ -35,6 +37,8 @@ from app.tools.loadtest.stats import (
 from app.tools.loadtest.tally import Tally
 from app.tools.loadtest.websocket import accept_key
 from tests.support import ROOT, Server, free_port
+
+pytestmark = pytest.mark.anyio
 
 # -- accounting ---------------------------------------------------------------------------
 
@@ -363,6 +367,115 @@ def test_chat_clients_publish_to_their_room_and_targets_alternate() -> None:
     assert [len(p.conns) for p in split] == [3, 2]
 
 
+def test_connect_clients_join_their_topic_spread_over_the_targets() -> None:
+    phase = _phase(
+        "--scenario", "connect", "--subscribers", "4", "--topics", "2",
+        "--url", "ws://127.0.0.1:1", "--url", "ws://127.0.0.1:2",
+    )  # fmt: skip
+    specs, _ = connections(phase)
+    assert [(s.target, s.topics, s.slot) for s in specs] == [
+        (0, (0,), -1),
+        (0, (1,), -1),
+        (1, (0,), -1),
+        (1, (1,), -1),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("addresses", "url", "problem"),
+    [
+        ("10.0.0.2", "ws://127.0.0.1:1", "not a loopback address"),
+        ("example.com", "ws://127.0.0.1:1", "not a loopback address"),
+        ("127.0.0.2", "ws://[::1]:1", "not of the family of the target ::1 (IPv6)"),
+        ("::1", "ws://127.0.0.1:1", "not of the family of the target 127.0.0.1 (IPv4)"),
+    ],
+)
+def test_source_addresses_are_loopback_of_the_targets_family(
+    addresses: str, url: str, problem: str
+) -> None:
+    with pytest.raises(OptionError, match=re.escape(problem)):
+        _phase("--url", url, "--source-addresses", addresses)
+
+
+def test_more_connections_than_one_address_has_ports_need_more_source_addresses(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    ports = tmp_path / "ip_local_port_range"
+    ports.write_text("1000\t1099\n")  # 100 ephemeral ports
+    monkeypatch.setattr(options, "PORT_RANGE", ports)
+    many = ("--scenario", "connect", "--connections", "250")
+    with pytest.raises(
+        OptionError,
+        match=r"250 connections from one address to one target .*"
+        r"100 ephemeral ports .*--source-addresses 127.0.0.2",
+    ):
+        _phase(*many)
+    with pytest.raises(OptionError, match="125 connections from one address"):
+        _phase(*many, "--source-addresses", "127.0.0.2,127.0.0.3")
+    phase = _phase(*many, "--source-addresses", "127.0.0.2,127.0.0.3,127.0.0.4")
+    assert phase.source_addresses == ("127.0.0.2", "127.0.0.3", "127.0.0.4")
+    assert (
+        _phase(
+            *many,
+            "--url",
+            "ws://127.0.0.1:1",
+            "--url",
+            "ws://127.0.0.1:2",
+            "--url",
+            "ws://127.0.0.1:3",
+        ).connections
+        == 250
+    )  # 84 per target
+
+
+def test_connection_c_of_a_phase_comes_from_source_c_mod_n() -> None:
+    phase = _phase("--scenario", "connect", "--connections", "12", "--procs", "3",
+                   "--source-addresses", "127.0.0.2,127.0.0.3")  # fmt: skip
+    used: dict[int, str] = {}
+    for plan in plans(phase, 0):
+        one = worker.Worker.__new__(worker.Worker)  # only what _source reads
+        one.plan, one.phase = plan, phase
+        for started in range(len(plan.conns)):
+            used[plan.worker + started * phase.procs] = one._source(started) or ""
+    assert used == {c: f"127.0.0.{2 + c % 2}" for c in range(12)}
+
+
+async def test_a_connection_from_a_source_address_comes_from_it() -> None:
+    peers: list[str] = []
+
+    def accepted(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peers.append(writer.get_extra_info("peername")[0])
+        writer.close()
+
+    server = await asyncio.start_server(accepted, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        for source in ("127.0.0.3", "127.0.0.4", None):
+            protocol = asyncio.Protocol()
+            await worker._connect(protocol, "127.0.0.1", port, source)  # type: ignore[arg-type]
+        for _ in range(100):
+            if len(peers) == 3:
+                break
+            await asyncio.sleep(0.01)
+    assert peers == ["127.0.0.3", "127.0.0.4", "127.0.0.1"]
+
+
+def test_server_processes_count_with_their_descendants() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        stats = cluster._stats()
+        assert child.pid in cluster._with_descendants([os.getpid()], stats)
+        alone = int(stats[os.getpid()][21]) * cluster.PAGE
+        together = cluster.rss_bytes([os.getpid()])
+        assert together is not None and together > alone
+        cpu = cluster.cpu_seconds([os.getpid()])
+        assert cpu is not None and cpu > 0
+    finally:
+        child.kill()
+        child.wait()
+    assert cluster.rss_bytes([child.pid]) is None  # gone: no partial sum
+
+
 # -- the client protocol, fed bytes -------------------------------------------------------
 
 
@@ -586,6 +699,27 @@ def test_chat_at_a_rate_delivers_everything(spawn: Callable[..., Server], tmp_pa
     per_delivery = report["server_cpu_us_per_delivery"]
     assert per_delivery == round(report["server_cpu_s"] * 1e6 / report["delivered"], 3)
     assert "server CPU s" in done.stdout
+
+
+def test_connect_joins_from_source_addresses_and_reports_the_servers_memory(
+    spawn: Callable[..., Server], tmp_path: Path
+) -> None:
+    server = spawn()
+    before = counters(server)
+    out = tmp_path / "report.json"
+    done = loadtest(
+        "--scenario", "connect", "--url", server.ws(), "--connections", "60", "--topics", "3",
+        "--source-addresses", "127.0.0.2,127.0.0.3", "--duration", "0.5", "--procs", "2",
+        "--server-pid", str(server.proc.pid), "--json", str(out),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(out.read_text())
+    assert report["connections"]["opened"] == report["subscriptions"] == 60
+    assert counters(server)["sockets_opened"] - before["sockets_opened"] == 60
+    memory = report["server_memory"]
+    assert 0 < memory["rss_before_mb"] < memory["rss_held_mb"]
+    assert memory["kb_per_connection"] > 0
+    assert "KB per connection" in done.stdout
 
 
 def test_connect_failures_exit_1_unless_max_loss_allows_them(

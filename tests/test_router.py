@@ -202,3 +202,51 @@ def test_a_newer_incarnation_that_settles_at_once_is_not_settled_again_later() -
     assert router.settled == {"ts-a", "ts-b"}
     clock.advance(20.0)
     assert len(changes) == 4  # a up, b up, b up again and settled, a's ring retired; no more
+
+
+# Ring moves at scale (what bench/ring_moves.py measures with real processes): a server
+# that joins takes about 1/N of the topics and moves none between the others; one that
+# leaves moves only its own.
+TEN_THOUSAND = [f"topic:{i}" for i in range(10_000)]
+
+
+def test_of_10000_topics_a_third_server_takes_about_a_third_and_nothing_else_moves() -> None:
+    config = load(Path(__file__).resolve().parent.parent / "ring.toml")  # the shipped vnodes
+    config = RingConfig({**CONFIG.servers}, config.vnodes, config.path)
+    two = Ring(config, ["ts-a", "ts-b"])
+    three = Ring(config, ["ts-a", "ts-b", "ts-c"])
+    moved = [t for t in TEN_THOUSAND if two.owner(t) != three.owner(t)]
+    assert {three.owner(t) for t in moved} == {"ts-c"}
+    assert 0.29 < len(moved) / len(TEN_THOUSAND) < 0.38  # the ideal: 1/3
+
+
+@pytest.mark.parametrize("leaving", ["ts-a", "ts-b", "ts-c"])
+def test_of_10000_topics_a_server_that_leaves_moves_exactly_its_own(leaving: str) -> None:
+    three = Ring(CONFIG, ["ts-a", "ts-b", "ts-c"])
+    two = Ring(CONFIG, [name for name in ("ts-a", "ts-b", "ts-c") if name != leaving])
+    moved = {t for t in TEN_THOUSAND if two.owner(t) != three.owner(t)}
+    assert moved == {t for t in TEN_THOUSAND if three.owner(t) == leaving}
+    assert 0.29 < len(moved) / len(TEN_THOUSAND) < 0.38
+
+
+def test_the_router_moves_to_a_joining_server_its_third_only_and_gives_it_back_on_leaving() -> None:
+    clock = FakeClock()
+    router = ClusterRouter(CONFIG, handover=2.0, on_change=lambda: None, clock=clock)
+    a, b, c = Link("ts-a"), Link("ts-b"), Link("ts-c")
+    router.server_up("ts-a", a, linked_for=10.0)
+    router.server_up("ts-b", b, linked_for=10.0)
+    clock.advance(2.0)  # the ring of ts-a alone has retired
+    before = {t: router.owner_of(t) for t in TEN_THOUSAND}
+    router.server_up("ts-c", c, linked_for=0.0)
+    # Listened to at once (gateways subscribe there), owning nothing until it settles.
+    assert {t: router.owner_of(t) for t in TEN_THOUSAND} == before
+    moving = {t for t in TEN_THOUSAND if c in router.listeners(t)}
+    assert all(router.listeners(t) == {before[t], c} for t in moving)
+    assert all(router.listeners(t) == {before[t]} for t in TEN_THOUSAND if t not in moving)
+    clock.advance(2.0)
+    after = {t: router.owner_of(t) for t in TEN_THOUSAND}
+    assert {t for t in TEN_THOUSAND if after[t] != before[t]} == moving
+    assert {after[t] for t in moving} == {c}
+    assert 0.29 < len(moving) / len(TEN_THOUSAND) < 0.38
+    router.server_down("ts-c")
+    assert {t: router.owner_of(t) for t in TEN_THOUSAND} == before

@@ -121,3 +121,40 @@ def test_a_cluster_node_without_the_secret_exits_with_status_2_and_one_line(role
     assert result.stderr == (
         f"DPS_CLUSTER_SECRET: required with DPS_APP={role} (accepts {SECRET_ACCEPTS})\n"
     )
+
+
+def test_workers_are_a_count_or_auto_for_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert settings.load().worker_count is None
+    monkeypatch.setenv("DPS_WORKERS", "3")
+    assert settings.load().worker_count == 3
+    monkeypatch.setenv("DPS_WORKERS", "auto")
+    assert settings.load().worker_count == len(os.sched_getaffinity(0))
+    assert settings.load("2").worker_count == 2  # `dps --workers 2` over DPS_WORKERS
+    for bad in ("0", "-1", "many", "1000"):
+        monkeypatch.setenv("DPS_WORKERS", bad)
+        with pytest.raises(settings.SettingsError, match=f"^DPS_WORKERS: invalid value '{bad}'"):
+            settings.load()
+
+
+def test_a_worker_set_is_the_default_roles_and_ignores_what_spans_machines(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("DPS_CLUSTER_SECRET", raising=False)
+    monkeypatch.setenv("DPS_WORKERS", "2")
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6379")
+    monkeypatch.setenv("DPS_HANDOVER", "1")
+    assert settings.load().ignored() == ["REDIS_URL"]  # the handover applies within the set
+    monkeypatch.setenv("DPS_APP", "ws")
+    monkeypatch.setenv("DPS_CLUSTER_SECRET", secrets.token_urlsafe())
+    with pytest.raises(settings.SettingsError) as err:
+        settings.load()
+    assert str(err.value).startswith("DPS_WORKERS: not with DPS_APP=ws")
+
+
+def test_client_tls_is_refused_on_a_topic_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DPS_APP", "ts")
+    monkeypatch.setenv("DPS_CLUSTER_SECRET", secrets.token_urlsafe())
+    monkeypatch.setenv("DPS_TLS_CERT", "/etc/dps/cert.pem")
+    with pytest.raises(settings.SettingsError) as err:
+        settings.load()
+    assert "DPS_LINK_TLS_*" in str(err.value)

@@ -14,7 +14,7 @@ from app.link.handshake import Identity
 from app.ring import Declared, RingConfig
 from app.settings import Role, Settings
 from tests.clock import FakeClock
-from topic_server.node import PAUSE_TICK, TopicServerNode
+from topic_server.node import PAUSE_TICK, TRIM_TICK, TopicServerNode
 
 pytestmark = pytest.mark.anyio
 
@@ -98,12 +98,12 @@ async def test_a_pause_longer_than_the_link_timeout_restarts_the_clock(
     assert clock.pending == []
 
 
-async def test_the_watchdog_ticks_every_pause_tick_until_stopped() -> None:
+async def test_the_watchdog_and_the_history_sweep_tick_until_stopped() -> None:
     clock = FakeClock()
     node = topic_server(clock)
     await node.start()
-    assert clock.pending == [PAUSE_TICK]
+    assert clock.pending == [PAUSE_TICK, TRIM_TICK]
     clock.advance(PAUSE_TICK)
-    assert clock.pending == [2 * PAUSE_TICK]
+    assert clock.pending == [2 * PAUSE_TICK, TRIM_TICK]
     await node.stop()
     assert clock.pending == []

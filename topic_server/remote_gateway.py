@@ -2,7 +2,9 @@
 
 Subscribe and unsubscribe frames update the server's table; a publish is sequenced,
 acknowledged on this link, and delivered as one deliver frame to every gateway with
-subscribers (this one included when it has some), the frame bytes shared by all. A frame
+subscribers (this one included when it has some), the frame bytes shared by all. On a
+topic with history, the acknowledgement (or the refusal) comes once the message is copied
+(`topic_server.replication`), and a gateway can ask what came after a position. A frame
 only topic servers send (ack, deliver) closes the link: the peer does not follow the
 protocol.
 """
@@ -19,11 +21,14 @@ from app.link.codec import (
     LinkFrameError,
     LinkPg,
     LinkPublish,
+    LinkPublishKept,
+    LinkRecover,
+    LinkResubscribe,
     LinkSubscribe,
     LinkUnsubscribe,
 )
 from app.link.connection import LinkConnection
-from app.link.interface import Delivery
+from app.link.interface import Accepted, Delivery, Kept, Outcome, Recovery
 from topic_server.server import TopicServer
 
 
@@ -59,12 +64,41 @@ class RemoteGateway:
                 frame.topic, frame.event, frame.payload, frame.binary, self, frame.exclude
             )
             self.link.send(codec.ack(frame.id, seq))
+        elif isinstance(frame, LinkPublishKept):
+            f = frame
+            kept = Kept(f.size, f.ttl)
+            done = self._answer(f.id)
+            self.server.publish_kept(
+                f.topic, f.event, f.payload, f.binary, kept, done, self, f.exclude
+            )
         elif isinstance(frame, LinkSubscribe):
             self.server.subscribe(self, frame.topic)
             self.link.send(codec.ack(frame.id, 0))
+        elif isinstance(frame, LinkResubscribe):
+            self.server.subscribe(self, frame.topic, (frame.epoch, frame.offset))
+            self.link.send(codec.ack(frame.id, 0))
+        elif isinstance(frame, LinkRecover):
+            id, link = frame.id, self.link
+
+            def answer(r: Recovery) -> None:
+                link.send(codec.recovered(id, r.recovered, r.last, r.epoch, r.entries))
+
+            self.server.recover(frame.topic, (frame.epoch, frame.offset), frame.limit, answer)
         elif isinstance(frame, LinkUnsubscribe):
             self.server.unsubscribe(self, frame.topic)
         elif isinstance(frame, LinkPg):
             self.on_pg(self.link, frame.frame)
         else:  # a topic server's frame: the peer is broken, and the link closes
             raise LinkFrameError(f"unexpected {type(frame).__name__} from a gateway")
+
+    def _answer(self, id: int) -> Callable[[Outcome], None]:
+        """What tells the gateway how its publish `id` (on a topic with history) ended."""
+
+        def answer(outcome: Outcome) -> None:
+            if isinstance(outcome, Accepted) and outcome.position is not None:
+                epoch, offset = outcome.position
+                self.link.send(codec.accepted(id, outcome.seq, offset, epoch))
+            else:
+                self.link.send(codec.refused(id, str(outcome)))
+
+        return answer

@@ -1,29 +1,70 @@
 """The topic server: sequences each publish and hands it to every gateway that wants it.
 
 A publish is sequenced (one counter for the whole server, see `topics`), acknowledged to
-its gateway by the caller, and delivered once to each gateway with subscribers on the
-topic, never once per subscriber: the gateway fans out to its own sockets.
+its gateway, and delivered once to each gateway with subscribers on the topic, never once
+per subscriber: the gateway fans out to its own sockets.
+
+A publish on a topic with history is also numbered in the topic's stream, and copied to
+the topic's successor before it is delivered and acknowledged (`replication`); the
+deliveries and the acknowledgement carry its position.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from app.counters import Counters
-from app.link.interface import Delivery, GatewayLink
+from app.link.codec import Entry
+from app.link.interface import (
+    Accepted,
+    Delivery,
+    GatewayLink,
+    Kept,
+    OnOutcome,
+    OnRecovery,
+    Position,
+)
+from topic_server.history import History
+from topic_server.replication import Publish, Replication
 from topic_server.topics import Topics
+
+DEFAULT_HISTORY_BYTES = 256 * 1024 * 1024  # DPS_HISTORY_MAX_BYTES's default
+RECOVERY_LIMIT = 1_000_000  # what a resubscribing gateway may have missed: all there is
 
 
 class TopicServer:
-    __slots__ = ("counters", "name", "topics")
+    __slots__ = ("clock", "counters", "history", "name", "replication", "topics")
 
-    def __init__(self, name: str, counters: Counters) -> None:
+    def __init__(
+        self,
+        name: str,
+        counters: Counters,
+        history: History | None = None,
+        replication: Replication | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.name = name
         self.counters = counters
+        self.history = History(DEFAULT_HISTORY_BYTES, counters) if history is None else history
+        # Without peers, a server alone: no copies, publishes acknowledged at once.
+        self.replication = replication or Replication(self.history, _alone, _alone, _everything)
+        self.clock = clock  # the wall clock: sent_at and history times
         self.topics: Topics[GatewayLink] = Topics()
 
-    def subscribe(self, gateway: GatewayLink, topic: str) -> None:
+    def subscribe(self, gateway: GatewayLink, topic: str, since: Position | None = None) -> None:
         self.topics.subscribe(gateway, topic)
+        if since is None:
+            return
+        # A gateway that moved here from another owner: what it has not seen yet, from the
+        # stream held here (a server that is only listened to yet takes nothing over).
+        epoch, offset = since
+        missed = self.history.since(topic, epoch, offset, RECOVERY_LIMIT, self.clock())
+        if missed.recovered:
+            for entry in missed.entries:
+                e, position = entry, (missed.epoch, entry.offset)
+                seq = self.topics.next_seq()
+                gateway.deliver(Delivery(topic, seq, e.event, e.payload, e.binary, e.at, position))
 
     def unsubscribe(self, gateway: GatewayLink, topic: str) -> None:
         self.topics.unsubscribe(gateway, topic)
@@ -41,15 +82,83 @@ class TopicServer:
         exclude: int = 0,
     ) -> int:
         """Sequence and deliver one message; returns its sequence number."""
+        return self._deliver(topic, event, payload, binary, self.clock(), None, origin, exclude)
+
+    def publish_kept(
+        self,
+        topic: str,
+        event: str,
+        payload: bytes,
+        binary: bool,
+        kept: Kept,
+        done: OnOutcome,
+        origin: GatewayLink | None = None,
+        exclude: int = 0,
+    ) -> None:
+        def ready(entry: Entry, epoch: str) -> None:
+            position = (epoch, entry.offset)
+            seq = self._deliver(topic, event, payload, binary, entry.at, position, origin, exclude)
+            done(Accepted(self.name, seq, position))
+
+        at = self.clock()
+        publish = Publish(kept.size, kept.ttl, at, event, binary, payload, ready, done)
+        self.replication.publish(topic, publish)
+
+    def gauges(self) -> dict[str, tuple[float, str]]:
+        history = self.history
+        return {
+            "topics": (len(self.topics), "topics with subscribed gateways"),
+            "subscriptions": (
+                self.topics.subscriptions(),
+                "gateway subscriptions, one per topic and gateway",
+            ),
+            "history_messages": (len(history), "messages held in topics' histories"),
+            "history_bytes": (history.bytes, "bytes of the messages held in histories"),
+        }
+
+    def trim(self) -> None:
+        """Drop what is past its history rule's ttl (a periodic sweep's work)."""
+        self.history.trim(self.clock())
+
+    def recover(self, topic: str, since: Position, limit: int, done: OnRecovery) -> None:
+        """What came after `since` (taking the topic over first if this server, which the
+        gateways take for its owner, holds no stream of it yet)."""
+        epoch, offset = since
+
+        def answer() -> None:
+            done(self.history.since(topic, epoch, offset, limit, self.clock()))
+
+        self.replication.read(topic, answer)
+
+    def _deliver(
+        self,
+        topic: str,
+        event: str,
+        payload: bytes,
+        binary: bool,
+        at: float,
+        position: Position | None,
+        origin: GatewayLink | None,
+        exclude: int,
+    ) -> int:
         seq, gateways = self.topics.publish(topic)
         counters = self.counters
         counters.publishes += 1
         counters.gateway_deliveries_sent += len(gateways)
         if gateways:
-            delivery = Delivery(topic, seq, event, payload, binary, time.time())
+            delivery = Delivery(topic, seq, event, payload, binary, at, position)
             for gateway in gateways:
                 if exclude and gateway is origin:
                     gateway.deliver(delivery, exclude)
                 else:
                     gateway.deliver(delivery)
         return seq
+
+
+def _alone(name: str) -> None:
+    """A server without peers: no successor, no server to ask."""
+
+
+def _everything(topic: str) -> bool:
+    """A server alone owns every topic."""
+    return True

@@ -29,6 +29,10 @@ class Topics(Generic[G]):
     def __len__(self) -> int:
         return len(self._by_topic)
 
+    def subscriptions(self) -> int:
+        """Subscribed (gateway, topic) pairs."""
+        return sum(len(topics) for topics in self._by_gateway.values())
+
     def gateways(self, topic: str) -> tuple[G, ...]:
         return tuple(self._by_topic.get(topic, ()))
 
@@ -55,6 +59,11 @@ class Topics(Generic[G]):
         """Sequence one message: its number and the gateways to deliver it to."""
         self.seq += 1
         return self.seq, self._by_topic.get(topic, ())
+
+    def next_seq(self) -> int:
+        """A number for a message delivered again (to one gateway), after all before it."""
+        self.seq += 1
+        return self.seq
 
     def _remove(self, gateway: G, topic: str, count: int) -> None:
         mine = self._by_gateway[gateway]

@@ -1,21 +1,26 @@
-"""Server-side publishing over HTTP: `POST /api/broadcast`, as Phoenix apps call
-`Endpoint.broadcast`. The answer waits for the topic's owner to accept the message.
+"""The HTTP API of a gateway, for backends: `POST /api/broadcast` publishes, as Phoenix
+apps call `Endpoint.broadcast` (the answer waits for the topic's owner to accept the
+message), and `GET /api/history` reads what a topic with history keeps.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 
 import orjson
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
-from app.link.interface import Outcome
+from app.link.interface import Outcome, Recovery
 from app.ops import authorized, unauthorized
 from app.settings import Settings
 from ws_gateway import payloads
+from ws_gateway.access.policy import Policy
 from ws_gateway.channels import event_problem, payload_bytes, topic_problem
 from ws_gateway.gateway import Gateway
+
+HISTORY_LIMIT = 10_000  # messages one /api/history answer holds at most
 
 
 def _error(status: int, reason: str, close: bool = False) -> JSONResponse:
@@ -77,9 +82,56 @@ async def broadcast(request: Request) -> Response:
     if isinstance(encoded, str):
         return _error(400, encoded)
     gateway: Gateway = request.app.state.gateway
+    policy: Policy = request.app.state.policy
+    rule = policy.rules.match(topic)
+    kept = None if rule is None else rule.kept
     outcome: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-    gateway.publish(topic, event, encoded, False, outcome.set_result)
+    gateway.publish(topic, event, encoded, False, outcome.set_result, kept=kept)
     result = await outcome
     if isinstance(result, str):
         return _error(503, result)
-    return JSONResponse({"status": "ok", "topic": topic, "owner": result.owner, "seq": result.seq})
+    answer = {"status": "ok", "topic": topic, "owner": result.owner, "seq": result.seq}
+    if result.position is not None:
+        answer["epoch"], answer["offset"] = result.position
+    return JSONResponse(answer)
+
+
+async def history(request: Request) -> Response:
+    """`GET /api/history?topic=T&since=OFFSET&limit=N`: what topic T keeps after OFFSET."""
+    settings: Settings = request.app.state.settings
+    if not authorized(request, settings.api_key):
+        return unauthorized("DPS_API_KEY")
+    params = request.query_params
+    topic = params.get("topic")
+    if topic is None:
+        return _error(400, "topic is required")
+    problem = topic_problem(topic)
+    if problem is not None:
+        return _error(400, problem)
+    since, limit = params.get("since", "0"), params.get("limit", str(HISTORY_LIMIT))
+    if not since.isdigit() or not limit.isdigit() or not 1 <= int(limit) <= HISTORY_LIMIT:
+        return _error(400, f"since must be an offset >= 0, limit from 1 to {HISTORY_LIMIT}")
+    gateway: Gateway = request.app.state.gateway
+    read: asyncio.Future[Recovery] = asyncio.get_running_loop().create_future()
+    gateway.recover(topic, ("", int(since)), int(limit), read.set_result)
+    found = await read
+    messages = [
+        {
+            "offset": entry.offset,
+            "at": entry.at,
+            "event": entry.event,
+            "payload": base64.b64encode(entry.payload).decode()
+            if entry.binary
+            else orjson.Fragment(entry.payload),
+            "binary": entry.binary,
+        }
+        for entry in found.entries
+    ]
+    body = {
+        "topic": topic,
+        "epoch": found.epoch,
+        "offset": found.last,
+        "complete": found.recovered,
+        "messages": messages,
+    }
+    return Response(orjson.dumps(body), media_type="application/json")

@@ -46,6 +46,8 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from app.link.codec import Entry
+from app.link.interface import Kept, Position, Recovery
 from ws_gateway import payloads
 from ws_gateway.access.hooks import Verdict
 from ws_gateway.access.policy import Policy
@@ -88,12 +90,25 @@ class Push(NamedTuple):
 
 class Join(NamedTuple):
     """Subscribe the socket to `topic` as instance `join_ref`, for the join `msg`; `replaced`
-    is the join_ref of the instance this one replaces, if it replaces one."""
+    is the join_ref of the instance this one replaces, if it replaces one. `positions`: its
+    broadcasts carry their positions; `recover`: the position the client saw, from which
+    what it missed comes first (at most the rule's history size)."""
 
     topic: str
     join_ref: str | None
     msg: Message
     replaced: tuple[str | None] | None
+    positions: bool = False
+    recover: tuple[Position, int] | None = None
+
+
+class Replay(NamedTuple):
+    """Send the socket the messages it missed on `topic` (a join that recovered)."""
+
+    topic: str
+    join_ref: str | None
+    epoch: str
+    entries: tuple[Entry, ...]
 
 
 class Leave(NamedTuple):
@@ -109,7 +124,7 @@ class Close(NamedTuple):
 
 class Publish(NamedTuple):
     """Broadcast `payload` (encoded JSON, or raw bytes when `binary`) as `event` on `topic`;
-    without `echo`, to every subscriber but the sender."""
+    without `echo`, to every subscriber but the sender; `kept`: the topic's history rule."""
 
     join_ref: str | None
     ref: str | None
@@ -118,6 +133,7 @@ class Publish(NamedTuple):
     payload: bytes
     binary: bool
     echo: bool
+    kept: Kept | None = None
 
 
 class AskJoin(NamedTuple):
@@ -133,7 +149,7 @@ class AskPublish(NamedTuple):
     publish: Publish
 
 
-Action = Reply | Push | Join | Leave | Publish | AskJoin | AskPublish | Close
+Action = Reply | Push | Join | Leave | Publish | AskJoin | AskPublish | Close | Replay
 
 EMPTY: dict[str, Any] = {}
 
@@ -171,6 +187,18 @@ def event_problem(event: Any) -> str | None:
     if UNPRINTABLE.search(event):
         return "event holds a control or bidirectional-override character"
     return None
+
+
+def recovery_position(value: Any) -> Position | None:
+    """The position a join's `recover` names, or None when it is not one."""
+    if not isinstance(value, dict):
+        return None
+    epoch, offset = value.get("epoch"), value.get("offset")
+    if not isinstance(epoch, str) or len(epoch) > MAX_FIELD_BYTES:
+        return None
+    if isinstance(offset, bool) or not isinstance(offset, int) or not 0 <= offset < 2**63:
+        return None
+    return (epoch, offset)
 
 
 def payload_bytes(value: Any, raw: bytes | None, max_depth: int) -> bytes | str:
@@ -226,17 +254,27 @@ class Channels:
             return [self._publish(current, msg, rule)]
         return [self._push(current, msg, rule)]
 
-    def join_done(self, join: Join, problem: str | None) -> list[Action]:
-        """The gateway has done `join` (`problem` None) or could not (why)."""
+    def join_done(self, join: Join, outcome: str | Recovery | None) -> list[Action]:
+        """The gateway has done `join` (`outcome` None, or what it recovered) or could not
+        (why)."""
         msg = join.msg
-        if problem is None:
+        if outcome is None:
             actions: list[Action] = [Reply(msg.join_ref, msg.ref, join.topic, "ok", EMPTY)]
+        elif isinstance(outcome, Recovery):
+            recovered = {
+                "recovered": outcome.recovered,
+                "epoch": outcome.epoch,
+                "offset": outcome.last,
+            }
+            actions = [Reply(msg.join_ref, msg.ref, join.topic, "ok", recovered)]
+            if outcome.entries:
+                actions.append(Replay(join.topic, join.join_ref, outcome.epoch, outcome.entries))
         else:
             channel = self.joined.get(join.topic)
             if channel is not None and channel.join_ref == join.join_ref:
                 del self.joined[join.topic]
-            response = error("join failed", problem)
-            actions = [Reply(msg.join_ref, msg.ref, join.topic, "error", response)]
+            failed = error("join failed", outcome)
+            actions = [Reply(msg.join_ref, msg.ref, join.topic, "error", failed)]
         if join.replaced is not None:
             (old,) = join.replaced
             actions.append(Push(old, old, join.topic, "phx_close", EMPTY))
@@ -333,11 +371,24 @@ class Channels:
 
     def _start_join(self, msg: Message, rule: Rule) -> list[Action]:
         topic = msg.topic
+        params = msg.payload if isinstance(msg.payload, dict) else {}
+        recover = params.get("recover")
+        since = None
+        if recover is not None:
+            since = recovery_position(recover)
+            if since is None:
+                detail = 'recover expects {"epoch": string, "offset": integer >= 0}'
+                return [
+                    Reply(msg.join_ref, msg.ref, topic, "error", error("malformed payload", detail))
+                ]
         old = self.joined.get(topic)
         join_ref = msg.join_ref if msg.join_ref is not None else msg.ref
         self.joined[topic] = Channel(join_ref, rule)
         replaced = None if old is None else (old.join_ref,)
-        return [Join(topic, join_ref, msg, replaced)]
+        positions = params.get("positions") is True
+        limit = rule.kept.size if rule.kept is not None else 0
+        recovery = None if since is None else (since, limit)
+        return [Join(topic, join_ref, msg, replaced, positions, recovery)]
 
     def _refuse_join(self, msg: Message, response: dict[str, str]) -> list[Action]:
         self.policy.counters.joins_refused += 1
@@ -357,7 +408,9 @@ class Channels:
         payload = msg.payload
         if isinstance(payload, bytes):
             # A binary push carries no inner event name: it is broadcast as "publish".
-            publish = Publish(join_ref, msg.ref, msg.topic, PUBLISH, payload, True, rule.echo)
+            publish = Publish(
+                join_ref, msg.ref, msg.topic, PUBLISH, payload, True, rule.echo, rule.kept
+            )
             return self._authorize(publish, rule)
         if not (isinstance(payload, list) and len(payload) == 2):
             return _malformed(join_ref, msg, "publish expects [event, payload object]")
@@ -391,7 +444,7 @@ class Channels:
         encoded = payload_bytes(body, raw, self.policy.max_payload_depth)
         if isinstance(encoded, str):
             return _malformed(join_ref, msg, encoded)
-        publish = Publish(join_ref, msg.ref, msg.topic, event, encoded, False, rule.echo)
+        publish = Publish(join_ref, msg.ref, msg.topic, event, encoded, False, rule.echo, rule.kept)
         return self._authorize(publish, rule)
 
     def _authorize(self, publish: Publish, rule: Rule) -> Action:

@@ -16,6 +16,14 @@ A deliver is fanned out here, the frame built once per lane and written to each 
 without awaiting. Deliveries from a server the topic is not subscribed at, or not newer
 than the last one from that server, are dropped and counted, so every socket sees a
 topic's messages in their owner's order, without duplicates.
+
+On a topic with history, messages also have positions. The gateway remembers the last one
+it delivered: a delivery at or before it is dropped (a message heard from two owners during
+a move), and when the topic moves to another owner the gateway subscribes there *since*
+that position, so that what the old owner copied but did not get to deliver still reaches
+every subscriber, once. A join that recovers (`recover`) is answered with what the client
+missed before its socket is added to the subscribers: the owner answers on the same link
+after the deliveries up to its answer, so nothing is missed between the two, or sent twice.
 """
 
 from __future__ import annotations
@@ -23,10 +31,11 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Callable
+from functools import partial
 from typing import Protocol
 
 from app.counters import Counters
-from app.link.interface import OnOutcome, Outcome, OwnerLink
+from app.link.interface import Kept, OnOutcome, Outcome, OwnerLink, Position, Recovery
 from app.throttled_log import ThrottledLog
 from ws_gateway.serializers import Broadcast, Lane
 from ws_gateway.socket import Outbox, Socket
@@ -34,9 +43,11 @@ from ws_gateway.socket import Outbox, Socket
 log = logging.getLogger("dps.gateway")
 
 NO_OWNER = "no topic server available"
+UNRECOVERED = Recovery(False, "", 0, ())
 
-# Called once a join is done: with None, or with the reason it failed.
-JoinDone = Callable[[str | None], None]
+# Called once a join is done: with None (or the Recovery, for a join that recovers), or
+# with the reason it failed.
+JoinDone = Callable[[str | Recovery | None], None]
 
 
 class Router(Protocol):
@@ -54,11 +65,22 @@ class Router(Protocol):
 class Subscribers:
     """The local subscribers of one topic."""
 
-    __slots__ = ("failure", "lanes", "owners", "sockets", "unacked", "waiting")
+    __slots__ = (
+        "failure",
+        "lanes",
+        "owners",
+        "position",
+        "recovering",
+        "sockets",
+        "unacked",
+        "waiting",
+    )
 
     def __init__(self) -> None:
         self.sockets: dict[Socket, Lane] = {}
         self.lanes: dict[Lane, dict[Socket, None]] = {}
+        self.recovering: set[Socket] = set()  # joins that wait for what they missed
+        self.position: Position | None = None  # of the last message delivered (history)
         self.owners: dict[OwnerLink, int] = {}  # subscribed at -> last sequence delivered
         self.unacked = 0  # subscriptions of the first join not yet acknowledged
         self.failure: str | None = None  # why one of them failed
@@ -82,7 +104,7 @@ class Subscribers:
                 del self.lanes[lane]
 
     def __bool__(self) -> bool:
-        return bool(self.sockets)
+        return bool(self.sockets) or bool(self.recovering)
 
 
 class Gateway:
@@ -101,13 +123,29 @@ class Gateway:
     def new_socket_id(self) -> int:
         return next(self._ids)
 
-    def join(self, sock: Socket, topic: str, join_ref: str | None, done: JoinDone) -> None:
-        """Add `sock` to `topic`'s subscribers; `done` once the owners have the topic."""
+    def join(
+        self,
+        sock: Socket,
+        topic: str,
+        join_ref: str | None,
+        done: JoinDone,
+        positions: bool = False,
+        recover: tuple[Position, int] | None = None,
+    ) -> None:
+        """Add `sock` to `topic`'s subscribers; `done` once the owners have the topic.
+        `positions`: its frames carry their positions; `recover`: (the position the client
+        saw, at most how many messages): what it missed first."""
+        lane = sock.serializer.lane(join_ref, positions or recover is not None)
+        if recover is not None:  # once subscribed, ask what the client missed
+            done = partial(self._recover, sock, topic, lane, *recover, done)
         subs = self.topics.get(topic)
         first = subs is None
         if subs is None:
             subs = self.topics[topic] = Subscribers()
-        subs.add(sock, sock.serializer.lane(join_ref))
+        if recover is None:
+            subs.add(sock, lane)
+        else:
+            subs.recovering.add(sock)
         if not first:
             if subs.unacked:
                 subs.waiting.append((sock, done))
@@ -139,11 +177,48 @@ class Gateway:
         for _, done in waiting:
             done(failure)
 
+    def _recover(
+        self,
+        sock: Socket,
+        topic: str,
+        lane: Lane,
+        since: Position,
+        limit: int,
+        done: JoinDone,
+        problem: str | Recovery | None,
+    ) -> None:
+        owner = self.router.owner_of(topic)
+        if problem is not None or owner is None:
+            self._recovered(sock, topic, lane, UNRECOVERED, problem, done)
+            return
+        owner.recover(
+            topic, since, limit, lambda r: self._recovered(sock, topic, lane, r, None, done)
+        )
+
+    def _recovered(
+        self,
+        sock: Socket,
+        topic: str,
+        lane: Lane,
+        recovery: Recovery,
+        problem: str | Recovery | None,
+        done: JoinDone,
+    ) -> None:
+        subs = self.topics.get(topic)
+        if subs is not None and sock in subs.recovering:
+            subs.recovering.discard(sock)
+            if problem is None:
+                subs.add(sock, lane)
+            elif not subs:
+                self.leave(sock, topic)
+        done(problem if problem is not None else recovery)
+
     def leave(self, sock: Socket, topic: str) -> None:
         subs = self.topics.get(topic)
         if subs is None:
             return
         subs.discard(sock)
+        subs.recovering.discard(sock)
         if not subs:
             del self.topics[topic]
             for link in subs.owners:
@@ -159,7 +234,7 @@ class Gateway:
                 link.unsubscribe(topic)
             for link in wanted - subs.owners.keys():
                 subs.owners[link] = 0
-                link.subscribe(topic, _ignore)
+                link.subscribe(topic, _ignore, subs.position)
 
     def gauges(self) -> dict[str, tuple[float, str]]:
         c = self.counters
@@ -176,16 +251,28 @@ class Gateway:
         binary: bool,
         on_outcome: OnOutcome,
         exclude: int = 0,
+        kept: Kept | None = None,
     ) -> None:
         """Hand a message to the topic's owner; `on_outcome` gets the outcome, exactly once.
-        Socket `exclude` of this gateway (if not 0) does not receive it."""
+        Socket `exclude` of this gateway (if not 0) does not receive it; `kept` is the
+        topic's history rule, if it has one."""
         self.counters.publishes_received += 1
         owner = self.router.owner_of(topic)
         if owner is None:
             self.counters.publish_errors += 1
             on_outcome(NO_OWNER)
             return
-        owner.publish(topic, event, payload, binary, on_outcome, exclude)
+        owner.publish(topic, event, payload, binary, on_outcome, exclude, kept)
+
+    def recover(
+        self, topic: str, since: Position, limit: int, done: Callable[[Recovery], None]
+    ) -> None:
+        """What came after `since` on `topic` (for `/api/history`), from its owner."""
+        owner = self.router.owner_of(topic)
+        if owner is None:
+            done(UNRECOVERED)
+            return
+        owner.recover(topic, since, limit, done)
 
     def deliver(
         self,
@@ -196,6 +283,7 @@ class Gateway:
         payload: bytes,
         binary: bool,
         exclude: int = 0,
+        position: Position | None = None,
     ) -> None:
         """Fan one message from `source` out to this gateway's subscribers of `topic`."""
         counters = self.counters
@@ -215,9 +303,17 @@ class Gateway:
             )
             return
         subs.owners[source] = seq
-        broadcast = Broadcast(topic, event, payload, binary)
-        for (serializer, join_ref), sockets in subs.lanes.items():
-            data = serializer.fastlane(broadcast, join_ref)
+        ref = None
+        if position is not None:
+            seen = subs.position
+            if seen is not None and seen[0] == position[0] and position[1] <= seen[1]:
+                counters.stale_deliveries_dropped += 1  # delivered already, by another owner
+                return
+            subs.position = position
+            ref = f"{position[0]}:{position[1]}"
+        broadcast = Broadcast(topic, event, payload, binary, ref)
+        for (serializer, join_ref, positions), sockets in subs.lanes.items():
+            data = serializer.fastlane(broadcast, join_ref, positions)
             if data is None:
                 counters.v1_binary_skipped += len(sockets)
                 self.skipped("binary message on %r not sent to %d V1 sockets", topic, len(sockets))

@@ -17,9 +17,9 @@ from typing import Any, NamedTuple
 from app.clock import Clock
 from app.counters import Counters
 from app.discovery import NodeRecord, Registry
-from app.link.codec import LinkDeliver
+from app.link.codec import LinkDeliver, LinkDeliverKept
 from app.link.connection import LinkConnection, LinkOptions
-from app.link.dialer import Dialer
+from app.link.dialer import Dialers
 from app.link.handshake import Identity
 from app.link.hub import GATEWAYS, SCOPE, TOPIC_SERVERS, LinkHub
 from app.metrics import Metrics
@@ -79,8 +79,7 @@ class GatewayNode(LinkHub):
         self.policy = Policy.of(settings, self.counters, time.time)
         self.owners: dict[str, RemoteOwner] = {}  # the newest link to each topic server
         self.by_link: dict[LinkConnection, RemoteOwner] = {}
-        self.dialers: dict[str, Dialer] = {}
-        self.alive: set[str] = set()  # declared topic servers with a live lease
+        self.dialers = Dialers(self, self.options, clock, ring, wanted=lambda name: True)
         self.registry: Registry | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -96,19 +95,16 @@ class GatewayNode(LinkHub):
                 self.local.name, self.role, self.local.incarnation, self.settings.advertise_address
             )
             self.registry = Registry(
-                self.settings.redis_url, me, self.settings.lease_ttl, self._discovered
+                self.settings.redis_url, me, self.settings.lease_ttl, self.dialers.discovered
             )
             self.registry.start()
         else:
-            for server in self.ring.servers.values():
-                if server.address is not None:
-                    self._dial(server.name, server.address)
+            self.dialers.from_ring()
 
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
-        for dialer in self.dialers.values():
-            dialer.stop()
+        self.dialers.stop()
         self.router.close()
         self.pg.stop_scope(SCOPE)
         if self.registry is not None:
@@ -164,10 +160,12 @@ class GatewayNode(LinkHub):
     def _rerouted(self) -> None:
         self.gateway.reroute()
 
-    def _deliver(self, source: RemoteOwner, frame: LinkDeliver) -> None:
+    def _deliver(self, source: RemoteOwner, frame: LinkDeliver | LinkDeliverKept) -> None:
         self.metrics.delivery_latency.observe(max(0.0, time.time() - frame.sent_at))
+        f = frame
+        position = (f.epoch, f.offset) if isinstance(f, LinkDeliverKept) else None
         self.gateway.deliver(
-            source, frame.topic, frame.seq, frame.event, frame.payload, frame.binary, frame.exclude
+            source, f.topic, f.seq, f.event, f.payload, f.binary, f.exclude, position
         )
 
     async def _expire(self) -> None:
@@ -177,35 +175,12 @@ class GatewayNode(LinkHub):
             for owner in list(self.owners.values()):
                 owner.expire(timeout)
 
-    # Discovery
-    def _discovered(self, nodes: dict[str, NodeRecord], absence_counts: bool) -> None:
-        servers = {
-            name: record
-            for name, record in nodes.items()
-            if record.role == Role.TOPIC_SERVER and name in self.ring.servers
-        }
-        self.alive = set(servers)
-        for name, record in servers.items():
-            dialer = self.dialers.get(name)
-            if dialer is not None and dialer.address != record.address:
-                dialer.stop()
-                dialer = None
-            if dialer is None:
-                self._dial(name, record.address)
-        if absence_counts:
-            for name in set(self.dialers) - set(servers):
-                log.warning("the lease of %s expired: unlinking it", name)
-                self.dialers.pop(name).stop()
-
-    def _dial(self, name: str, address: str) -> None:
-        self.dialers[name] = Dialer(self, self.options, name, address, self.clock)
-
     # Operations
     def unready(self) -> list[str]:
         """Ready once linked to every live topic server, each of them owning its topics."""
         router = self.router
         reasons = []
-        if unlinked := self.alive - set(router.links):
+        if unlinked := self.dialers.alive - set(router.links):
             reasons.append(f"not linked yet to live topic servers: {', '.join(sorted(unlinked))}")
         if router.pending:
             pending = ", ".join(sorted(router.pending))

@@ -1,10 +1,12 @@
 """A gateway's link to one topic server, over the network.
 
-Subscriptions and publishes go out as link frames; acknowledgements and deliveries come
-back. Every publish and every subscription gets exactly one answer: the owner's ack, or,
-if none comes within the publish timeout or the link goes down first, an error. A publish
-is never left without a reply. A frame only gateways send (subscribe, unsubscribe,
-publish) closes the link: the peer does not follow the protocol.
+Subscriptions, publishes and recoveries go out as link frames; acknowledgements,
+refusals, deliveries and recovered messages come back. Every publish and every
+subscription gets exactly one answer: the owner's ack or refusal, or, if none comes within
+the publish timeout or the link goes down first, an error; a recovery gets the owner's
+answer, or an unrecovered one. A publish is never left without a reply. A frame only
+gateways send (subscribe, unsubscribe, publish) closes the link: the peer does not follow
+the protocol.
 """
 
 from __future__ import annotations
@@ -15,13 +17,26 @@ from typing import Any
 
 from app.counters import Counters
 from app.link import codec
-from app.link.codec import LinkAck, LinkDeliver, LinkFrame, LinkFrameError, LinkPg
+from app.link.codec import (
+    LinkAccepted,
+    LinkAck,
+    LinkDeliver,
+    LinkDeliverKept,
+    LinkFrame,
+    LinkFrameError,
+    LinkPg,
+    LinkRecovered,
+    LinkRefused,
+)
 from app.link.connection import LinkConnection
-from app.link.interface import Accepted, OnOutcome
+from app.link.interface import Accepted, Kept, OnOutcome, OnRecovery, Position, Recovery
 
 UNREACHABLE = "topic server unreachable"
 TIMED_OUT = "no answer from the topic server in time"
 WENT_DOWN = "the topic server went down before answering"
+NOTHING = Recovery(False, "", 0, ())  # what a recovery gets when the owner cannot answer
+
+Deliveries = Callable[["RemoteOwner", LinkDeliver | LinkDeliverKept], None]
 
 
 class RemoteOwner:
@@ -35,6 +50,7 @@ class RemoteOwner:
         "on_deliver",
         "on_pg",
         "pending",
+        "recovering",
         "subscribing",
     )
 
@@ -43,7 +59,7 @@ class RemoteOwner:
         link: LinkConnection,
         linked_for: float,
         counters: Counters,
-        on_deliver: Callable[[RemoteOwner, LinkDeliver], None],
+        on_deliver: Deliveries,
         on_pg: Callable[[LinkConnection, Any], None],
         on_ack_latency: Callable[[float], None],
         now: Callable[[], float],
@@ -59,6 +75,7 @@ class RemoteOwner:
         # request id -> (callback, time sent); ids grow, so oldest first
         self.pending: dict[int, tuple[OnOutcome, float]] = {}  # publishes
         self.subscribing: dict[int, tuple[OnOutcome, float]] = {}
+        self.recovering: dict[int, tuple[OnRecovery, float]] = {}
         self._ids = count(1)
         link.on_frame = self.on_frame
 
@@ -66,13 +83,16 @@ class RemoteOwner:
     def owner(self) -> str:
         return self.link.peer.name
 
-    def subscribe(self, topic: str, on_outcome: OnOutcome) -> None:
+    def subscribe(self, topic: str, on_outcome: OnOutcome, since: Position | None = None) -> None:
         if self.link.closed:
             on_outcome(UNREACHABLE)
             return
         id = next(self._ids)
         self.subscribing[id] = (on_outcome, self.now())
-        self.link.send(codec.subscribe(id, topic))
+        if since is None:
+            self.link.send(codec.subscribe(id, topic))
+        else:
+            self.link.send(codec.resubscribe(id, topic, *since))
 
     def unsubscribe(self, topic: str) -> None:
         self.link.send(codec.unsubscribe(topic))
@@ -85,6 +105,7 @@ class RemoteOwner:
         binary: bool,
         on_outcome: OnOutcome,
         exclude: int = 0,
+        kept: Kept | None = None,
     ) -> None:
         if self.link.closed:
             self.counters.publish_errors += 1
@@ -92,11 +113,39 @@ class RemoteOwner:
             return
         id = next(self._ids)
         self.pending[id] = (on_outcome, self.now())
-        self.link.send(codec.publish(id, exclude, topic, event, binary, payload))
+        if kept is None:
+            self.link.send(codec.publish(id, exclude, topic, event, binary, payload))
+        else:
+            frame = codec.publish_kept(id, exclude, *kept, topic, event, binary, payload)
+            self.link.send(frame)
+
+    def recover(self, topic: str, since: Position, limit: int, done: OnRecovery) -> None:
+        if self.link.closed:
+            done(NOTHING)
+            return
+        id = next(self._ids)
+        self.recovering[id] = (done, self.now())
+        epoch, offset = since
+        self.link.send(codec.recover(id, limit, offset, topic, epoch))
 
     def on_frame(self, frame: LinkFrame) -> None:
-        if isinstance(frame, LinkDeliver):
+        if isinstance(frame, LinkDeliver | LinkDeliverKept):
             self.on_deliver(self, frame)
+        elif isinstance(frame, LinkAccepted):
+            entry = self.pending.pop(frame.id, None)
+            if entry is not None:
+                self.on_ack_latency(self.now() - entry[1])
+                entry[0](Accepted(self.owner, frame.seq, (frame.epoch, frame.offset)))
+        elif isinstance(frame, LinkRefused):
+            entry = self.pending.pop(frame.id, None)
+            if entry is not None:
+                self.counters.publish_errors += 1
+                entry[0](frame.reason)
+        elif isinstance(frame, LinkRecovered):
+            waiting = self.recovering.pop(frame.id, None)
+            if waiting is not None:
+                f = frame
+                waiting[0](Recovery(f.recovered, f.epoch, f.last, f.entries))
         elif isinstance(frame, LinkAck):
             entry = self.pending.pop(frame.id, None)
             if entry is not None:
@@ -116,14 +165,19 @@ class RemoteOwner:
         deadline = self.now() - timeout
         self.counters.publish_errors += _expire(self.pending, deadline)
         _expire(self.subscribing, deadline)
+        for id in [id for id, (_, sent) in self.recovering.items() if sent <= deadline]:
+            self.recovering.pop(id)[0](NOTHING)
 
     def fail_all(self) -> None:
         """The link is gone: every request still waiting gets an error."""
         pending, self.pending = self.pending, {}
         subscribing, self.subscribing = self.subscribing, {}
+        recovering, self.recovering = self.recovering, {}
         self.counters.publish_errors += len(pending)
         for on_outcome, _ in [*pending.values(), *subscribing.values()]:
             on_outcome(WENT_DOWN)
+        for done, _ in recovering.values():
+            done(NOTHING)
 
 
 def _expire(waiting: dict[int, tuple[OnOutcome, float]], deadline: float) -> int:

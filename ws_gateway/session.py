@@ -37,11 +37,12 @@ from ws_gateway.channels import (
     Leave,
     Publish,
     Push,
+    Replay,
     Reply,
     error,
 )
 from ws_gateway.gateway import Gateway
-from ws_gateway.serializers import ClientFrameError
+from ws_gateway.serializers import Broadcast, ClientFrameError
 from ws_gateway.socket import Socket
 
 log = logging.getLogger("dps.gateway")
@@ -128,7 +129,7 @@ class ClientSession:
                 self._join(action)
             case Leave(topic):
                 gateway.leave(sock, topic)
-            case Publish(join_ref, ref, topic, event, payload, binary, echo):
+            case Publish(join_ref, ref, topic, event, payload, binary, echo, kept):
 
                 def reply(outcome: Outcome) -> None:
                     if isinstance(outcome, Accepted):
@@ -137,9 +138,11 @@ class ClientSession:
                         status, response = "error", error("publish failed", outcome)
                     sock.reply(join_ref, ref, topic, status, response)
 
-                gateway.publish(topic, event, payload, binary, reply, 0 if echo else sock.id)
+                gateway.publish(topic, event, payload, binary, reply, 0 if echo else sock.id, kept)
             case AskJoin() | AskPublish():
                 self._ask(action)
+            case Replay():
+                self._replay(action)
             case Close(code, reason):
                 log.info("closing %s: %s", sock.peer, reason)
                 self.open = False
@@ -150,8 +153,23 @@ class ClientSession:
         self.waiting = True
         done = self.channels.join_done
         self.gateway.join(
-            self.sock, join.topic, join.join_ref, lambda p: self._resume(done(join, p))
+            self.sock,
+            join.topic,
+            join.join_ref,
+            lambda outcome: self._resume(done(join, outcome)),
+            join.positions,
+            join.recover,
         )
+
+    def _replay(self, replay: Replay) -> None:
+        """The messages a recovering join missed, as the broadcasts they were, in order."""
+        sock = self.sock
+        for entry in replay.entries:
+            position = f"{replay.epoch}:{entry.offset}"
+            broadcast = Broadcast(replay.topic, entry.event, entry.payload, entry.binary, position)
+            data = sock.serializer.fastlane(broadcast, replay.join_ref, True)
+            if data is not None:
+                sock.send(data)
 
     def _ask(self, ask: AskJoin | AskPublish) -> None:
         policy: Policy = self.channels.policy

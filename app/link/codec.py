@@ -14,6 +14,27 @@ gateways enforce for everything clients send.
                      payload:u32+bytes
     G  pg            frame:u32+bytes (a pg protocol frame as JSON)
 
+Topics with history (`topic_server.history`) have frames of their own, so that the others
+pay nothing for it. A message's position is its stream's epoch and its offset in it; an
+entry is `offset:u64 at:f64 event flags:u8 payload:u32+bytes`.
+
+    p  publish, kept    id:u64 exclude:u64 size:u32 ttl:f64 topic event flags:u8 payload
+    d  deliver, kept    seq:u64 sent_at:f64 exclude:u64 offset:u64 epoch topic event
+                        flags:u8 payload
+    c  accepted         id:u64 seq:u64 offset:u64 epoch  (a kept publish's ack)
+    e  refused          id:u64 reason  (a publish the server does not sequence)
+    s  resubscribe      id:u64 topic epoch offset:u64  (send what came after, then ack)
+    r  recover          id:u64 limit:u32 offset:u64 topic epoch
+    y  recovered        id:u64 recovered:u8 last:u64 epoch count:u32 entry...
+    h  copy             id:u64 size:u32 ttl:f64 topic epoch entry  (owner -> successor;
+                        acked with the offset, or 0: send the whole stream)
+    w  stream           id:u64 last:u64 size:u32 ttl:f64 topic epoch count:u32 entry...
+                        (a whole stream, to a new successor; acked with its last offset)
+    o  takeover         id:u64 topic
+    t  taken            id:u64 last:u64 size:u32 ttl:f64 topic epoch holder count:u32
+                        entry...  (a takeover's answer: the stream; or, with a holder, the
+                        server to ask instead; epoch "" and no holder: there is none)
+
 `flags` is 1 for a binary payload (raw bytes rather than a JSON object), else 0. `sent_at`
 is the topic server's wall clock when it sequenced the message (a finite number), for the
 gateways' delivery latency histogram. `exclude` names a socket of the publishing gateway
@@ -55,6 +76,15 @@ _ACK = struct.Struct("!cQQ")
 _ID = struct.Struct("!cQ")
 _PUBLISH_HEAD = struct.Struct("!cQQ")
 _DELIVER_HEAD = struct.Struct("!cQdQ")
+_KEPT_PUBLISH_HEAD = struct.Struct("!cQQId")
+_KEPT_DELIVER_HEAD = struct.Struct("!cQdQQ")
+_ACCEPTED_HEAD = struct.Struct("!cQQQ")
+_RESUBSCRIBE_HEAD = struct.Struct("!cQQ")  # id, offset; then topic, epoch
+_RECOVER_HEAD = struct.Struct("!cQIQ")
+_RECOVERED_HEAD = struct.Struct("!cQBQ")
+_COPY_HEAD = struct.Struct("!cQId")
+_STREAM_HEAD = struct.Struct("!cQQId")
+_ENTRY_HEAD = struct.Struct("!Qd")
 
 
 class LinkFrameError(Exception):
@@ -98,7 +128,128 @@ class LinkPg(NamedTuple):
     frame: Any
 
 
-LinkFrame = LinkSubscribe | LinkUnsubscribe | LinkPublish | LinkAck | LinkDeliver | LinkPg
+class Entry(NamedTuple):
+    """One message of a topic's history."""
+
+    offset: int
+    at: float  # when it was sequenced (the owner's wall clock)
+    event: str
+    binary: bool
+    payload: bytes
+
+
+class LinkPublishKept(NamedTuple):
+    id: int
+    exclude: int
+    size: int  # the topic's history rule: messages kept, and for how long
+    ttl: float
+    topic: str
+    event: str
+    binary: bool
+    payload: bytes
+
+
+class LinkDeliverKept(NamedTuple):
+    seq: int
+    sent_at: float
+    exclude: int
+    offset: int
+    epoch: str
+    topic: str
+    event: str
+    binary: bool
+    payload: bytes
+
+
+class LinkAccepted(NamedTuple):
+    id: int
+    seq: int
+    offset: int
+    epoch: str
+
+
+class LinkRefused(NamedTuple):
+    id: int
+    reason: str
+
+
+class LinkResubscribe(NamedTuple):
+    id: int
+    topic: str
+    epoch: str
+    offset: int
+
+
+class LinkRecover(NamedTuple):
+    id: int
+    limit: int
+    offset: int
+    topic: str
+    epoch: str
+
+
+class LinkRecovered(NamedTuple):
+    id: int
+    recovered: bool
+    last: int
+    epoch: str
+    entries: tuple[Entry, ...]
+
+
+class LinkCopy(NamedTuple):
+    id: int
+    size: int
+    ttl: float
+    topic: str
+    epoch: str
+    entry: Entry
+
+
+class LinkStream(NamedTuple):
+    id: int
+    last: int
+    size: int
+    ttl: float
+    topic: str
+    epoch: str
+    entries: tuple[Entry, ...]
+
+
+class LinkTakeover(NamedTuple):
+    id: int
+    topic: str
+
+
+class LinkTaken(NamedTuple):
+    id: int
+    last: int
+    size: int
+    ttl: float
+    topic: str
+    epoch: str
+    holder: str  # the server to ask instead ("" for none)
+    entries: tuple[Entry, ...]
+
+
+LinkFrame = (
+    LinkSubscribe
+    | LinkUnsubscribe
+    | LinkPublish
+    | LinkAck
+    | LinkDeliver
+    | LinkPg
+    | LinkPublishKept
+    | LinkDeliverKept
+    | LinkAccepted
+    | LinkRefused
+    | LinkResubscribe
+    | LinkRecover
+    | LinkRecovered
+    | LinkCopy
+    | LinkStream
+    | LinkTakeover
+    | LinkTaken
+)
 
 
 def _short(text: str) -> bytes:
@@ -144,6 +295,105 @@ def pg(frame: Any) -> bytes:
     return b"G" + _U32.pack(len(data)) + data
 
 
+def _entry(entry: Entry) -> bytes:
+    return (
+        _ENTRY_HEAD.pack(entry.offset, entry.at)
+        + _short(entry.event)
+        + (b"\x01" if entry.binary else b"\x00")
+        + _U32.pack(len(entry.payload))
+        + entry.payload
+    )
+
+
+def _entries(entries: tuple[Entry, ...]) -> bytes:
+    return _U32.pack(len(entries)) + b"".join(map(_entry, entries))
+
+
+def publish_kept(
+    id: int,
+    exclude: int,
+    size: int,
+    ttl: float,
+    topic: str,
+    event: str,
+    binary: bool,
+    payload: bytes,
+) -> bytes:
+    head = _KEPT_PUBLISH_HEAD.pack(b"p", id, exclude, size, ttl)
+    return head + _message(topic, event, binary, payload)
+
+
+def deliver_kept(
+    seq: int,
+    sent_at: float,
+    exclude: int,
+    offset: int,
+    epoch: str,
+    topic: str,
+    event: str,
+    binary: bool,
+    payload: bytes,
+) -> bytes:
+    head = _KEPT_DELIVER_HEAD.pack(b"d", seq, sent_at, exclude, offset)
+    return head + _short(epoch) + _message(topic, event, binary, payload)
+
+
+def accepted(id: int, seq: int, offset: int, epoch: str) -> bytes:
+    return _ACCEPTED_HEAD.pack(b"c", id, seq, offset) + _short(epoch)
+
+
+def refused(id: int, reason: str) -> bytes:
+    return _ID.pack(b"e", id) + _short(reason)
+
+
+def resubscribe(id: int, topic: str, epoch: str, offset: int) -> bytes:
+    return _RESUBSCRIBE_HEAD.pack(b"s", id, offset) + _short(topic) + _short(epoch)
+
+
+def recover(id: int, limit: int, offset: int, topic: str, epoch: str) -> bytes:
+    return _RECOVER_HEAD.pack(b"r", id, limit, offset) + _short(topic) + _short(epoch)
+
+
+def recovered(id: int, ok: bool, last: int, epoch: str, entries: tuple[Entry, ...]) -> bytes:
+    return _RECOVERED_HEAD.pack(b"y", id, ok, last) + _short(epoch) + _entries(entries)
+
+
+def copy(id: int, size: int, ttl: float, topic: str, epoch: str, entry: Entry) -> bytes:
+    head = _COPY_HEAD.pack(b"h", id, size, ttl)
+    return head + _short(topic) + _short(epoch) + _entry(entry)
+
+
+def stream(
+    id: int,
+    last: int,
+    size: int,
+    ttl: float,
+    topic: str,
+    epoch: str,
+    entries: tuple[Entry, ...],
+) -> bytes:
+    head = _STREAM_HEAD.pack(b"w", id, last, size, ttl)
+    return head + _short(topic) + _short(epoch) + _entries(entries)
+
+
+def taken(
+    id: int,
+    topic: str,
+    epoch: str = "",
+    last: int = 0,
+    size: int = 0,
+    ttl: float = 0.0,
+    entries: tuple[Entry, ...] = (),
+    holder: str = "",
+) -> bytes:
+    head = _STREAM_HEAD.pack(b"t", id, last, size, ttl)
+    return head + _short(topic) + _short(epoch) + _short(holder) + _entries(entries)
+
+
+def takeover(id: int, topic: str) -> bytes:
+    return _ID.pack(b"o", id) + _short(topic)
+
+
 class _Reader:
     __slots__ = ("data", "pos")
 
@@ -165,14 +415,37 @@ class _Reader:
     def short(self) -> str:
         return self.take(self.data[self.pos] + 1 if self.pos < len(self.data) else 1)[1:].decode()
 
+    def flags(self) -> bool:
+        """Whether the payload that follows is binary."""
+        flags: int = self.unpack(_U8)[0]
+        if flags > BINARY:
+            raise LinkFrameError(f"unknown flags {flags:#04x}")
+        return flags == BINARY
+
+    def time(self, value: float) -> float:
+        if not math.isfinite(value):
+            raise LinkFrameError(f"{value} is not a time")
+        return value
+
+    def entry(self) -> Entry:
+        offset, at = self.unpack(_ENTRY_HEAD)
+        event = self.short()
+        binary = self.flags()
+        (size,) = self.unpack(_U32)
+        return Entry(offset, self.time(at), event, binary, self.take(size))
+
+    def entries(self) -> tuple[Entry, ...]:
+        (count,) = self.unpack(_U32)
+        if count > len(self.data) - self.pos:  # each entry takes more than a byte
+            raise LinkFrameError(f"{count} entries cannot fit in what is left of the batch")
+        return tuple(self.entry() for _ in range(count))
+
     def message(self) -> tuple[str, str, bool, bytes]:
         topic = self.short()
         event = self.short()
-        (flags,) = self.unpack(_U8)
-        if flags > BINARY:
-            raise LinkFrameError(f"unknown flags {flags:#04x}")
+        binary = self.flags()
         (size,) = self.unpack(_U32)
-        return topic, event, flags == BINARY, self.take(size)
+        return topic, event, binary, self.take(size)
 
 
 def decode(batch: bytes) -> Iterator[LinkFrame]:
@@ -207,6 +480,52 @@ def decode(batch: bytes) -> Iterator[LinkFrame]:
                 (size,) = reader.unpack(_U32)
                 yield LinkPg(orjson.loads(reader.take(size)))
             else:
-                raise LinkFrameError(f"unknown frame kind {kind!r}")
+                yield _decode_kept(kind, reader)
     except (UnicodeDecodeError, orjson.JSONDecodeError) as exc:
         raise LinkFrameError(f"undecodable frame: {exc}") from None
+
+
+def _decode_kept(kind: bytes, reader: _Reader) -> LinkFrame:
+    """One of the frames of topics with history."""
+    if kind == b"d":
+        _, seq, sent_at, exclude, offset = reader.unpack(_KEPT_DELIVER_HEAD)
+        epoch = reader.short()
+        topic, event, binary, payload = reader.message()
+        sent_at = reader.time(sent_at)
+        return LinkDeliverKept(seq, sent_at, exclude, offset, epoch, topic, event, binary, payload)
+    if kind == b"p":
+        _, id, exclude, size, ttl = reader.unpack(_KEPT_PUBLISH_HEAD)
+        return LinkPublishKept(id, exclude, size, reader.time(ttl), *reader.message())
+    if kind == b"c":
+        _, id, seq, offset = reader.unpack(_ACCEPTED_HEAD)
+        return LinkAccepted(id, seq, offset, reader.short())
+    if kind == b"e":
+        _, id = reader.unpack(_ID)
+        return LinkRefused(id, reader.short())
+    if kind == b"s":
+        _, id, offset = reader.unpack(_RESUBSCRIBE_HEAD)
+        return LinkResubscribe(id, reader.short(), reader.short(), offset)
+    if kind == b"r":
+        _, id, limit, offset = reader.unpack(_RECOVER_HEAD)
+        return LinkRecover(id, limit, offset, reader.short(), reader.short())
+    if kind == b"y":
+        _, id, ok, last = reader.unpack(_RECOVERED_HEAD)
+        if ok > 1:
+            raise LinkFrameError(f"recovered must be 0 or 1, not {ok}")
+        return LinkRecovered(id, ok == 1, last, reader.short(), reader.entries())
+    if kind == b"h":
+        _, id, size, ttl = reader.unpack(_COPY_HEAD)
+        topic, epoch = reader.short(), reader.short()
+        return LinkCopy(id, size, reader.time(ttl), topic, epoch, reader.entry())
+    if kind in (b"w", b"t"):
+        _, id, last, size, ttl = reader.unpack(_STREAM_HEAD)
+        topic, epoch = reader.short(), reader.short()
+        ttl = reader.time(ttl)
+        if kind == b"t":
+            holder = reader.short()
+            return LinkTaken(id, last, size, ttl, topic, epoch, holder, reader.entries())
+        return LinkStream(id, last, size, ttl, topic, epoch, reader.entries())
+    if kind == b"o":
+        _, id = reader.unpack(_ID)
+        return LinkTakeover(id, reader.short())
+    raise LinkFrameError(f"unknown frame kind {kind!r}")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Callable
 from functools import partial
 from typing import cast
 
@@ -27,10 +28,12 @@ from websockets.protocol import OPEN
 from websockets.uri import parse_uri
 
 from app.clock import Clock, Timer
+from app.discovery import NodeRecord
 from app.link.codec import LinkClose
 from app.link.connection import LinkConnection, LinkOptions
 from app.link.handshake import Handshake, HandshakeError, HandshakeState
 from app.link.hub import LinkHub
+from app.ring import RingConfig
 from app.served.websocket import close_reason
 from app.settings import Role
 
@@ -262,3 +265,57 @@ class Dialer:
                 self.current = None
             failures += 1
             await asyncio.sleep(backoff(failures, random.uniform(0.5, 1.0)))
+
+
+class Dialers:
+    """Keeps `hub` linked to every declared topic server it should dial (`wanted`): those
+    with a live lease in Redis (`discovered`), or else those with an address in ring.toml
+    (`from_ring`). A server whose address changes is redialled; one whose lease expired is
+    unlinked."""
+
+    def __init__(
+        self,
+        hub: LinkHub,
+        options: LinkOptions,
+        clock: Clock,
+        ring: RingConfig,
+        wanted: Callable[[str], bool],
+    ) -> None:
+        self.hub = hub
+        self.options = options
+        self.clock = clock
+        self.ring = ring
+        self.wanted = wanted
+        self.dialers: dict[str, Dialer] = {}
+        self.alive: set[str] = set()  # wanted topic servers with a live lease
+
+    def from_ring(self) -> None:
+        for server in self.ring.servers.values():
+            if server.address is not None and self.wanted(server.name):
+                self._dial(server.name, server.address)
+
+    def discovered(self, nodes: dict[str, NodeRecord], absence_counts: bool) -> None:
+        servers = {
+            name: record
+            for name, record in nodes.items()
+            if record.role == Role.TOPIC_SERVER and name in self.ring.servers and self.wanted(name)
+        }
+        self.alive = set(servers)
+        for name, record in servers.items():
+            dialer = self.dialers.get(name)
+            if dialer is not None and dialer.address != record.address:
+                dialer.stop()
+                dialer = None
+            if dialer is None:
+                self._dial(name, record.address)
+        if absence_counts:
+            for name in set(self.dialers) - set(servers):
+                log.warning("the lease of %s expired: unlinking it", name)
+                self.dialers.pop(name).stop()
+
+    def stop(self) -> None:
+        for dialer in self.dialers.values():
+            dialer.stop()
+
+    def _dial(self, name: str, address: str) -> None:
+        self.dialers[name] = Dialer(self.hub, self.options, name, address, self.clock)

@@ -5,6 +5,10 @@ A gateway holds an `OwnerLink` for each topic server it routes to; a topic serve
 process (`app.link.memory`); in a cluster a network link implements the same calls, so
 there is exactly one fan-out path: gateway -> owner (subscribe, unsubscribe, publish),
 owner -> gateway (acknowledgement, deliver), one deliver per message and gateway.
+
+Topics with history (`Kept`) add positions: each message of such a topic has one, its
+stream's epoch and its offset (`Position`); a subscription can ask for what came after a
+position (`since`), and a gateway can ask the owner what a client missed (`recover`).
 """
 
 from __future__ import annotations
@@ -13,19 +17,45 @@ from collections.abc import Callable
 from typing import NamedTuple, Protocol
 
 from app.link import codec
+from app.link.codec import Entry
+
+# A message's place in its topic's history: the stream's epoch, and its offset there.
+Position = tuple[str, int]
+
+
+class Kept(NamedTuple):
+    """A topic's history rule, as its publishes carry it: messages kept, and how long."""
+
+    size: int
+    ttl: float
 
 
 class Accepted(NamedTuple):
-    """A publish accepted and sequenced by `owner` as number `seq`."""
+    """A publish accepted and sequenced by `owner` as number `seq` (at `position`, on a
+    topic with history)."""
 
     owner: str
     seq: int
+    position: Position | None = None
+
+
+class Recovery(NamedTuple):
+    """What a client that saw `since` missed: `recovered` is False when the history no
+    longer covers it (another epoch, or trimmed); `epoch` and `last` are the stream's
+    position now ("" and 0 for a topic without a stream)."""
+
+    recovered: bool
+    epoch: str
+    last: int
+    entries: tuple[Entry, ...]
 
 
 # What became of a publish or a subscription: accepted, or the reason it failed.
 Outcome = Accepted | str
 # Called exactly once per request, with its outcome.
 OnOutcome = Callable[[Outcome], None]
+# Called exactly once per recovery request (an empty, unrecovered one if the link went down).
+OnRecovery = Callable[[Recovery], None]
 
 
 class OwnerLink(Protocol):
@@ -36,8 +66,9 @@ class OwnerLink(Protocol):
         """The topic server's node name."""
         ...
 
-    def subscribe(self, topic: str, on_outcome: OnOutcome) -> None:
-        """Subscribe this gateway; `on_outcome` once the owner has it (or why it failed)."""
+    def subscribe(self, topic: str, on_outcome: OnOutcome, since: Position | None = None) -> None:
+        """Subscribe this gateway; `on_outcome` once the owner has it (or why it failed).
+        With `since`, the owner first delivers what came after that position."""
         ...
 
     def unsubscribe(self, topic: str) -> None: ...
@@ -50,9 +81,14 @@ class OwnerLink(Protocol):
         binary: bool,
         on_outcome: OnOutcome,
         exclude: int = 0,
+        kept: Kept | None = None,
     ) -> None:
         """Publish; `exclude`, if not 0, is the id of a socket on this gateway that must not
-        receive the message (a publisher without echo)."""
+        receive the message (a publisher without echo); `kept`, the topic's history rule."""
+        ...
+
+    def recover(self, topic: str, since: Position, limit: int, done: OnRecovery) -> None:
+        """What came after `since` (at most `limit` messages)."""
         ...
 
 
@@ -60,10 +96,17 @@ class Delivery:
     """One sequenced message on its way to gateways. Its link frame is encoded once, on
     first use, and the same bytes go to every gateway linked over the network."""
 
-    __slots__ = ("_frame", "binary", "event", "payload", "sent_at", "seq", "topic")
+    __slots__ = ("_frame", "binary", "event", "payload", "position", "sent_at", "seq", "topic")
 
     def __init__(
-        self, topic: str, seq: int, event: str, payload: bytes, binary: bool, sent_at: float
+        self,
+        topic: str,
+        seq: int,
+        event: str,
+        payload: bytes,
+        binary: bool,
+        sent_at: float,
+        position: Position | None = None,
     ) -> None:
         self.topic = topic
         self.seq = seq
@@ -71,6 +114,7 @@ class Delivery:
         self.payload = payload
         self.binary = binary
         self.sent_at = sent_at
+        self.position = position
         self._frame: bytes | None = None
 
     @property
@@ -81,8 +125,21 @@ class Delivery:
 
     def frame_excluding(self, exclude: int) -> bytes:
         """The frame for the publishing gateway, naming the socket to skip."""
-        return codec.deliver(
-            self.seq, self.sent_at, exclude, self.topic, self.event, self.binary, self.payload
+        if self.position is None:
+            return codec.deliver(
+                self.seq, self.sent_at, exclude, self.topic, self.event, self.binary, self.payload
+            )
+        epoch, offset = self.position
+        return codec.deliver_kept(
+            self.seq,
+            self.sent_at,
+            exclude,
+            offset,
+            epoch,
+            self.topic,
+            self.event,
+            self.binary,
+            self.payload,
         )
 
 
@@ -105,7 +162,9 @@ class Sequencer(Protocol):
     @property
     def name(self) -> str: ...
 
-    def subscribe(self, gateway: GatewayLink, topic: str) -> None: ...
+    def subscribe(self, gateway: GatewayLink, topic: str, since: Position | None = None) -> None:
+        """Subscribe `gateway`, and deliver it what came after `since`, if given."""
+        ...
 
     def unsubscribe(self, gateway: GatewayLink, topic: str) -> None: ...
 
@@ -121,6 +180,23 @@ class Sequencer(Protocol):
         """Sequence and deliver one message; its sequence number. Socket `exclude` of the
         gateway `origin` does not receive it."""
         ...
+
+    def publish_kept(
+        self,
+        topic: str,
+        event: str,
+        payload: bytes,
+        binary: bool,
+        kept: Kept,
+        done: OnOutcome,
+        origin: GatewayLink | None = None,
+        exclude: int = 0,
+    ) -> None:
+        """The same for a topic with history: `done` once the message is numbered, held by
+        the topic's successor, and delivered (or with why it was refused)."""
+        ...
+
+    def recover(self, topic: str, since: Position, limit: int, done: OnRecovery) -> None: ...
 
 
 class Recipient(Protocol):
@@ -138,4 +214,5 @@ class Recipient(Protocol):
         payload: bytes,
         binary: bool,
         exclude: int = 0,
+        position: Position | None = None,
     ) -> None: ...

@@ -46,9 +46,9 @@ class ServedLink:
 
 
 def link_endpoint(
-    hub: LinkHub, options: LinkOptions, accept_role: Role, linked_for: Callable[[], float]
+    hub: LinkHub, options: LinkOptions, accept: frozenset[Role], linked_for: Callable[[], float]
 ) -> Callable[[WebSocket], Awaitable[None]]:
-    """The endpoint for links dialled by nodes of role `accept_role`."""
+    """The endpoint for links dialled by nodes of the roles in `accept`."""
 
     async def endpoint(websocket: WebSocket) -> None:
         conn: ServedWebSocket = websocket.scope["extensions"][EXTENSION]
@@ -60,7 +60,7 @@ def link_endpoint(
             return
         await websocket.accept()
         address = client.host if client else "?"
-        listener = Listener(hub, options, accept_role, conn, address, linked_for())
+        listener = Listener(hub, options, accept, conn, address, linked_for())
         conn.transport.write(frame(listener.handshake.hello().encode()))
         conn.detach(listener.received, listener.closed)
         # Anyone who reaches the port can open a link and say nothing: bound the wait.
@@ -72,20 +72,20 @@ def link_endpoint(
 class Listener:
     """One served link connection: the handshake, then its batches."""
 
-    __slots__ = ("accept_role", "address", "conn", "handshake", "hub", "link", "options")
+    __slots__ = ("accept", "address", "conn", "handshake", "hub", "link", "options")
 
     def __init__(
         self,
         hub: LinkHub,
         options: LinkOptions,
-        accept_role: Role,
+        accept: frozenset[Role],
         conn: ServedWebSocket,
         address: str,
         linked_for: float,
     ) -> None:
         self.hub = hub
         self.options = options
-        self.accept_role = accept_role
+        self.accept = accept
         self.conn = conn
         self.address = address
         self.handshake = Handshake(hub.local, options.secret, listener=True, linked_for=linked_for)
@@ -100,10 +100,10 @@ class Listener:
                 raise HandshakeError(LinkClose.PROTOCOL_ERROR, "unexpected message")
             reply = self.handshake.receive(data)
             peer = self.handshake.peer
-            if peer is not None and peer.role != self.accept_role:
+            if peer is not None and peer.role not in self.accept:
                 raise HandshakeError(
                     LinkClose.PROTOCOL_ERROR,
-                    f"{peer.name} is a {peer.role} node, not {self.accept_role}",
+                    f"{peer.name} is a {peer.role} node, not {'/'.join(sorted(self.accept))}",
                 )
         except HandshakeError as exc:
             self.hub.refused("refused link from %s: %s", self.address, exc.reason)

@@ -6,7 +6,16 @@ runs the same gateway and topic-server code, on the same fan-out path, as a clus
 
 from __future__ import annotations
 
-from app.link.interface import Accepted, Delivery, OnOutcome, Recipient, Sequencer
+from app.link.interface import (
+    Accepted,
+    Delivery,
+    Kept,
+    OnOutcome,
+    OnRecovery,
+    Position,
+    Recipient,
+    Sequencer,
+)
 
 
 class MemoryLink:
@@ -21,8 +30,8 @@ class MemoryLink:
     def owner(self) -> str:
         return self._server.name
 
-    def subscribe(self, topic: str, on_outcome: OnOutcome) -> None:
-        self._server.subscribe(self, topic)
+    def subscribe(self, topic: str, on_outcome: OnOutcome, since: Position | None = None) -> None:
+        self._server.subscribe(self, topic, since)
         on_outcome(Accepted(self._server.name, 0))
 
     def unsubscribe(self, topic: str) -> None:
@@ -36,9 +45,17 @@ class MemoryLink:
         binary: bool,
         on_outcome: OnOutcome,
         exclude: int = 0,
+        kept: Kept | None = None,
     ) -> None:
+        if kept is not None:
+            server = self._server
+            server.publish_kept(topic, event, payload, binary, kept, on_outcome, self, exclude)
+            return
         seq = self._server.publish(topic, event, payload, binary, self, exclude)
         on_outcome(Accepted(self._server.name, seq))
+
+    def recover(self, topic: str, since: Position, limit: int, done: OnRecovery) -> None:
+        self._server.recover(topic, since, limit, done)
 
     # GatewayLink: the topic server's side.
     @property
@@ -47,4 +64,5 @@ class MemoryLink:
 
     def deliver(self, delivery: Delivery, exclude: int = 0) -> None:
         d = delivery
-        self._gateway.deliver(self, d.topic, d.seq, d.event, d.payload, d.binary, exclude)
+        g = self._gateway
+        g.deliver(self, d.topic, d.seq, d.event, d.payload, d.binary, exclude, d.position)

@@ -19,17 +19,8 @@ from app.settings import Settings, SettingsError
 FILES = ("link_tls_cert", "link_tls_key", "link_tls_ca")
 
 
-def _paths(settings: Settings) -> tuple[Path, Path, Path] | None:
-    given = [getattr(settings, name) for name in FILES]
-    if all(path is None for path in given):
-        return None
-    if any(path is None for path in given):
-        missing = [
-            f"DPS_{name.upper()}" for name, path in zip(FILES, given, strict=True) if not path
-        ]
-        raise SettingsError(f"{', '.join(missing)}: needed too (TLS links take all three files)")
-    cert, key, ca = given
-    return cert, key, ca
+def _paths(settings: Settings) -> tuple[Path, ...] | None:
+    return settings.together(FILES, "TLS links take all three files")
 
 
 def client_context(settings: Settings) -> ssl.SSLContext | None:

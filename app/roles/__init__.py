@@ -28,6 +28,7 @@ from app.link.dialer import LINK_PATH
 from app.link.listener import link_endpoint
 from app.roles.embedded import EmbeddedNode
 from app.served import capacity
+from app.served import tls as client_tls
 from app.served.http import ServedHttp
 from app.served.websocket import ServedWebSocket
 from app.settings import ConfigError, Role, Settings, SettingsError
@@ -36,6 +37,10 @@ from ws_gateway import demo, routes
 from ws_gateway.node import GatewayNode
 
 log = logging.getLogger("dps")
+
+# Seconds a node takes at most to drain on SIGTERM: its sockets closed with 1001 and its
+# connections given this long to go before the process exits.
+GRACEFUL_SHUTDOWN = 5
 
 
 def build(settings: Settings) -> tuple[ops.Node, Starlette]:
@@ -51,7 +56,7 @@ def build(settings: Settings) -> tuple[ops.Node, Starlette]:
         served = gateway_routes
     else:
         node = TopicServerNode(settings, rings.load(rings.locate(settings.ring)), RunningLoop())
-        endpoint = link_endpoint(node, node.options, Role.GATEWAY, node.linked_for)
+        endpoint = link_endpoint(node, node.options, node.accepts, node.linked_for)
         served = [WebSocketRoute(LINK_PATH, endpoint)]
 
     @asynccontextmanager
@@ -75,13 +80,18 @@ def serve(settings: Settings) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if settings.worker_count is not None:
+        from app.roles.workers import supervise
+
+        return supervise(settings)
+    links = settings.app is Role.TOPIC_SERVER
     try:
         node, app = build(settings)
+        tls_options = tls.server_options(settings) if links else client_tls.server_options(settings)
         sockets = bind(settings)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    links = settings.app is Role.TOPIC_SERVER
     limits = capacity.plan(capacity.raise_descriptor_limit(), settings.max_sockets)
     app.state.capacity = limits
     log.info(
@@ -112,11 +122,11 @@ def serve(settings: Settings) -> int:
         access_log=False,
         log_level="debug" if settings.log_level == "debug" else "warning",
         backlog=4096,
-        timeout_graceful_shutdown=5,
-        **(tls.server_options(settings) if links else {}),
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN,
+        **tls_options,
     )
     path = LINK_PATH if links else routes.SOCKET_PATH
-    url = f"ws://{_address(settings.host, settings.port)}{path}"
+    url = f"{'wss' if tls_options else 'ws'}://{address(settings.host, settings.port)}{path}"
     served = "gateways link to" if links else "clients connect to"
     server = _Server(config, f"DPS {settings.app} node {node.name} serving: {served} {url}")
 
@@ -150,25 +160,33 @@ class _Server(uvicorn.Server):
             log.info("%s", self.serving)
 
 
-def bind(settings: Settings) -> list[socket.socket]:
+def bind(settings: Settings, share: bool | None = None) -> list[socket.socket]:
     """The server's sockets, bound here rather than by uvicorn so that an address that
     cannot be used is one line naming the setting to change (SettingsError), not a trace.
-    One per address DPS_HOST resolves to (IPv6 ones IPv6-only), as asyncio would bind them."""
+    One per address DPS_HOST resolves to (IPv6 ones IPv6-only), as asyncio would bind them.
+
+    The gateways of a worker set `share` DPS_PORT (SO_REUSEPORT): each has its own
+    listening socket and the kernel spreads new connections over them, so a gateway that
+    dies takes only its own queue with it."""
+    if share is None:
+        share = settings.worker_set is not None and settings.app is Role.GATEWAY
     host, port = settings.host, settings.port
-    where = _address(host, port)
+    where = address(host, port)
     try:
         addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
         raise SettingsError(f"DPS_HOST: cannot resolve {host!r} ({exc.strerror})") from None
     sockets: list[socket.socket] = []
-    for family, kind, proto, _, address in dict.fromkeys(addresses):
+    for family, kind, proto, _, sockaddr in dict.fromkeys(addresses):
         sock = socket.socket(family, kind, proto)
         sockets.append(sock)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if share:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         try:
-            sock.bind(address)
+            sock.bind(sockaddr)
         except OSError as exc:
             for opened in sockets:
                 opened.close()
@@ -189,5 +207,5 @@ def _unusable(exc: OSError, host: str, where: str) -> str:
     return f"DPS_HOST/DPS_PORT: cannot listen on {where} ({exc.strerror})"
 
 
-def _address(host: str, port: int) -> str:
+def address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

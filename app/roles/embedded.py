@@ -6,6 +6,7 @@ so the embedded server runs exactly the cluster's fan-out path, minus the networ
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -14,6 +15,8 @@ from app.link.interface import OwnerLink
 from app.link.memory import MemoryLink
 from app.metrics import Metrics
 from app.settings import Role, Settings
+from topic_server.history import History
+from topic_server.node import TRIM_TICK
 from topic_server.server import TopicServer
 from ws_gateway.access.policy import Policy
 from ws_gateway.gateway import Gateway
@@ -44,13 +47,22 @@ class EmbeddedNode:
         router = SingleOwner()
         self.gateway = Gateway(self.name, router, self.counters)
         self.policy = Policy.of(settings, self.counters, time.time)
-        self.server = TopicServer(self.name, self.counters)
+        history = History(settings.history_max_bytes, self.counters)
+        self.server = TopicServer(self.name, self.counters, history)  # alone: no copies
         router.link = MemoryLink(self.gateway, self.server)
+        self._trimmer: asyncio.TimerHandle | None = None
 
     async def start(self) -> None:
-        """Nothing to start: no links, no discovery."""
+        """No links, no discovery: only the sweep of the histories."""
+        self._trimmer = asyncio.get_running_loop().call_later(TRIM_TICK, self._trim)
+
+    def _trim(self) -> None:
+        self.server.trim()
+        self._trimmer = asyncio.get_running_loop().call_later(TRIM_TICK, self._trim)
 
     async def stop(self) -> None:
+        if self._trimmer is not None:
+            self._trimmer.cancel()
         if self.policy.hooks is not None:
             await self.policy.hooks.close()
 
@@ -58,7 +70,7 @@ class EmbeddedNode:
         return []
 
     def gauges(self) -> dict[str, tuple[float, str]]:
-        return self.gateway.gauges()
+        return {**self.server.gauges(), **self.gateway.gauges()}
 
     def describe(self) -> dict[str, Any]:
         return {}

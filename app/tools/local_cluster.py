@@ -11,7 +11,7 @@ status is 1.
 The nodes stay in this command's process group, so a terminal's Ctrl-C reaches them at
 once; Redis gets a group of its own, so it is not stopped before them. Whatever ends this
 command, even SIGKILL, ends its children too: each one gets SIGTERM from the kernel when
-its parent dies (Linux's parent-death signal). The nodes share `DPS_CLUSTER_SECRET` from
+its parent dies (`app.children`). The nodes share `DPS_CLUSTER_SECRET` from
 the environment, or a random one made for this run.
 """
 
@@ -19,16 +19,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ctypes
 import os
 import secrets
 import shutil
 import signal
 import socket
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
+from app.children import Child
 from app.settings import Role
 
 NODES = [
@@ -38,7 +37,6 @@ NODES = [
     (Role.GATEWAY, "ws-b", 1),
 ]
 STOP_GRACE = 8.0  # seconds a process may take to stop before it is killed
-PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 # Redis warns at start-up that a background save may fail without memory overcommit; this
 # Redis never saves nor replicates (--save "", --appendonly no), so the warning is noise.
 REDIS_NOISE = b"Memory overcommit must be enabled"
@@ -104,42 +102,19 @@ def _taken(port: int) -> bool:
     return False
 
 
-def die_with_parent() -> Callable[[], None] | None:
-    """A preexec_fn asking the kernel to send SIGTERM to the child when this process dies."""
-    if sys.platform != "linux":
-        return None
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
-    parent = os.getpid()
-
-    def arm() -> None:
-        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-        if os.getppid() != parent:  # the parent died before the signal was armed
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    return arm
-
-
 async def _run(redis_binary: str, redis_port: int, base: int) -> int:
     redis_url = f"redis://127.0.0.1:{redis_port}"
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, stop.set)
-    started: list[tuple[str, asyncio.subprocess.Process]] = []
+    started: list[Child] = []
     watchers = []
-    arm = die_with_parent()
 
     async def launch(name: str, argv: list[str], env: dict[str, str], group: bool) -> None:
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            env={**os.environ, **env},
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            preexec_fn=arm,
-            process_group=0 if group else None,
-        )
-        started.append((name, proc))
-        watchers.append(loop.create_task(_relay(name, proc, stop)))
+        child = await Child.start(name, argv, {**os.environ, **env}, own_group=group)
+        started.append(child)
+        watchers.append(loop.create_task(_watch(child, stop)))
 
     options = ["--port", str(redis_port), "--bind", "127.0.0.1", "--save", ""]
     options += ["--appendonly", "no", "--loglevel", "warning"]
@@ -160,27 +135,16 @@ async def _run(redis_binary: str, redis_port: int, base: int) -> int:
         flush=True,
     )
     await stop.wait()
-    failed = any(proc.returncode not in (None, 0) for _, proc in started)
-    for name, proc in reversed(started):  # gateways first, Redis last
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(proc.wait(), STOP_GRACE)
-            except TimeoutError:
-                print(f"[{name}] did not stop in {STOP_GRACE:.0f} s: killed")
-                proc.kill()
-                await proc.wait()
+    failed = any(child.proc.returncode not in (None, 0) for child in started)
+    for child in reversed(started):  # gateways first, Redis last
+        await child.stop(STOP_GRACE)
     await asyncio.gather(*watchers)
     return 1 if failed else 0
 
 
-async def _relay(name: str, proc: asyncio.subprocess.Process, stop: asyncio.Event) -> None:
-    """Print the process's lines with its name; when it exits, stop everything."""
-    assert proc.stdout is not None
-    async for line in proc.stdout:
-        if REDIS_NOISE not in line:
-            print(f"[{name}] {line.decode(errors='replace').rstrip()}", flush=True)
-    code = await proc.wait()
+async def _watch(child: Child, stop: asyncio.Event) -> None:
+    """Relay the process's lines; when it exits, stop everything."""
+    code = await child.relay(noise=REDIS_NOISE)
     if not stop.is_set():
-        print(f"[{name}] exited with status {code}: stopping the cluster", flush=True)
+        print(f"[{child.name}] exited with status {code}: stopping the cluster", flush=True)
         stop.set()

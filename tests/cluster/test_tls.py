@@ -13,7 +13,7 @@ import trustme
 import websockets
 
 from tests.cluster.conftest import Node
-from tests.support import Server, connect, get_json, server_context
+from tests.support import Server, client_tls, connect, get_json, server_context
 
 pytestmark = pytest.mark.anyio
 
@@ -45,8 +45,18 @@ async def test_a_cluster_linked_over_tls(node: Node, tmp_path: Path) -> None:
     server = node("ts", "ts-a", **issue(ca, tmp_path / "ts-a", "ts-a"))
     # The topic server's operations endpoints answer over TLS without a client certificate.
     assert get_json(server.http + "/healthz", server_context(server)) == {"status": "ok"}
-    gateways = [node("ws", f"gw-{i}", **issue(ca, tmp_path / f"gw-{i}", f"gw-{i}")) for i in (0, 1)]
-    async with connect(gateways[0].ws()) as alice, connect(gateways[1].ws()) as bob:
+    # gw-0 also serves its clients over TLS, with a certificate from another CA (a public
+    # one, in production): the two kinds of TLS do not mix.
+    public = client_tls(trustme.CA(), tmp_path / "public")
+    gateways = [
+        node("ws", f"gw-{i}", **issue(ca, tmp_path / f"gw-{i}", f"gw-{i}"), **extra)
+        for i, extra in enumerate([public, {}])
+    ]
+    alice_tls = server_context(gateways[0])
+    async with (
+        connect(gateways[0].ws(), ssl=alice_tls) as alice,
+        connect(gateways[1].ws()) as bob,
+    ):
         await alice.join("room:tls")
         await bob.join("room:tls")
         await alice.publish("room:tls", "said", {"over": "tls"})

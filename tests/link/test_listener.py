@@ -98,7 +98,9 @@ class Fixture:
     def __init__(self, dialer: Identity = GATEWAY, secret: str = SECRET) -> None:
         self.hub = Hub()
         self.conn = Served()
-        self.listener = Listener(self.hub, OPTIONS, Role.GATEWAY, self.conn, ADDRESS, LINKED_FOR)  # type: ignore[arg-type]
+        self.listener = Listener(
+            self.hub, OPTIONS, frozenset({Role.GATEWAY}), self.conn, ADDRESS, LINKED_FOR
+        )  # type: ignore[arg-type]
         self.dialer = Handshake(dialer, secret, listener=False)
         # What link_endpoint sends once the WebSocket is accepted.
         self.hello = self.listener.handshake.hello()

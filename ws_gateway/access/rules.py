@@ -17,6 +17,10 @@ decides for it, and a topic that matches no rule cannot be joined.
               of the events clients may push ("publish" in it allows the envelope)
     echo      true (the default): a sender receives its own broadcasts; false: not
               (Phoenix's broadcast_from)
+    history_size, history_ttl
+              keep the topic's last `history_size` messages (1 to 100000; 100 when only
+              the ttl is given) for `history_ttl` seconds (up to 30 days; 3600 when only
+              the size is given): clients recover what they missed (`topic_server.history`)
 
 `load` refuses, with one line naming the file, the rule and the problem: a file that
 does not parse, an unknown key or value, a topic no client can join, and a rule that can
@@ -32,6 +36,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
 
+from app.link.interface import Kept
 from app.settings import ConfigError
 from ws_gateway.serializers.protocol import MAX_FIELD_BYTES
 
@@ -67,6 +72,7 @@ class Rule:
     events: frozenset[str] | None  # the events clients may push; None: any
     echo: bool
     pattern: re.Pattern[str]
+    kept: Kept | None = None  # the history rule; None: no history
 
     def matches(self, topic: str) -> bool:
         """Whether this rule decides for `topic` (whoever asks)."""
@@ -123,7 +129,9 @@ def locate(setting: Path | None) -> Path:
     return here if here.is_file() else DEFAULT
 
 
-KEYS = {"topic", "join", "publish", "events", "echo"}
+KEYS = {"topic", "join", "publish", "events", "echo", "history_size", "history_ttl"}
+HISTORY_SIZE = (100, 100_000)  # the default, and the most
+HISTORY_TTL = (3600.0, 30 * 86400.0)
 
 
 def load(path: Path) -> Rules:
@@ -172,7 +180,21 @@ def _rule(table: dict[str, Any]) -> Rule:
     echo = table.get("echo", True)
     if not isinstance(echo, bool):
         raise ValueError("echo must be true or false")
-    return Rule(topic, join, publish, _events(table.get("events", PUBLISH)), echo, _pattern(topic))
+    events = _events(table.get("events", PUBLISH))
+    return Rule(topic, join, publish, events, echo, _pattern(topic), _kept(table))
+
+
+def _kept(table: dict[str, Any]) -> Kept | None:
+    size, ttl = table.get("history_size"), table.get("history_ttl")
+    if size is None and ttl is None:
+        return None
+    size = HISTORY_SIZE[0] if size is None else size
+    ttl = HISTORY_TTL[0] if ttl is None else ttl
+    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= HISTORY_SIZE[1]:
+        raise ValueError(f"history_size must be an integer from 1 to {HISTORY_SIZE[1]}")
+    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 < ttl <= HISTORY_TTL[1]:
+        raise ValueError(f"history_ttl must be seconds above 0, up to {HISTORY_TTL[1]:g}")
+    return Kept(size, float(ttl))
 
 
 E = TypeVar("E", JoinMode, PublishMode)

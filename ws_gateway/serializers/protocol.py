@@ -37,21 +37,26 @@ class Message:
 
 class Broadcast:
     """One message for the subscribers of a topic: `payload` is encoded JSON, or raw bytes
-    when `binary`. `shared` keeps, per serializer, what all of its lanes have in common, so
-    a lane costs only its own join_ref."""
+    when `binary`; `position` its place in the topic's history ("epoch:offset"), if it has
+    one. `shared` keeps what all lanes of a kind have in common, so that a lane costs only
+    its own join_ref."""
 
-    __slots__ = ("binary", "event", "payload", "shared", "topic")
+    __slots__ = ("binary", "event", "payload", "position", "shared", "topic")
 
-    def __init__(self, topic: str, event: str, payload: bytes, binary: bool) -> None:
+    def __init__(
+        self, topic: str, event: str, payload: bytes, binary: bool, position: str | None = None
+    ) -> None:
         self.topic = topic
         self.event = event
         self.payload = payload
         self.binary = binary
-        self.shared: dict[Serializer, bytes] = {}
+        self.position = position
+        self.shared: dict[object, bytes] = {}
 
 
-# Subscribers in the same lane receive the same bytes for a broadcast.
-Lane = tuple["Serializer", str | None]
+# Subscribers in the same lane receive the same bytes for a broadcast: one serializer, one
+# join_ref (V2), and whether they asked for positions (then in the frame's ref slot).
+Lane = tuple["Serializer", str | None, bool]
 
 
 class Serializer(Protocol):
@@ -63,9 +68,11 @@ class Serializer(Protocol):
         self, join_ref: str | None, ref: str | None, topic: str, event: str, payload: Any
     ) -> bytes: ...
 
-    def lane(self, join_ref: str | None) -> Lane: ...
+    def lane(self, join_ref: str | None, positions: bool = False) -> Lane: ...
 
-    def fastlane(self, broadcast: Broadcast, join_ref: str | None) -> bytes | None: ...
+    def fastlane(
+        self, broadcast: Broadcast, join_ref: str | None, positions: bool = False
+    ) -> bytes | None: ...
 
 
 def encode_reply(

@@ -4,7 +4,8 @@
     out:  {"topic": T, "event": E, "payload": P, "ref": R}
 
 A V1 broadcast carries no join_ref, so every V1 subscriber of a topic gets the same bytes
-(one lane), and V1 has no binary frames: a binary broadcast is not for V1 sockets.
+(one lane, two with the sockets that asked for positions in the ref), and V1 has no binary
+frames: a binary broadcast is not for V1 sockets.
 """
 
 from __future__ import annotations
@@ -63,13 +64,16 @@ class V1Serializer:
     ) -> bytes:
         return frame(orjson.dumps({"topic": topic, "event": event, "payload": payload, "ref": ref}))
 
-    def lane(self, join_ref: str | None) -> Lane:
-        return (self, None)
+    def lane(self, join_ref: str | None, positions: bool = False) -> Lane:
+        return (self, None, positions)
 
-    def fastlane(self, broadcast: Broadcast, join_ref: str | None) -> bytes | None:
+    def fastlane(
+        self, broadcast: Broadcast, join_ref: str | None, positions: bool = False
+    ) -> bytes | None:
         if broadcast.binary:
             return None
         b = broadcast
+        ref = orjson.dumps(b.position if positions else None)
         return frame(
             b'{"topic":'
             + orjson.dumps(b.topic)
@@ -77,7 +81,9 @@ class V1Serializer:
             + orjson.dumps(b.event)
             + b',"payload":'
             + b.payload
-            + b',"ref":null}'
+            + b',"ref":'
+            + ref
+            + b"}"
         )
 
 

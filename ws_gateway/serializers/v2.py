@@ -6,7 +6,9 @@ frames for binary payloads (`binary`).
 
 A broadcast goes to each subscriber with the join_ref of its channel instance, so that a
 client drops a message meant for an older instance: one lane per join_ref. What follows
-the join_ref is the same for every lane and encoded once per message (`Broadcast.shared`).
+the join_ref is the same for every lane and encoded once per message (`Broadcast.shared`),
+once more for the sockets that asked for positions (the message's "epoch:offset" in the
+ref slot, which phoenix.js hands to `channel.on` callbacks as their second argument).
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from ws_gateway.serializers.protocol import (
     ref_field,
     text_field,
 )
+
+_WITH_POSITION = object()  # the key of what lanes with positions share
 
 
 class V2Serializer:
@@ -62,21 +66,26 @@ class V2Serializer:
     ) -> bytes:
         return frame(orjson.dumps([join_ref, ref, topic, event, payload]))
 
-    def lane(self, join_ref: str | None) -> Lane:
-        return (self, join_ref)
+    def lane(self, join_ref: str | None, positions: bool = False) -> Lane:
+        return (self, join_ref, positions)
 
-    def fastlane(self, broadcast: Broadcast, join_ref: str | None) -> bytes | None:
-        shared = broadcast.shared.get(self)
-        if broadcast.binary:
+    def fastlane(
+        self, broadcast: Broadcast, join_ref: str | None, positions: bool = False
+    ) -> bytes | None:
+        if broadcast.binary:  # a binary push has no ref slot: no position either
+            shared = broadcast.shared.get(self)
             if shared is None:
                 shared = broadcast.shared[self] = binary.broadcast_head(
                     broadcast.topic, broadcast.event
                 )
             return frame(binary.encode_broadcast(shared, join_ref, broadcast.payload), True)
+        key = _WITH_POSITION if positions else self
+        shared = broadcast.shared.get(key)
         if shared is None:
             topic, event = orjson.dumps(broadcast.topic), orjson.dumps(broadcast.event)
-            shared = broadcast.shared[self] = (
-                b",null," + topic + b"," + event + b"," + broadcast.payload + b"]"
+            ref = orjson.dumps(broadcast.position) if positions else b"null"
+            shared = broadcast.shared[key] = (
+                b"," + ref + b"," + topic + b"," + event + b"," + broadcast.payload + b"]"
             )
         return frame(b"[" + orjson.dumps(join_ref) + shared)
 

@@ -15,9 +15,10 @@ Scenarios (`--scenario`, fanout by default):
   equals the servers' socket deliveries when nothing is lost.
 - chat: every one of `--subscribers` clients joins room i % `--topics` and publishes to it.
 - connect: open `--subscribers` (alias `--connections`) sockets as fast as `--connect-rate`
-  allows (0: at most 256 handshakes in flight per process), hold them idle (heartbeats
-  only) for `--duration` seconds (5 by default), close them. Reports the connection rate
-  and failures.
+  allows (0: at most 256 handshakes in flight per process), each joined to topic i %
+  `--topics` (spread over the `--url`s as fanout's subscribers are), hold them idle
+  (heartbeats only) for `--duration` seconds (5 by default), close them. Reports the rate
+  of sockets connected and joined, and failures.
 
 `--messages` is the total published (1,000 by default), or `--duration` seconds of
 publishing. `--rate` is the total messages/s, shared evenly by the publishers; 0 means a
@@ -33,17 +34,21 @@ A DPS socket joins at most 100 topics, so keep topics/publishers at or below tha
 
 `--protocol socketio` speaks Socket.IO (Engine.IO 4) instead of Phoenix V2, to compare DPS
 with a python-socketio server (bench/peers/): its URL defaults to the path `/socket.io/`,
-and every socket joins one topic. `--server-pid PID` (repeatable) reads the server processes'
-CPU time before and after each phase and reports it, with the CPU time per delivery.
+and every socket joins one topic. `--server-pid PID` (repeatable) reads the CPU time of the
+server's processes (PID and its descendants) before and after each phase and reports it,
+with the CPU time per delivery, and their memory before and while the connections are held.
 
 Every step is bounded: connecting and joining by `--phase-timeout` (30 s); publishing by its
 budget (duration, or messages/rate) plus `--phase-timeout`, and in any case it stops when no
 acknowledgement arrived for `--phase-timeout` (publish_stalled; the unacknowledged ones are
 counted as ack_timeout); after the last publish the tool waits at most `--drain` seconds (5)
 for outstanding deliveries, and what is missing then is lost. `--procs N` forks N client
-processes and merges their results. Ctrl-C stops the workers and prints what was measured
-(exit status 130). Targets must be loopback (127.0.0.1, localhost, ::1); anything else is
-refused with status 2.
+processes and merges their results; `--source-addresses 127.0.0.2,127.0.0.3` makes
+connection c come from the (c % n)th of those loopback addresses, each of which has its
+own ephemeral ports (one address to one target has about 28,000: more connections than
+that are refused before the run, naming the option). Ctrl-C stops the workers and prints
+what was measured (exit status 130). Targets must be loopback (127.0.0.1, localhost, ::1);
+anything else is refused with status 2.
 
 Exit status: 0 when the failures (lost + duplicated + out-of-order deliveries + connections
 that failed to open + connections the server dropped + failed joins + lost worker
@@ -58,7 +63,11 @@ nodes' counter deltas and deliver frames per publish (Δgateway_deliveries_sent/
 `out_of_order`, `publish_s`, `deliveries_per_s`, `latency_ms`, `ack_latency_ms`,
 `join_latency_ms`, `connect_latency_ms` (each p50, p90, p99, p999, max, samples), `errors`
 (kind -> count), `client_cpu_s` (user+sys of every client process), `client_cpu`,
-`server_cpu_s` and `server_cpu_us_per_delivery` (with `--server-pid`), `nodes` (counter
+`server_cpu_s` and `server_cpu_us_per_delivery`, `server_memory` (`rss_before_mb` when the
+phase started, `rss_held_mb` once every connection was open and joined, and
+`kb_per_connection` between the two; run against a server just started for it) (these
+three with `--server-pid`, which counts the processes named and all their descendants,
+such as the processes of `dps --workers`), `nodes` (counter
 deltas), `deliver_frames_per_publish`, `failures`, `max_loss`, `passed`, `interrupted`.
 `--plot FILE.png` (needs the `plot` extra: `pip install -e '.[plot]'` in the DPS checkout)
 draws the latency histogram and the delivery rate over time, under a title

@@ -1,5 +1,6 @@
 """What the servers say about themselves before and after a phase: the nodes' own counters,
-read from `GET /cluster`, and the CPU time of the server processes named by `--server-pid`.
+read from `GET /cluster`, and the CPU time and memory of the server processes named by
+`--server-pid` with their descendants (a supervisor's workers, a cluster's nodes).
 
 A node that does not answer (or answers something else) is left out and named in the
 returned problems; the load test goes on without its numbers.
@@ -40,14 +41,51 @@ def read(urls: Iterable[str]) -> tuple[dict[str, dict[str, int]], list[str]]:
 
 
 def cpu_seconds(pids: Iterable[int]) -> float | None:
-    """The user and system CPU seconds the processes have used so far (their threads
-    included); None if one of them is gone, so that no partial sum passes for a whole."""
+    """The user and system CPU seconds the processes and their descendants have used so far
+    (their threads included); None if one of the named processes is gone, so that no
+    partial sum passes for a whole."""
+    stats = _stats()
     total = 0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as stat:
-                fields = stat.read().rpartition(")")[2].split()
-        except OSError:
+    for pid in _with_descendants(pids, stats):
+        if pid not in stats:
             return None
+        fields = stats[pid]
         total += int(fields[11]) + int(fields[12])  # utime and stime, fields 14 and 15
     return total / os.sysconf("SC_CLK_TCK")
+
+
+def rss_bytes(pids: Iterable[int]) -> int | None:
+    """The resident memory of the processes and their descendants; None as above."""
+    stats = _stats()
+    total = 0
+    for pid in _with_descendants(pids, stats):
+        if pid not in stats:
+            return None
+        total += int(stats[pid][21]) * PAGE  # rss, field 24
+    return total
+
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def _stats() -> dict[int, list[str]]:
+    """The fields after the command name of /proc/PID/stat, for every process."""
+    stats = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                with open(f"/proc/{entry.name}/stat") as stat:
+                    stats[int(entry.name)] = stat.read().rpartition(")")[2].split()
+            except OSError:
+                continue  # gone meanwhile
+    return stats
+
+
+def _with_descendants(pids: Iterable[int], stats: dict[int, list[str]]) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for pid, fields in stats.items():
+        children.setdefault(int(fields[1]), []).append(pid)  # ppid, field 4
+    found = list(dict.fromkeys(pids))
+    for pid in found:  # grows while it is walked: breadth first
+        found.extend(child for child in children.get(pid, ()) if child not in found)
+    return found

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import ipaddress
 import math
 import resource
 import tomllib
@@ -34,6 +35,7 @@ ENDPOINTS = {
     "socketio": ("/socket.io/", {"EIO": "4", "transport": "websocket"}),
 }
 FDS_PER_PROCESS = 64  # descriptors a worker needs besides its sockets
+PORT_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 
 
 class OptionError(Exception):
@@ -83,6 +85,7 @@ class Phase:
     phase_timeout: float
     connect_rate: float
     heartbeat: float
+    source_addresses: tuple[str, ...]  # loopback addresses connections come from, in turn
 
     @property
     def publish_budget_s(self) -> float | None:
@@ -133,6 +136,7 @@ PHASE_OPTIONS: dict[str, tuple[type, Any]] = {
     "phase_timeout": (float, 30.0),
     "connect_rate": (float, 0.0),
     "heartbeat": (float, 30.0),
+    "source_addresses": (list, []),
 }
 DEFAULT_MESSAGES = 1000
 DEFAULT_HOLD = 5.0  # seconds the connect scenario holds its connections without --duration
@@ -213,11 +217,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--connect-rate", type=float, metavar="CONN_S", help="new connections/s, 0 = unlimited [0]")
     add("--heartbeat", type=float, metavar="S", help="seconds between heartbeats per socket [30]")
     add(
+        "--source-addresses",
+        type=lambda text: [part.strip() for part in text.split(",") if part.strip()],
+        metavar="ADDR,...",
+        help="loopback addresses to connect from, in turn (127.0.0.2,127.0.0.3,...): each "
+        "has its own ephemeral ports, about 28,000 per target [the system's choice]",
+    )
+    add(
         "--server-pid",
         type=int,
         action="append",
         metavar="PID",
-        help="a server process whose CPU time to report per delivery, repeatable (Linux)",
+        help="a server process whose CPU time (per delivery) and memory (per connection) to "
+        "report, with its descendants; repeatable (Linux)",
     )
     add("--json", type=Path, metavar="FILE", help="write the report as JSON to this file")
     add(
@@ -370,7 +382,28 @@ def _build(name: str, scenario: str, v: dict[str, Any]) -> Phase:
         phase_timeout=v["phase_timeout"],
         connect_rate=v["connect_rate"],
         heartbeat=v["heartbeat"],
+        source_addresses=tuple(_source(name, text, targets) for text in v["source_addresses"]),
     )
+
+
+def _source(name: str, text: str, targets: tuple[Target, ...]) -> str:
+    """A loopback address of the targets' family to connect from."""
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        address = None
+    if address is None or not address.is_loopback:
+        raise OptionError(
+            f"{name}: --source-addresses {text}: not a loopback address (127.0.0.0/8 or ::1)"
+        )
+    for target in targets:
+        family = 6 if ":" in target.host else 4
+        if family != address.version:
+            raise OptionError(
+                f"{name}: --source-addresses {text}: not of the family of the target "
+                f"{target.host} (IPv{family})"
+            )
+    return text
 
 
 def parse_target(text: str, option: str, protocol: str = "phoenix") -> Target:
@@ -435,4 +468,22 @@ def validate(phase: Phase) -> Phase:
             f"{where}: {per_proc} connections per process exceed the open-file limit {hard}; "
             "raise --procs or `ulimit -Hn`"
         )
+    ports = ephemeral_ports()
+    sources = max(1, len(phase.source_addresses))
+    per_source = math.ceil(phase.connections / len(phase.targets) / sources)
+    if ports is not None and per_source > ports:
+        raise OptionError(
+            f"{where}: {per_source:,} connections from one address to one target exceed its "
+            f"{ports:,} ephemeral ports ({PORT_RANGE}): connect from more loopback addresses "
+            f"(--source-addresses 127.0.0.2,127.0.0.3,...)"
+        )
     return phase
+
+
+def ephemeral_ports() -> int | None:
+    """How many local ports the system gives out to connections to one destination."""
+    try:
+        low, high = (int(n) for n in PORT_RANGE.read_text().split())
+    except (OSError, ValueError):
+        return None
+    return high - low + 1

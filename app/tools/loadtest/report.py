@@ -99,11 +99,11 @@ def summary(report: dict[str, Any]) -> Table:
             f"{conns['dropped']:,} dropped; {conns['per_s']:,.0f}/s",
         ),
         ("connect latency ms", _ms(report["connect_latency_ms"])),
+        ("subscriptions", f"{report['subscriptions']:,} joined"),
+        ("join latency ms", _ms(report["join_latency_ms"])),
     ]
     if report["scenario"] != "connect":
         rows += [
-            ("subscriptions", f"{report['subscriptions']:,} joined"),
-            ("join latency ms", _ms(report["join_latency_ms"])),
             ("messages", f"{report['messages']:,} published, {report['acked']:,} acknowledged"),
             ("ack latency ms", _ms(report["ack_latency_ms"])),
             (
@@ -124,6 +124,15 @@ def summary(report: dict[str, Any]) -> Table:
             (
                 "server CPU s",
                 f"{report['server_cpu_s']:.2f}" + (f", {per} µs per delivery" if per else ""),
+            )
+        )
+    memory = report["server_memory"]
+    if memory is not None:
+        rows.append(
+            (
+                "server memory",
+                f"{memory['rss_before_mb']:,} MB before, {memory['rss_held_mb']:,} MB with the "
+                f"connections: {memory['kb_per_connection']} KB per connection",
             )
         )
     if report["deliver_frames_per_publish"] is not None:

@@ -47,6 +47,8 @@ class PhaseRun:
         self.procs: list[BaseProcess] = []
         self.progress: dict[int, tuple[int, int, int]] = {}
         self.lost = 0
+        # The servers' memory before any connection of this phase, and with all of them.
+        self.rss: list[int | None] = [cluster.rss_bytes(pids)] if pids else []
         context = multiprocessing.get_context("fork")
         for plan in scenarios.plans(phase, epoch_ns):
             mine, theirs = context.Pipe()
@@ -60,7 +62,8 @@ class PhaseRun:
 
     def execute(self) -> tuple[list[WorkerResult], dict[str, dict[str, int]], float | None, bool]:
         """Run the steps; the results, the nodes' counter deltas, the server processes' CPU
-        seconds (None without --server-pid), and whether interrupted."""
+        seconds (None without --server-pid), and whether interrupted. `rss` then holds
+        the servers' memory before and once connected, with --server-pid."""
         phase = self.phase
         before: dict[str, dict[str, int]] = {}
         after: dict[str, dict[str, int]] = {}
@@ -71,6 +74,8 @@ class PhaseRun:
             self._gather("ready", phase.phase_timeout)
             before = self._counters()
             cpu.append(cluster.cpu_seconds(self.pids))
+            if self.pids:
+                self.rss.append(cluster.rss_bytes(self.pids))
             self.step = "publish" if phase.scenario != "connect" else "hold"
             self._broadcast(("go", time.monotonic_ns() + START_DELAY_NS))
             if phase.scenario == "connect":
@@ -186,7 +191,7 @@ def execute(run: Run, console: Console) -> int:
             results_errors = {"worker_lost": phase_run.lost}
             results.append(WorkerResult(-1, errors=results_errors))
         phase_report = stats.build_report(
-            phase, results, nodes, _cpu_s() - cpu, interrupted, server_cpu
+            phase, results, nodes, _cpu_s() - cpu, interrupted, server_cpu, phase_run.rss
         )
         console.print(report.summary(phase_report))
         reports.append(phase_report)

@@ -4,11 +4,12 @@
              (topics t with t % P == p when T >= P, else topic p % T) and joins them, so a
              publisher also receives its own topics, as every DPS subscriber does.
     chat     client i joins room i % T and publishes to it; slot i // T in its room.
-    connect  client i only connects, and holds its connection idle.
+    connect  client i joins topic i % T, and holds its connection idle (heartbeats only).
 
-Subscriber (or chat client) i joins topic i % T through target (i // T) % len(targets), so
-that every topic's subscribers are spread over all the gateways (i % len(targets) would put
-all of a topic's subscribers on one gateway whenever T is a multiple of the gateways);
+Subscriber (or chat or connect client) i joins topic i % T through target
+(i // T) % len(targets), so that every topic's subscribers are spread over all the gateways
+(i % len(targets) would put all of a topic's subscribers on one gateway whenever T is a
+multiple of the gateways);
 publisher p goes to target p % len(targets). Connection c goes to worker process c % procs.
 `--messages` is the total, split evenly over the publishers; `--rate` is the total, each
 publisher sending rate / publishers.
@@ -59,7 +60,11 @@ def connections(phase: Phase) -> tuple[list[ConnSpec], int]:
     """Every connection of the phase in order, and the publisher slots per topic."""
     targets, topics = len(phase.targets), phase.topics
     if phase.scenario == "connect":
-        return [ConnSpec(i % targets, (), -1, 0, 0.0) for i in range(phase.subscribers)], 1
+        specs = [
+            ConnSpec((i // topics) % targets, (i % topics,), -1, 0, 0.0)
+            for i in range(phase.subscribers)
+        ]
+        return specs, 1
     if phase.scenario == "chat":
         clients = phase.subscribers
         rate = phase.rate / clients

@@ -99,6 +99,7 @@ def build_report(
     parent_cpu_s: float,
     interrupted: bool,
     server_cpu_s: float | None = None,
+    server_rss: Sequence[int | None] = (),
 ) -> dict[str, Any]:
     """The phase's report (the JSON document; see the package docstring for its keys)."""
     topics = phase.topics
@@ -174,6 +175,7 @@ def build_report(
             if server_cpu_s is not None and delivered
             else None
         ),
+        "server_memory": server_memory(server_rss, opened),
         "nodes": nodes,
         "deliver_frames_per_publish": deliver_frames_per_publish(nodes),
         "failures": failures,
@@ -182,6 +184,22 @@ def build_report(
         "interrupted": interrupted,
     }
     return report
+
+
+def server_memory(rss: Sequence[int | None], opened: int) -> dict[str, float] | None:
+    """The servers' resident memory before the phase and with its connections open, and
+    what each connection added; None unless both were read."""
+    if len(rss) < 2 or rss[0] is None or rss[1] is None:
+        return None
+    before, held = rss[0], rss[1]
+    return {
+        "rss_before_mb": round(before / MB, 1),
+        "rss_held_mb": round(held / MB, 1),
+        "kb_per_connection": round((held - before) / 1024 / opened, 2) if opened else 0.0,
+    }
+
+
+MB = 1024 * 1024
 
 
 def _chain(arrays: Iterable[array[int]]) -> array[int]:

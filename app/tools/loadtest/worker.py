@@ -27,6 +27,7 @@ import heapq
 import os
 import resource
 import signal
+import socket
 import sys
 import time
 import traceback
@@ -47,6 +48,7 @@ PACE_NS = 1_000_000  # the pacer sleeps at least this long
 POLL_S = 0.02
 PROGRESS_S = 0.25
 CLOSE_S = 2.0
+IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)  # <linux/in.h>
 
 
 def main(plan: Plan, pipe: Connection) -> None:
@@ -66,6 +68,26 @@ def main(plan: Plan, pipe: Connection) -> None:
             pipe.send(("crashed", text))
     finally:
         loop.close()
+
+
+async def _connect(session: LoadSession, host: str, port: int, source: str | None) -> None:
+    loop = asyncio.get_running_loop()
+    if source is None:
+        await loop.create_connection(lambda: session, host, port)
+        return
+    sock = socket.socket(socket.AF_INET6 if ":" in source else socket.AF_INET)
+    try:
+        sock.setblocking(False)
+        # The port is chosen at connect(), unique per destination, rather than at bind(),
+        # unique per source address: the same ports serve every target, and the kernel
+        # may reuse those of connections in TIME_WAIT, as for connections not bound.
+        sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+        sock.bind((source, 0))
+        await loop.sock_connect(sock, (host, port))
+        await loop.create_connection(lambda: session, sock=sock)
+    except BaseException:
+        sock.close()
+        raise
 
 
 def _cpu() -> tuple[float, float]:
@@ -145,7 +167,7 @@ class Worker:
             )
             first_sub += len(spec.topics)
             self.sessions.append(session)
-            opening.append(loop.create_task(self._open(session, deadline)))
+            opening.append(loop.create_task(self._open(session, deadline, self._source(started))))
             if interval:
                 await asyncio.sleep(interval)
         while self.settled < len(self.sessions) and not self._late(deadline):
@@ -164,13 +186,19 @@ class Worker:
             tally.failed += never_started
             tally.errors["connect_timeout"] += never_started
 
-    async def _open(self, session: LoadSession, deadline: float) -> None:
+    def _source(self, started: int) -> str | None:
+        """The address connection `started` of this worker comes from: its connection c
+        of the phase (workers take every procs-th) from source c % n, None: any."""
+        sources = self.phase.source_addresses
+        if not sources:
+            return None
+        return sources[(self.plan.worker + started * self.phase.procs) % len(sources)]
+
+    async def _open(self, session: LoadSession, deadline: float, source: str | None) -> None:
         target = session.target
         try:
             await asyncio.wait_for(
-                asyncio.get_running_loop().create_connection(
-                    lambda: session, target.host, target.port
-                ),
+                _connect(session, target.host, target.port, source),
                 max(0.0, deadline - time.monotonic()),
             )
         except TimeoutError:
