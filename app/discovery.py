@@ -121,7 +121,7 @@ class Registry:
         while True:
             try:
                 await self.redis.set(key, value, px=int(self.ttl * 1000))
-                nodes = await self._read()
+                nodes = await leases(self.redis)
             except (RedisError, OSError) as exc:
                 outcome = self.liveness.unreachable()
                 if outcome.news:
@@ -133,20 +133,6 @@ class Registry:
             if outcome.report is not None:
                 self.on_nodes(*outcome.report)
             await asyncio.sleep(self.ttl / 6)
-
-    async def _read(self) -> dict[str, NodeRecord]:
-        keys = [key async for key in self.redis.scan_iter(match=PREFIX + "*", count=1000)]
-        nodes = {}
-        for raw in await self.redis.mget(keys) if keys else []:
-            if raw is None:
-                continue  # expired between the scan and the read
-            try:
-                record = NodeRecord(**orjson.loads(raw))
-            except (TypeError, orjson.JSONDecodeError):
-                log.warning("ignoring a malformed entry under %s*: %r", PREFIX, raw)
-                continue
-            nodes[record.name] = record
-        return nodes
 
     async def close(self) -> None:
         """Stop renewing and withdraw this node's lease (if it is still this incarnation's)."""
@@ -162,3 +148,19 @@ class Registry:
         except (RedisError, OSError):
             pass
         await self.redis.aclose()
+
+
+async def leases(redis: Redis) -> dict[str, NodeRecord]:
+    """Every node's lease that Redis holds now, by name (malformed entries logged, skipped)."""
+    keys = [key async for key in redis.scan_iter(match=PREFIX + "*", count=1000)]
+    nodes = {}
+    for raw in await redis.mget(keys) if keys else []:
+        if raw is None:
+            continue  # expired between the scan and the read
+        try:
+            record = NodeRecord(**orjson.loads(raw))
+        except (TypeError, orjson.JSONDecodeError):
+            log.warning("ignoring a malformed entry under %s*: %r", PREFIX, raw)
+            continue
+        nodes[record.name] = record
+    return nodes

@@ -71,6 +71,9 @@ def load(path: Path) -> RingConfig:
     return RingConfig(servers, vnodes, path)
 
 
+HASH_SPACE = 2**128  # uhashring's default hash, md5, places points in [0, 2**128)
+
+
 class Ring:
     __slots__ = ("_ring", "members")
 
@@ -84,3 +87,16 @@ class Ring:
 
     def owner(self, topic: str) -> str | None:
         return None if self._ring is None else str(self._ring.get_node(topic))
+
+    def shares(self) -> dict[str, float]:
+        """The fraction of all topics each member owns: a topic hashing between two points
+        of the ring belongs to the point after it (the first point past the last wraps)."""
+        if self._ring is None:
+            return {}
+        points = sorted(self._ring.get_points())
+        arcs = dict.fromkeys(sorted(self.members), 0)
+        previous = points[-1][0] - HASH_SPACE
+        for position, name in points:
+            arcs[name] += position - previous
+            previous = position
+        return {name: arc / HASH_SPACE for name, arc in arcs.items()}

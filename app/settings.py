@@ -214,6 +214,7 @@ class Settings(BaseSettings):
         pattern=r"^\s*(\*|https?://[^\s,/]+)(\s*,\s*(\*|https?://[^\s,/]+))*\s*$",
         description="comma-separated origins (https://host[:port]) browsers may connect from, or *",
     )
+    demo: bool = Field(True, description="1 to serve the demo chat page at / on gateways, else 0")
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="debug, info, warning or error"
     )

@@ -75,6 +75,64 @@ class Server:
         return self.proc.returncode
 
 
+def port_base() -> int:
+    """A base port for `dps cluster`: base, base+1, base+1000 and base+1001 are all free."""
+    for _ in range(50):
+        base = free_port()
+        if base + 1001 < 65536 and all(_free(base + d) for d in (1, 1000, 1001)):
+            return base
+    raise RuntimeError("no free port range")
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def start_cluster(log: Path, base: int, redis_port: int) -> subprocess.Popen[bytes]:
+    """`dps cluster` on the given ports, without DPS_CLUSTER_SECRET (it makes one)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DPS_") and k != "REDIS_URL"}
+    with open(log, "wb") as out:
+        ports = ["--port-base", str(base), "--redis-port", str(redis_port)]
+        return subprocess.Popen(
+            [sys.executable, "-m", "app", "cluster", *ports],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, with every node it starts
+        )
+
+
+async def wait_ready(proc: subprocess.Popen[bytes], base: int, log: Path) -> list[Server]:
+    """The two gateways of a `dps cluster`, once both are ready."""
+    gateways = [Server(proc, base, log), Server(proc, base + 1, log)]
+    for gateway in gateways:
+        await asyncio.to_thread(wait_http, gateway, "/readyz")
+    return gateways
+
+
+@contextlib.asynccontextmanager
+async def local_cluster(log: Path) -> AsyncIterator[list[Server]]:
+    """A ready `dps cluster` on free ports, its two gateways; stopped as Ctrl-C stops it,
+    and whatever is left of its process group killed."""
+    base = port_base()
+    proc = start_cluster(log, base, free_port())
+    try:
+        yield await wait_ready(proc, base, log)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            await asyncio.to_thread(proc.wait, 30)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+
 def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
     """Wait until something listens on `port`, failing early if `proc` exits."""
     deadline = time.monotonic() + timeout

@@ -35,6 +35,16 @@ def sources() -> list[Path]:
     return sorted(path for package in ("app", *ROLES) for path in (ROOT / package).rglob("*.py"))
 
 
+def pages() -> list[Path]:
+    """What the pages are made of: HTML, and every file under a `static` folder."""
+    return sorted(
+        path
+        for package in ("app", *ROLES)
+        for path in (ROOT / package).rglob("*")
+        if path.is_file() and (path.suffix == ".html" or "static" in path.relative_to(ROOT).parts)
+    )
+
+
 def imported(path: Path) -> set[str]:
     names: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text())):
@@ -120,5 +130,7 @@ def test_the_wheel_ships_every_module_and_data_file(tmp_path: Path) -> None:
     shipped = set(zipfile.ZipFile(wheel).namelist())
     expected = {str(path.relative_to(ROOT)) for path in sources()}
     expected |= {"app/ring.toml", "ws_gateway/access/channels.toml"}
+    expected |= {str(path.relative_to(ROOT)) for path in pages()}
+    assert "ws_gateway/demo/static/vendor/phoenix-1.8.16/LICENSE.md" in expected
     assert expected - shipped == set()
     assert not [name for name in shipped if name.startswith("tests/")]

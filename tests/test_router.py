@@ -60,6 +60,18 @@ def test_weights_share_the_topics() -> None:
     assert 2 < owners.count("a") / owners.count("b") < 4
 
 
+def test_shares_are_the_fractions_of_topics_each_server_owns() -> None:
+    ring = Ring(CONFIG, ["ts-a", "ts-b", "ts-c"])
+    shares = ring.shares()
+    assert sorted(shares) == ["ts-a", "ts-b", "ts-c"]
+    assert sum(shares.values()) == pytest.approx(1.0)
+    owners = [ring.owner(t) for t in TOPICS]
+    for name, share in shares.items():
+        assert owners.count(name) / len(TOPICS) == pytest.approx(share, abs=0.04)
+    assert Ring(CONFIG, ["ts-b"]).shares() == {"ts-b": 1.0}
+    assert Ring(CONFIG, []).shares() == {}
+
+
 def test_undeclared_servers_are_not_on_the_ring() -> None:
     assert Ring(CONFIG, ["ts-x"]).owner("t") is None
 

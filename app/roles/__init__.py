@@ -20,7 +20,7 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute, WebSocketRoute
 
-from app import ops
+from app import dashboard, ops
 from app import ring as rings
 from app.clock import RunningLoop
 from app.link import tls
@@ -33,7 +33,7 @@ from app.served.http import ServedHttp
 from app.served.websocket import ServedWebSocket
 from app.settings import ConfigError, Role, Settings, SettingsError
 from topic_server.node import TopicServerNode
-from ws_gateway import routes
+from ws_gateway import demo, routes
 from ws_gateway.node import GatewayNode
 
 log = logging.getLogger("dps")
@@ -47,12 +47,13 @@ def build(settings: Settings) -> tuple[ops.Node, Starlette]:
     """The node for DPS_APP and its Starlette application. Raises ConfigError."""
     node: EmbeddedNode | GatewayNode | TopicServerNode
     served: list[BaseRoute]
+    gateway_routes = [*routes.ROUTES, *(demo.ROUTES if settings.demo else [])]
     if settings.app is Role.EMBEDDED:
         node = EmbeddedNode(settings)
-        served = list(routes.ROUTES)
+        served = gateway_routes
     elif settings.app is Role.GATEWAY:
         node = GatewayNode(settings, rings.load(rings.locate(settings.ring)), RunningLoop())
-        served = list(routes.ROUTES)
+        served = gateway_routes
     else:
         node = TopicServerNode(settings, rings.load(rings.locate(settings.ring)), RunningLoop())
         endpoint = link_endpoint(node, node.options, node.accepts, node.linked_for)
@@ -64,9 +65,11 @@ def build(settings: Settings) -> tuple[ops.Node, Starlette]:
         yield
         await node.stop()
 
-    app = Starlette(routes=served + ops.ROUTES, lifespan=lifespan)
+    app = Starlette(routes=served + ops.ROUTES + dashboard.ROUTES, lifespan=lifespan)
     app.state.node = node
     app.state.settings = settings
+    ring = None if isinstance(node, EmbeddedNode) else node.ring
+    app.state.dashboard = dashboard.Dashboard(node, settings, ring)
     if not isinstance(node, TopicServerNode):
         app.state.gateway = node.gateway
         app.state.policy = node.policy

@@ -8,12 +8,18 @@ closed. A body is the application's to time (`ws_gateway.api`). And beyond `max_
 open connections, a new one is answered 503 and closed before anything else is done, so
 that the descriptors kept in reserve stay free for node links and the operations
 endpoints. Both are counted, and logged at most once a second.
+
+A response that never ends by itself (a stream of server-sent events) would hold a server
+shutdown for uvicorn's whole graceful timeout: uvicorn waits for every response in
+progress. This protocol is in each request's ASGI scope extensions, so such a response
+can set `on_shutdown` and end when the server starts to stop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import ClassVar
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -22,6 +28,8 @@ from app.counters import Counters
 from app.throttled_log import ThrottledLog
 
 log = logging.getLogger("dps.served")
+
+EXTENSION = "dps.http"
 
 TIMED_OUT = b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n"
 BUSY = b"HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\ncontent-length: 0\r\n\r\n"
@@ -35,6 +43,7 @@ class ServedHttp(HttpToolsProtocol):
     refused: ClassVar[ThrottledLog]
 
     deadline: asyncio.TimerHandle | None = None
+    on_shutdown: Callable[[], None] | None = None  # the request in progress's, if it set one
 
     @classmethod
     def configured(
@@ -65,6 +74,9 @@ class ServedHttp(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self.on_shutdown = None
+        # The protocol itself, as `app.served.websocket` puts its own in a WebSocket's scope.
+        self.scope["extensions"] = {EXTENSION: self}  # type: ignore[dict-item]
         if self.deadline is None:
             self._start_deadline()
 
@@ -75,6 +87,12 @@ class ServedHttp(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_deadline()
         super().connection_lost(exc)
+
+    def shutdown(self) -> None:
+        on_shutdown, self.on_shutdown = self.on_shutdown, None
+        if on_shutdown is not None:
+            on_shutdown()
+        super().shutdown()
 
     def _start_deadline(self) -> None:
         self.deadline = self.loop.call_later(self.handshake_timeout, self._too_slow)

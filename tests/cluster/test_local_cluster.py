@@ -8,33 +8,13 @@ import contextlib
 import os
 import signal
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.support import ROOT, Server, connect, free_port, http_post, wait_http
+from tests.support import connect, free_port, http_post, port_base, start_cluster, wait_ready
 
 pytestmark = pytest.mark.anyio
-
-
-def port_base() -> int:
-    """A base port such that base, base+1, base+1000 and base+1001 are all free."""
-    for _ in range(50):
-        base = free_port()
-        if base + 1001 < 65536 and all(_free(base + d) for d in (1, 1000, 1001)):
-            return base
-    raise RuntimeError("no free port range")
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def _listening(port: int) -> bool:
@@ -43,28 +23,6 @@ def _listening(port: int) -> bool:
     except OSError:
         return False
     return True
-
-
-def start_cluster(log: Path, base: int, redis_port: int) -> subprocess.Popen[bytes]:
-    """`dps cluster` on the given ports, without DPS_CLUSTER_SECRET (it makes one)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DPS_") and k != "REDIS_URL"}
-    with open(log, "wb") as out:
-        ports = ["--port-base", str(base), "--redis-port", str(redis_port)]
-        return subprocess.Popen(
-            [sys.executable, "-m", "app", "cluster", *ports],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group, with every node it starts
-        )
-
-
-async def wait_ready(proc: subprocess.Popen[bytes], base: int, log: Path) -> list[Server]:
-    gateways = [Server(proc, base, log), Server(proc, base + 1, log)]
-    for gateway in gateways:
-        await asyncio.to_thread(wait_http, gateway, "/readyz")
-    return gateways
 
 
 def children(pid: int) -> list[int]:
