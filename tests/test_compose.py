@@ -11,14 +11,17 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 import yaml
 
 from app import settings
 from app.ring import load
-from tests.support import ROOT, Server
+from tests.support import ROOT, Server, client_tls
 
 NODES = ["ts-a", "ts-b", "ws-a", "ws-b"]
 GATEWAYS = ["ws-a", "ws-b"]
@@ -83,18 +86,28 @@ def test_every_node_and_redis_have_healthchecks_and_nodes_wait_for_redis() -> No
         assert services[name]["depends_on"] == {"redis": {"condition": "service_healthy"}}
 
 
-def test_the_healthcheck_passes_on_a_ready_node_and_fails_without_one(server: Server) -> None:
+def healthcheck(port: int, **env: str) -> int:
+    """The exit status of the nodes' healthcheck command, run as compose would."""
     command = compose()["ws-a"]["healthcheck"]["test"]
     assert command[:2] == ["CMD", "python"]
+    environ = {**os.environ, "DPS_PORT": str(port), **env}
+    argv = [sys.executable, *command[2:]]
+    return subprocess.run(argv, env=environ, capture_output=True, timeout=30).returncode
 
-    def check(port: int) -> int:
-        env = {**os.environ, "DPS_PORT": str(port)}
-        argv = [sys.executable, *command[2:]]
-        return subprocess.run(argv, env=env, capture_output=True, timeout=30).returncode
 
-    assert check(server.port) == 0
+def test_the_healthcheck_passes_on_a_ready_node_and_fails_without_one(server: Server) -> None:
+    assert healthcheck(server.port) == 0
     server.stop()
-    assert check(server.port) != 0
+    assert healthcheck(server.port) != 0
+
+
+def test_the_healthcheck_asks_over_tls_a_node_that_serves_tls(
+    spawn: Callable[..., Server], tmp_path: Path
+) -> None:
+    files = client_tls(trustme.CA(), tmp_path)
+    server = spawn(files)
+    assert healthcheck(server.port, **files) == 0
+    assert healthcheck(server.port) != 0  # plain HTTP gets no answer from a TLS port
 
 
 @pytest.mark.parametrize("name", NODES)
