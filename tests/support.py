@@ -228,7 +228,16 @@ def wait_http(server: Server, path: str, timeout: float = 20.0) -> None:
 def http_post(url: str, body: Any, headers: dict[str, str] | None = None) -> tuple[int, Any]:
     """POST JSON (or raw bytes) and return (status, decoded JSON body)."""
     data = body if isinstance(body, bytes) else orjson.dumps(body)
-    request = urllib.request.Request(url, data=data, headers=headers or {}, method="POST")
+    return http_json(urllib.request.Request(url, data=data, headers=headers or {}, method="POST"))
+
+
+def http_get(url: str, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    """GET and return (status, decoded JSON body)."""
+    return http_json(urllib.request.Request(url, headers=headers or {}))
+
+
+def http_json(request: urllib.request.Request) -> tuple[int, Any]:
+    """Send `request`; (status, decoded JSON body), for an error status too."""
     try:
         with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
             return response.status, orjson.loads(response.read())

@@ -9,10 +9,13 @@ from typing import Any
 
 import jwt
 import orjson
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from app.counters import Counters
+from app.link.codec import Entry
+from app.link.interface import Recovery
 from tests.pg.frames import json_values
 from ws_gateway.access import rules
 from ws_gateway.access.hooks import Verdict
@@ -28,6 +31,7 @@ from ws_gateway.channels import (
     Leave,
     Publish,
     Push,
+    Replay,
     Reply,
 )
 from ws_gateway.serializers import V2, Message
@@ -50,8 +54,11 @@ def test_heartbeat() -> None:
     ]
 
 
-def join(channels: Channels, message: Message, problem: str | None = None) -> list[Action]:
-    """Handle a phx_join and complete it as the gateway would: the actions of both steps."""
+def join(
+    channels: Channels, message: Message, problem: str | Recovery | None = None
+) -> list[Action]:
+    """Handle a phx_join and complete it as the gateway would (`problem`: why it failed, or
+    what a recovering join recovered): the actions of both steps."""
     actions = channels.handle(message)
     if actions and isinstance(actions[0], Join):
         return [actions[0], *channels.join_done(actions[0], problem)]
@@ -241,6 +248,10 @@ publish = "nobody"
 topic = "moderated:*"
 join = "hook"
 publish = "hook"
+
+[[channel]]
+topic = "kept:*"
+history_size = 5
 """
 
 
@@ -378,6 +389,91 @@ def test_hook_rules_ask_and_follow_the_verdict(tmp_path: Path) -> None:
     assert channels.answered(ask_publish, Verdict(False, "hook unavailable")) == [
         Reply("1", "2", "moderated:1", "error", {"reason": "hook unavailable"})
     ]
+
+
+# History: positions and recovery.
+
+MALFORMED_RECOVER = {
+    "reason": "malformed payload",
+    "detail": 'recover expects {"epoch": string, "offset": integer >= 0}',
+}
+
+
+def test_a_join_that_recovers_asks_for_what_it_missed_with_positions(tmp_path: Path) -> None:
+    channels = guarded(tmp_path, None)
+    message = msg("1", "1", "kept:1", "phx_join", {"recover": {"epoch": "e1", "offset": 3}})
+    # At most the rule's history_size (5) messages: more cannot have been kept.
+    assert channels.handle(message) == [Join("kept:1", "1", message, None, True, (("e1", 3), 5))]
+    assert {t: c.join_ref for t, c in channels.joined.items()} == {"kept:1": "1"}
+    rejoin = msg("2", "2", "kept:1", "phx_join", {"recover": {"epoch": "e1", "offset": 0}})
+    assert channels.handle(rejoin) == [Join("kept:1", "2", rejoin, ("1",), True, (("e1", 0), 5))]
+
+
+def test_positions_are_asked_for_explicitly_or_by_naming_recover(tmp_path: Path) -> None:
+    channels = guarded(tmp_path, None)
+    for topic, payload, positions in [
+        ("kept:1", {}, False),
+        ("kept:2", {"positions": True}, True),
+        ("kept:3", {"positions": "yes"}, False),  # JSON true only
+        ("kept:4", {"recover": None}, True),  # phoenix.js before it has a position
+        ("kept:5", {"recover": None, "positions": False}, True),
+    ]:
+        [action] = channels.handle(msg("1", "1", topic, "phx_join", payload))
+        assert isinstance(action, Join)
+        assert (action.positions, action.recover) == (positions, None), payload
+
+
+@pytest.mark.parametrize(
+    "recover",
+    [
+        {"epoch": "e1", "offset": "3"},
+        {"epoch": "e1", "offset": -1},
+        {"epoch": "e1", "offset": 1.5},
+        {"epoch": "e1", "offset": True},
+        {"epoch": "e1", "offset": 2**63},
+        {"epoch": "e1"},
+        {"offset": 3},
+        {"epoch": 7, "offset": 3},
+        {"epoch": "é" * 128, "offset": 3},  # 256 bytes: more than a link frame's field holds
+        "e1:3",
+        ["e1", 3],
+        0,
+        False,
+    ],
+)
+def test_a_malformed_recover_is_refused_and_joins_nothing(tmp_path: Path, recover: Any) -> None:
+    channels = guarded(tmp_path, None)
+    message = msg("1", "1", "kept:1", "phx_join", {"recover": recover})
+    assert join(channels, message) == [Reply("1", "1", "kept:1", "error", MALFORMED_RECOVER)]
+    assert channels.joined == {}
+
+
+def test_a_recovered_join_replies_with_the_position_then_replays_what_was_missed(
+    tmp_path: Path,
+) -> None:
+    channels = guarded(tmp_path, None)
+    message = msg("1", "1", "kept:1", "phx_join", {"recover": {"epoch": "e1", "offset": 3}})
+    missed = (Entry(4, 10.0, "ev", False, b'{"n":4}'), Entry(5, 11.0, "ev", True, b"\x05"))
+    assert join(channels, message, Recovery(True, "e1", 5, missed))[1:] == [
+        Reply("1", "1", "kept:1", "ok", {"recovered": True, "epoch": "e1", "offset": 5}),
+        Replay("kept:1", "1", "e1", missed),
+    ]
+    # Nothing missed: the reply alone.
+    again = msg("2", "2", "kept:1", "phx_join", {"recover": {"epoch": "e1", "offset": 5}})
+    assert join(channels, again, Recovery(True, "e1", 5, ()))[1:] == [
+        Reply("2", "2", "kept:1", "ok", {"recovered": True, "epoch": "e1", "offset": 5}),
+        Push("1", "1", "kept:1", "phx_close", OK),
+    ]
+    assert {t: c.join_ref for t, c in channels.joined.items()} == {"kept:1": "2"}
+
+
+def test_an_unrecovered_join_is_joined_and_told_where_the_stream_is(tmp_path: Path) -> None:
+    channels = guarded(tmp_path, None)
+    message = msg(None, "4", "kept:1", "phx_join", {"recover": {"epoch": "old", "offset": 3}})
+    assert join(channels, message, Recovery(False, "e2", 9, ()))[1:] == [
+        Reply(None, "4", "kept:1", "ok", {"recovered": False, "epoch": "e2", "offset": 9})
+    ]
+    assert {t: c.join_ref for t, c in channels.joined.items()} == {"kept:1": "4"}
 
 
 # Rate limits.

@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 
 from app.counters import Counters
-from app.link.interface import Accepted, OnOutcome, Outcome
+from app.link.codec import Entry
+from app.link.interface import (
+    Accepted,
+    Kept,
+    OnOutcome,
+    OnRecovery,
+    Outcome,
+    Position,
+    Recovery,
+)
 from app.link.memory import MemoryLink
 from app.roles.embedded import SingleOwner
+from tests.clock import FakeClock
+from tests.test_history import history
 from topic_server.server import TopicServer
 from ws_gateway.gateway import NO_OWNER, Gateway
 from ws_gateway.serializers import V1, V2, Serializer
@@ -33,17 +46,30 @@ class FakeSocket:
         return [orjson.loads(data[2:]) if data[0] == 0x81 else data[2:] for data in self.sent]
 
 
-def join(gateway: Gateway, sock: FakeSocket, topic: str, join_ref: str) -> None:
-    done: list[str | None] = []
-    gateway.join(sock, topic, join_ref, done.append)  # type: ignore[arg-type]
+def join(
+    gateway: Gateway, sock: FakeSocket, topic: str, join_ref: str, positions: bool = False
+) -> None:
+    done: list[str | Recovery | None] = []
+    gateway.join(sock, topic, join_ref, done.append, positions)  # type: ignore[arg-type]
     assert done == [None]  # the in-memory owner acknowledges at once
 
 
-def embedded() -> tuple[Gateway, TopicServer, SingleOwner]:
+def recover(
+    gateway: Gateway, sock: FakeSocket, topic: str, since: Position, limit: int
+) -> list[str | Recovery | None]:
+    """Join `sock` (as instance "1") recovering what came after `since`; what `done` got."""
+    done: list[str | Recovery | None] = []
+    gateway.join(sock, topic, "1", done.append, recover=(since, limit))  # type: ignore[arg-type]
+    return done
+
+
+def embedded(clock: Callable[[], float] = time.time) -> tuple[Gateway, TopicServer, SingleOwner]:
+    """A gateway and a topic server alone, over the in-memory link; the server's streams
+    start in epochs e1, e2, ... and its history reads the time from `clock`."""
     counters = Counters()
     router = SingleOwner()
     gateway = Gateway("gw", router, counters)
-    server = TopicServer("ts", counters)
+    server = TopicServer("ts", counters, history(), clock=clock)
     router.link = MemoryLink(gateway, server)
     return gateway, server, router
 
@@ -125,6 +151,7 @@ class SlowOwner:
     def __init__(self) -> None:
         self.acks: list[OnOutcome] = []
         self.unsubscribed: list[str] = []
+        self.recoveries: list[tuple[str, Position, int, OnRecovery]] = []
 
     def subscribe(self, topic: str, on_outcome: OnOutcome) -> None:
         self.acks.append(on_outcome)
@@ -135,6 +162,9 @@ class SlowOwner:
     def publish(
         self, topic: str, event: str, payload: bytes, binary: bool, on_outcome: OnOutcome
     ) -> None: ...
+
+    def recover(self, topic: str, since: Position, limit: int, done: OnRecovery) -> None:
+        self.recoveries.append((topic, since, limit, done))
 
 
 def slow_gateway() -> tuple[Gateway, SlowOwner]:
@@ -179,3 +209,147 @@ def test_a_publisher_without_echo_is_skipped_at_its_own_gateway() -> None:
     gateway.publish("t", "ev", b"{}", False, lambda _: None, exclude=sender.id)
     assert sender.sent == [] and len(other.sent) == 1
     assert gateway.counters.socket_deliveries == 1
+
+
+# Topics with history: positions, and recovery.
+
+KEPT = Kept(3, 30.0)  # a rule's history_size = 3, history_ttl = 30
+
+
+def test_sockets_that_asked_for_positions_get_them_in_the_ref_slot_by_lane() -> None:
+    gateway, _, _ = embedded()
+    plain, positioned, also, other_ref = FakeSocket(), FakeSocket(), FakeSocket(), FakeSocket()
+    v1_plain, v1_positioned = FakeSocket(V1), FakeSocket(V1)
+    join(gateway, plain, "t", "1")
+    join(gateway, positioned, "t", "1", positions=True)
+    join(gateway, also, "t", "1", positions=True)
+    join(gateway, other_ref, "t", "2", positions=True)
+    join(gateway, v1_plain, "t", "1")
+    join(gateway, v1_positioned, "t", "1", positions=True)
+    acks: list[Outcome] = []
+    for n in (1, 2):
+        gateway.publish("t", "ev", b'{"n":%d}' % n, False, acks.append, kept=KEPT)
+    assert acks == [Accepted("ts", 1, ("e1", 1)), Accepted("ts", 2, ("e1", 2))]
+    assert plain.sent[0] == b'\x81\x1b["1",null,"t","ev",{"n":1}]'  # as without history
+    assert plain.payloads()[1] == ["1", None, "t", "ev", {"n": 2}]
+    assert positioned.payloads() == [
+        ["1", "e1:1", "t", "ev", {"n": 1}],
+        ["1", "e1:2", "t", "ev", {"n": 2}],
+    ]
+    assert other_ref.payloads() == [
+        ["2", "e1:1", "t", "ev", {"n": 1}],
+        ["2", "e1:2", "t", "ev", {"n": 2}],
+    ]
+    assert [m["ref"] for m in v1_plain.payloads()] == [None, None]
+    assert [m["ref"] for m in v1_positioned.payloads()] == ["e1:1", "e1:2"]
+    # One frame per lane: serializer, join_ref and whether it carries positions.
+    assert positioned.sent[0] is also.sent[0]
+    assert positioned.sent[0] != plain.sent[0]
+    assert gateway.counters.socket_deliveries == 12
+    # A topic without history has no position to give.
+    join(gateway, positioned, "u", "1", positions=True)
+    gateway.publish("u", "ev", b"{}", False, acks.append)
+    assert acks[-1] == Accepted("ts", 3)
+    assert positioned.payloads()[-1] == ["1", None, "u", "ev", {}]
+
+
+def test_a_delivery_at_or_before_the_last_position_is_dropped() -> None:
+    gateway, _, router = embedded()
+    sock = FakeSocket()
+    join(gateway, sock, "t", "1", positions=True)
+    owner = router.link
+    assert owner is not None
+    # Sequence numbers all newer: only the positions tell the repeats (a message heard from
+    # both owners while the topic moves). A new epoch starts over.
+    positions = [("e1", 1), ("e1", 2), ("e1", 2), ("e1", 1), ("e1", 3), ("e2", 1)]
+    for seq, position in enumerate(positions, 1):
+        gateway.deliver(owner, "t", seq, "ev", b"{}", False, position=position)
+    assert [frame[1] for frame in sock.payloads()] == ["e1:1", "e1:2", "e1:3", "e2:1"]
+    assert gateway.counters.stale_deliveries_dropped == 2
+
+
+def test_a_topic_that_moves_is_resubscribed_since_the_last_position_delivered() -> None:
+    gateway, old, router = embedded()
+    sock = FakeSocket()
+    join(gateway, sock, "t", "1", positions=True)
+    for n in (1, 2):
+        gateway.publish("t", "ev", b'{"n":%d}' % n, False, lambda _: None, kept=KEPT)
+    # The old owner numbered a third message and copied it to its successor, then died
+    # before delivering it: the successor's copy holds it.
+    old.history.append("t", 3, 30.0, time.time(), "ev", False, b'{"n":3}')
+    new = TopicServer("ts-b", Counters(), history())
+    new.history.install("t", old.history.streams["t"].snapshot(), time.time())
+    router.link = MemoryLink(gateway, new)
+    gateway.reroute()
+    assert len(old.topics) == 0 and len(new.topics) == 1
+    acks: list[Outcome] = []
+    gateway.publish("t", "ev", b'{"n":4}', False, acks.append, kept=KEPT)
+    assert acks == [Accepted("ts-b", 2, ("e1", 4))]  # the same stream, where it was
+    assert sock.payloads() == [["1", f"e1:{n}", "t", "ev", {"n": n}] for n in (1, 2, 3, 4)]
+
+
+def test_a_recovering_join_subscribes_first_then_asks_what_was_missed() -> None:
+    gateway, owner = slow_gateway()
+    done: list[str | Recovery | None] = []
+    gateway.join(FakeSocket(), "t", "1", done.append, recover=(("e1", 4), 3))  # type: ignore[arg-type]
+    assert (len(owner.acks), owner.recoveries) == (1, [])
+    owner.acks[0](Accepted("ts-slow", 0))
+    assert [r[:3] for r in owner.recoveries] == [("t", ("e1", 4), 3)]
+    assert done == []  # the reply waits for the answer
+
+
+def test_a_recovering_join_gets_nothing_live_until_its_recovery_is_answered() -> None:
+    gateway, owner = slow_gateway()
+    live, late = FakeSocket(), FakeSocket()
+    done: list[str | Recovery | None] = []
+    gateway.join(live, "t", "1", done.append, positions=True)  # type: ignore[arg-type]
+    owner.acks[0](Accepted("ts-slow", 0))
+    gateway.join(late, "t", "1", done.append, recover=(("e1", 1), 3))  # type: ignore[arg-type]
+    [(topic, since, limit, answer)] = owner.recoveries
+    assert (topic, since, limit, done) == ("t", ("e1", 1), 3, [None])
+    gateway.deliver(owner, "t", 1, "ev", b'{"n":2}', False, position=("e1", 2))  # type: ignore[arg-type]
+    assert live.payloads() == [["1", "e1:2", "t", "ev", {"n": 2}]]
+    assert late.sent == []  # message 2 comes with the answer, not live
+    missed = (Entry(2, 0.0, "ev", False, b'{"n":2}'),)
+    answer(Recovery(True, "e1", 2, missed))
+    assert done == [None, Recovery(True, "e1", 2, missed)]
+    assert late.sent == []  # the session replays what it missed, from the answer
+    gateway.deliver(owner, "t", 2, "ev", b'{"n":3}', False, position=("e1", 3))  # type: ignore[arg-type]
+    assert late.payloads() == [["1", "e1:3", "t", "ev", {"n": 3}]]
+    assert late.sent[0] is live.sent[1]  # one lane: both asked for positions
+
+
+def test_a_socket_that_leaves_while_recovering_is_not_subscribed_by_the_answer() -> None:
+    gateway, owner = slow_gateway()
+    sock = FakeSocket()
+    done: list[str | Recovery | None] = []
+    gateway.join(sock, "t", "1", done.append, recover=(("e1", 1), 3))  # type: ignore[arg-type]
+    owner.acks[0](Accepted("ts-slow", 0))
+    gateway.leave(sock, "t")  # type: ignore[arg-type]
+    assert (gateway.topics, owner.unsubscribed) == ({}, ["t"])
+    owner.recoveries[0][3](Recovery(True, "e1", 1, ()))
+    assert gateway.topics == {}
+    assert done == [Recovery(True, "e1", 1, ())]
+
+
+def test_recovery_says_recovered_false_once_history_no_longer_covers_the_gap() -> None:
+    clock = FakeClock(1000.0)
+    gateway, _, _ = embedded(clock.time)
+    for n in range(1, 6):
+        gateway.publish("t", "ev", b'{"n":%d}' % n, False, lambda _: None, kept=KEPT)
+    # history_size 3 keeps offsets 3, 4 and 5: after 2, all is there; after 1, not.
+    kept = tuple(Entry(n, 1000.0, "ev", False, b'{"n":%d}' % n) for n in (3, 4, 5))
+    assert recover(gateway, FakeSocket(), "t", ("e1", 2), 3) == [Recovery(True, "e1", 5, kept)]
+    trimmed = FakeSocket()
+    assert recover(gateway, trimmed, "t", ("e1", 1), 3) == [Recovery(False, "e1", 5, ())]
+    assert recover(gateway, FakeSocket(), "t", ("e9", 5), 3) == [Recovery(False, "e1", 5, ())]
+    assert recover(gateway, FakeSocket(), "t", ("e1", 6), 3) == [Recovery(False, "e1", 5, ())]
+    # Past the ttl (30 s) nothing is kept: only a client that missed nothing recovers.
+    clock.advance(31.0)
+    assert recover(gateway, FakeSocket(), "t", ("e1", 4), 3) == [Recovery(False, "e1", 5, ())]
+    assert recover(gateway, FakeSocket(), "t", ("e1", 5), 3) == [Recovery(True, "e1", 5, ())]
+    # A topic without history has no stream to recover from.
+    assert recover(gateway, FakeSocket(), "u", ("e1", 5), 3) == [Recovery(False, "", 0, ())]
+    # Unrecovered or not, the socket is subscribed: live messages follow.
+    gateway.publish("t", "ev", b'{"n":6}', False, lambda _: None, kept=KEPT)
+    assert trimmed.payloads() == [["1", "e1:6", "t", "ev", {"n": 6}]]

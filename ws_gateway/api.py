@@ -17,7 +17,7 @@ from app.ops import authorized, unauthorized
 from app.settings import Settings
 from ws_gateway import payloads
 from ws_gateway.access.policy import Policy
-from ws_gateway.channels import event_problem, payload_bytes, topic_problem
+from ws_gateway.channels import MAX_OFFSET, event_problem, payload_bytes, topic_problem
 from ws_gateway.gateway import Gateway
 
 HISTORY_LIMIT = 10_000  # messages one /api/history answer holds at most
@@ -50,6 +50,16 @@ async def _body(request: Request, settings: Settings) -> bytes | JSONResponse:
             close=True,
         )
     return bytes(data)
+
+
+def _number(text: str, below: int) -> int | None:
+    """The integer `text` spells in decimal digits, if below `below`; else None. Neither
+    str.isdigit, which takes digits int() refuses ("²"), nor int() alone, which takes signs,
+    spaces and underscores, and refuses more than 4300 digits."""
+    if not text.isdecimal() or len(text) > len(str(below)):
+        return None
+    value = int(text)
+    return value if value < below else None
 
 
 async def broadcast(request: Request) -> Response:
@@ -108,12 +118,13 @@ async def history(request: Request) -> Response:
     problem = topic_problem(topic)
     if problem is not None:
         return _error(400, problem)
-    since, limit = params.get("since", "0"), params.get("limit", str(HISTORY_LIMIT))
-    if not since.isdigit() or not limit.isdigit() or not 1 <= int(limit) <= HISTORY_LIMIT:
+    since = _number(params.get("since", "0"), MAX_OFFSET)
+    limit = _number(params.get("limit", str(HISTORY_LIMIT)), HISTORY_LIMIT + 1)
+    if since is None or limit is None or limit < 1:
         return _error(400, f"since must be an offset >= 0, limit from 1 to {HISTORY_LIMIT}")
     gateway: Gateway = request.app.state.gateway
     read: asyncio.Future[Recovery] = asyncio.get_running_loop().create_future()
-    gateway.recover(topic, ("", int(since)), int(limit), read.set_result)
+    gateway.recover(topic, ("", since), limit, read.set_result)
     found = await read
     messages = [
         {

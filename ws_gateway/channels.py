@@ -61,6 +61,7 @@ HEARTBEAT_TOPIC = "phoenix"
 UNAUTHORIZED = "unauthorized"
 RATE_LIMITED = "rate limited"
 POLICY_VIOLATION = 1008
+MAX_OFFSET = 2**63  # history offsets are below it (link frames carry them as u64)
 
 
 class Channel(NamedTuple):
@@ -194,9 +195,9 @@ def recovery_position(value: Any) -> Position | None:
     if not isinstance(value, dict):
         return None
     epoch, offset = value.get("epoch"), value.get("offset")
-    if not isinstance(epoch, str) or len(epoch) > MAX_FIELD_BYTES:
-        return None
-    if isinstance(offset, bool) or not isinstance(offset, int) or not 0 <= offset < 2**63:
+    if not isinstance(epoch, str) or len(epoch.encode()) > MAX_FIELD_BYTES:
+        return None  # bytes, as a link frame carries it
+    if isinstance(offset, bool) or not isinstance(offset, int) or not 0 <= offset < MAX_OFFSET:
         return None
     return (epoch, offset)
 
