@@ -24,17 +24,19 @@ from websockets.speedups import apply_mask
 
 from app.tools.loadtest import add_parser, cluster, options, plot, run, worker
 from app.tools.loadtest.options import OptionError, Target, add_arguments, from_args, parse_target
-from app.tools.loadtest.scenarios import ConnSpec, connections, plans
+from app.tools.loadtest.reconnect import Reconnects
+from app.tools.loadtest.scenarios import ConnSpec, busiest_topic, connections, plans
 from app.tools.loadtest.session import LoadSession
 from app.tools.loadtest.stats import (
     WorkerResult,
     build_report,
+    combine,
     counter_deltas,
     deliver_frames_per_publish,
     expected_deliveries,
     percentiles,
 )
-from app.tools.loadtest.tally import Tally
+from app.tools.loadtest.tally import Tally, by_topic
 from app.tools.loadtest.websocket import accept_key
 from tests.support import ROOT, Server, free_port
 
@@ -86,10 +88,32 @@ def test_sequences_are_kept_per_subscription_and_publisher_slot() -> None:
     tally.observe(0, 1, 1)  # another publisher: not a duplicate
     tally.observe(1, 0, 1)  # another subscription: not a duplicate
     assert (tally.duplicates, tally.out_of_order) == (0, 0)
-    assert tally.caught_up([1, 1]) is True  # no subscription is open: nothing to wait for
+    assert tally.caught_up([1, 1], {}) is True  # no subscription is open: nothing to wait for
     tally.open[1] = tally.joined[1] = 1
-    assert tally.caught_up([0, 2]) is False
-    assert tally.caught_up([0, 1]) is True
+    assert tally.caught_up([0, 2], {}) is False
+    assert tally.caught_up([0, 1], {}) is True
+
+
+def test_lost_counts_only_acknowledged_publishes_a_subscription_never_got() -> None:
+    tally = Tally([0, 0], slots=2, epoch_ns=0)
+    tally.open[0] = tally.open[1] = tally.joined[0] = tally.joined[1] = 1
+    # Slot 0 published 1..5; 3 and 5 were answered with an error (or not at all).
+    unconfirmed = by_topic([(0, 0, 3), (0, 0, 5)])
+    for seq in (1, 2, 3, 4):  # 3 arrived anyway: not acknowledged, so not counted
+        tally.observe(0, 0, seq)
+    for seq in (1, 2):  # 4 never came: lost
+        tally.observe(1, 0, seq)
+    assert unconfirmed == {0: [(0, 3), (0, 5)]}
+    assert [tally.received(0, 0, seq) for seq in (1, 3, 5)] == [True, True, False]
+    assert tally.unique_acknowledged(0, unconfirmed) == 3
+    assert tally.unique_acknowledged(1, unconfirmed) == 2
+    acked = [5 - 2]
+    assert tally.caught_up(acked, unconfirmed) is False  # subscription 1 still waits for 4
+    assert expected_deliveries([2], acked) - 3 - 2 == 1
+    tally.observe(1, 0, 4)
+    assert tally.caught_up(acked, unconfirmed) is True
+    tally.observe(1, 0, 6)  # a gap: 5 is missing, but it was never acknowledged
+    assert not tally.received(1, 0, 5) and tally.unique_acknowledged(1, unconfirmed) == 4
 
 
 def test_batches_fill_the_timeline_and_bound_the_samples(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -162,6 +186,30 @@ def test_failed_and_dropped_connections_are_failures() -> None:
     assert report["failures"] == 4
 
 
+def test_unacknowledged_publishes_are_failures_unless_the_phase_kills_their_owner() -> None:
+    result = WorkerResult(0, opened=2, joined_per_topic=[1], unique=8, delivered=9)
+    result.sent_per_topic = [10]
+    result.unconfirmed = {0: [(0, 4), (0, 9)]}  # two publishes never acknowledged
+    result.reconnects, result.recovered, result.recoveries_failed = 5, 7, 1
+    report = build_report(_phase("--reconnect-every", "1"), [result], {}, 0.0, False)
+    assert report["messages"] == 0 and report["unacknowledged"] == 2
+    assert (report["expected"], report["unique"], report["lost"]) == (8, 8, 0)
+    assert (report["reconnect_every"], report["reconnects"], report["recovered"]) == (1.0, 5, 7)
+    assert report["recoveries_failed"] == 1
+    assert report["failures"] == 2 + 1
+    killed = {"node": "ts-a", "pid": 1, "topic": "loadtest:0", "after_s": 1.0}
+    killing = _phase("--kill-owner-after", "1", "--local-cluster")
+    result.recoveries_failed = 0
+    report = build_report(killing, [result], {}, 0.0, False, killed=killed)
+    assert (report["killed"], report["failures"], report["passed"]) == (killed, 0, True)
+    missed = build_report(killing, [result], {}, 0.0, False)  # publishing ended first
+    assert missed["killed"] is None and missed["failures"] == 1
+    assert missed["errors"] == {"owner_not_killed: publishing ended first": 1}
+    total = combine("file.toml", [report, missed], [result, result])
+    assert (total["unacknowledged"], total["reconnects"], total["recovered"]) == (4, 10, 14)
+    assert total["recoveries_failed"] == 0 and total["failures"] == 1
+
+
 def test_node_counters_give_deliver_frames_per_publish() -> None:
     before = {"a": {"publishes": 10, "gateway_deliveries_sent": 10}, "b": {"publishes": 0}}
     after = {"a": {"publishes": 110, "gateway_deliveries_sent": 310}, "c": {"publishes": 5}}
@@ -222,11 +270,45 @@ def test_targets_get_the_socket_path_and_vsn() -> None:
         (["--procs", "0"], "procs"),
         (["--max-loss", "-1"], "max-loss"),
         (["--payload-bytes", "-5"], "payload-bytes"),
+        (["--reconnect-every", "-1"], "reconnect-every"),
+        (["--reconnect-every", "5", "--scenario", "chat"], "reconnect-every"),
+        (["--kill-owner-after", "1", "--scenario", "connect", "--local-cluster"], "kill-owner"),
     ],
 )
 def test_bad_values_are_refused_naming_the_option(argv: list[str], message: str) -> None:
     with pytest.raises(OptionError, match=f"--{message}"):
         from_args(_parse(*argv))
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--kill-owner-after", "2"], "add --local-cluster"),
+        (["--local-cluster", "--url", "ws://127.0.0.1:4000"], "drop --url"),
+        (["--local-cluster", "--node", "http://127.0.0.1:5000"], "drop --node"),
+        (["--local-cluster", "--channels", "/nonexistent.toml"], "no such file"),
+        (["--channels", "app/tools/loadtest/channels.toml"], "for --local-cluster"),
+    ],
+)
+def test_the_local_cluster_is_the_only_one_killed_in(argv: list[str], message: str) -> None:
+    with pytest.raises(OptionError, match=message):
+        from_args(_parse(*argv))
+
+
+def test_only_one_phase_may_kill_a_topic_server(tmp_path: Path) -> None:
+    path = tmp_path / "kills.toml"
+    path.write_text("[defaults]\nkill-owner-after = 1\n[[phase]]\n[[phase]]\nname = 'again'\n")
+    with pytest.raises(OptionError, match="again: only one phase"):
+        from_args(_parse("--scenario-file", str(path), "--local-cluster"))
+
+
+def test_a_local_cluster_run_takes_its_channels_file() -> None:
+    default = from_args(_parse("--local-cluster", "--reconnect-every", "2"))
+    assert default.local_cluster and default.channels == ROOT / "app/tools/loadtest/channels.toml"
+    assert default.phases[0].reconnect_every == 2.0
+    assert "history_size" in default.channels.read_text()
+    own = from_args(_parse("--local-cluster", "--channels", str(ROOT / "ring.toml")))
+    assert own.channels == ROOT / "ring.toml"
 
 
 def test_defaults() -> None:
@@ -343,6 +425,32 @@ def test_fanout_spreads_subscribers_and_gives_every_topic_a_publisher() -> None:
         ((0,), 2),
     ]
     assert slots == 3
+
+
+def test_the_busiest_topic_has_the_most_deliveries_planned() -> None:
+    # One subscriber each; publisher 0 shares its messages over topics 0 and 2, publisher
+    # 1 sends all of its own to topic 1.
+    assert busiest_topic(_phase("--subscribers", "3", "--topics", "3", "--publishers", "2")) == 1
+    # Topic 0 has a third subscriber: 4 sockets x 500 messages beat 3 x 500.
+    assert busiest_topic(_phase("--subscribers", "5", "--topics", "2", "--publishers", "2")) == 0
+    # By duration, each publisher's share is equal: topic 1's publisher has it alone.
+    by_time = _phase("--subscribers", "4", "--topics", "3", "--publishers", "2", "--duration", "1")
+    assert busiest_topic(by_time) == 1
+    assert busiest_topic(_phase("--topics", "4", "--publishers", "4")) == 0  # the first of equals
+
+
+def test_each_subscriber_drops_once_in_every_period_at_its_own_moment() -> None:
+    draws = iter([0.5, 0.125, 0.875, 0.0, 0.25, 0.75])
+    schedule = Reconnects(2, start_ns=10_000, period_ns=1000, draw=lambda: next(draws))
+    # Subscriber 0 at 10,500 and subscriber 1 at 10,125; then each in its next period.
+    assert schedule.next_ns() == 10_125
+    assert schedule.due(10_124) == []
+    assert schedule.due(10_125) == [1]  # its next: 10,000 + (1 + 0.875) x 1000
+    assert schedule.next_ns() == 10_500
+    assert schedule.due(12_000) == [0, 0, 1]  # at 10,500, 11,000 (period 1 + 0.0), 11,875
+    assert schedule.next_ns() == 12_250  # subscriber 0 in period 2 (+ 0.25)
+    assert schedule.due(12_249) == []
+    assert Reconnects(0, 0, 1000, lambda: 0.5).next_ns() is None
 
 
 def test_chat_clients_publish_to_their_room_and_targets_alternate() -> None:
@@ -526,15 +634,29 @@ def ok_reply(ref: str) -> bytes:
     )
 
 
-def delivery(topic: str, slot: int, seq: int, pad: int = 0) -> bytes:
+def delivery(topic: str, slot: int, seq: int, pad: int = 0, position: str | None = None) -> bytes:
     body = {"m": f"{slot}:{seq}:{time.monotonic_ns()}", "p": "x" * pad}
-    return orjson.dumps(["1", None, topic, "load", body])
+    return orjson.dumps(["1", position, topic, "load", body])
+
+
+def join_reply(ref: str, response: dict[str, Any]) -> bytes:
+    return server_frame(
+        orjson.dumps(["1", ref, "loadtest:0", "phx_reply", {"status": "ok", "response": response}])
+    )
+
+
+def arrivals(session: LoadSession, *seqs: int, epoch: str = "e1") -> None:
+    """Deliveries of publisher slot 0 whose offsets are their sequence numbers."""
+    for seq in seqs:
+        position = f"{epoch}:{seq}"
+        session.data_received(server_frame(delivery("loadtest:0", 0, seq, position=position)))
 
 
 def open_session(
-    spec: ConnSpec, window: int = 64
+    spec: ConnSpec, window: int = 64, tally: Tally | None = None, **options: Any
 ) -> tuple[LoadSession, Tally, FakeTransport, list[str]]:
-    tally = Tally(list(spec.topics), slots=2, epoch_ns=time.monotonic_ns())
+    if tally is None:
+        tally = Tally(list(spec.topics), slots=2, epoch_ns=time.monotonic_ns())
     settled: list[str] = []
     session = LoadSession(
         Target("127.0.0.1", 1, "/socket/websocket?vsn=2.0.0"),
@@ -544,6 +666,7 @@ def open_session(
         payload_bytes=60,
         window=window,
         on_change=lambda: settled.append("settled"),
+        **options,
     )
     transport = FakeTransport()
     session.connection_made(transport)  # type: ignore[arg-type]
@@ -631,7 +754,46 @@ def test_a_closed_loop_publisher_keeps_its_window_and_stops_at_its_quota() -> No
     assert transport.take() == []
     assert (tally.sent, tally.acked, session.publishing_done) == (3, 2, True)
     assert tally.errors == {"publish_error: no topic server available": 1}
+    assert tally.unconfirmed == [(0, 1, 2)]  # (topic, slot, seq): not acknowledged
     assert session.sent_per_topic == [3]
+
+
+def test_a_reconnecting_subscriber_rejoins_from_its_last_position_and_counts_the_replay() -> None:
+    spec = ConnSpec(0, (0,), -1, 0, 0.0)
+    first, tally, transport, _ = open_session(spec, positions=True)
+    assert transport.take() == [(1, b'["1","1","loadtest:0","phx_join",{"recover":null}]')]
+    first.data_received(ok_reply("1"))
+    assert not first.can_drop  # nothing received yet: no position to recover from
+    arrivals(first, 1, 2, 3)
+    assert first.position == b"e1:3" and first.can_drop
+    first.drop()
+    first.connection_lost(None)
+    assert transport.closed
+    assert (tally.open[0], tally.dropped, dict(tally.errors)) == (1, 0, {})  # still subscribed
+    second, _, transport, _ = open_session(spec, tally=tally, positions=True, resume=b"e1:3")
+    assert transport.take() == [
+        (1, b'["1","1","loadtest:0","phx_join",{"recover":{"epoch":"e1","offset":3}}]')
+    ]
+    second.data_received(join_reply("1", {"recovered": True, "epoch": "e1", "offset": 6}))
+    arrivals(second, 4, 5, 5, 6, 7, 8)  # the replay (5 twice), then live ones
+    assert (tally.reconnects, tally.recovered, tally.recoveries_failed) == (1, 4, 0)
+    assert (tally.unique[0], tally.duplicates, tally.out_of_order) == (8, 1, 0)
+    assert tally.opened == 1  # a reconnection is not another connection of the phase
+    assert second.position == b"e1:8"
+    second.drop()
+    second.connection_lost(None)
+    third, _, _, _ = open_session(spec, tally=tally, positions=True, resume=b"e1:8")
+    third.data_received(join_reply("1", {"recovered": False, "epoch": "e2", "offset": 0}))
+    arrivals(third, 1, epoch="e2")  # a new epoch: counted, but not as recovered
+    assert (tally.reconnects, tally.recovered, tally.recoveries_failed) == (2, 4, 1)
+    assert tally.duplicates == 2
+
+
+def test_deliveries_without_positions_leave_a_subscriber_nothing_to_recover_from() -> None:
+    session, tally, _, _ = open_session(ConnSpec(0, (0,), -1, 0, 0.0), positions=True)
+    session.data_received(ok_reply("1"))
+    session.data_received(server_frame(delivery("loadtest:0", 0, 1)))  # ref slot null
+    assert (tally.unique[0], session.position, session.can_drop) == (1, None, False)
 
 
 # -- against a real server ----------------------------------------------------------------
@@ -801,6 +963,9 @@ def test_ctrl_c_prints_the_partial_report(spawn: Callable[..., Server], tmp_path
 
 @pytest.mark.parametrize("path", sorted((ROOT / "bench" / "scenarios").glob("*.toml")))
 def test_bench_scenario_files_are_valid(path: Path) -> None:
+    if "kill-owner-after" in path.read_text():  # for a cluster the load test starts only
+        assert from_args(_parse("--scenario-file", str(path), "--local-cluster")).phases
+        return
     phases = from_args(_parse("--scenario-file", str(path))).phases
     assert phases and all(p.targets for p in phases)
     retargeted = from_args(_parse("--scenario-file", str(path), "--url", "ws://127.0.0.1:9"))

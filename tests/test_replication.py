@@ -23,9 +23,11 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from app.counters import Counters
 from app.link.codec import Entry
+from app.link.interface import Accepted, Delivery, Kept, Recovery
 from app.ring import Declared, Ring, RingConfig
 from topic_server.history import History, Snapshot
 from topic_server.replication import LINK_DOWN, Publish, Replication, Taken
+from topic_server.server import TopicServer
 
 NAMES = ("ts-a", "ts-b", "ts-c")
 TOPICS = ("t1", "t2", "t3")
@@ -278,3 +280,57 @@ class ReplicationModel(RuleBasedStateMachine):
 
 
 TestReplication = ReplicationModel.TestCase
+
+
+class Recorder:
+    """A gateway's link, as the topic server sees it: what it was delivered."""
+
+    gateway = "ws-a"
+
+    def __init__(self) -> None:
+        self.offsets: list[int] = []
+
+    def deliver(self, delivery: Delivery, exclude: int = 0) -> None:
+        assert delivery.position is not None
+        self.offsets.append(delivery.position[1])
+
+
+def test_a_recovery_replays_what_went_out_and_leaves_the_rest_to_come_live() -> None:
+    """A message waits for its copy before it is delivered; a recovery answered meanwhile
+    stops before it, since the recovering socket, subscribed by then, gets it live."""
+    cluster = Cluster()
+    cluster.start("ts-a")
+    cluster.start("ts-b")
+    owner = cluster.owner("t1")
+    server = TopicServer(owner.name, Counters(), owner.history, owner.replication)
+    gateway = Recorder()
+    server.topics.subscribe(gateway, "t1")
+    acked: list[int] = []
+
+    def publish() -> None:
+        server.publish_kept(
+            "t1",
+            "ev",
+            b"{}",
+            False,
+            Kept(SIZE, 3600.0),
+            lambda outcome: acked.append(outcome.seq if isinstance(outcome, Accepted) else -1),
+        )
+
+    def recover(offset: int) -> Recovery:
+        answers: list[Recovery] = []
+        server.recover("t1", ("e1", offset), SIZE, answers.append)
+        (answer,) = answers
+        return answer
+
+    publish()
+    while cluster.network.pending():  # the copy made: offset 1 delivered and acknowledged
+        cluster.network.deliver(cluster.network.pending()[0])
+    publish()  # offset 2 waits for its copy
+    assert gateway.offsets == [1] and len(acked) == 1
+    assert recover(0) == Recovery(True, "e1", 1, owner.history.streams["t1"].snapshot().entries[:1])
+    assert recover(1) == Recovery(True, "e1", 1, ())
+    while cluster.network.pending():
+        cluster.network.deliver(cluster.network.pending()[0])
+    assert gateway.offsets == [1, 2] and len(acked) == 2
+    assert [e.offset for e in recover(1).entries] == [2]  # gone out now: replayed

@@ -177,6 +177,16 @@ class Replication:
         ):
             then()
 
+    def released(self, topic: str) -> int | None:
+        """The offset up to which the messages of an owned topic have gone on (delivered
+        and acknowledged); None when none waits for its copy."""
+        waiting = self.waiting.get(topic)
+        if not waiting:
+            return None
+        first = waiting[0].entry
+        assert first is not None
+        return first.offset - 1
+
     def _take_over(self, topic: str, first: Publish | Callable[[], None]) -> bool:
         """Ask the topic's holder for it, `first` waiting meanwhile; False when there is
         nobody to ask."""

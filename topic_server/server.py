@@ -122,11 +122,19 @@ class TopicServer:
 
     def recover(self, topic: str, since: Position, limit: int, done: OnRecovery) -> None:
         """What came after `since` (taking the topic over first if this server, which the
-        gateways take for its owner, holds no stream of it yet)."""
+        gateways take for its owner, holds no stream of it yet), up to the last message
+        that went on: those still waiting for their copy are delivered once it is made,
+        and by then the recovering socket is a subscriber and gets them live; replayed
+        too, they would arrive twice."""
         epoch, offset = since
 
         def answer() -> None:
-            done(self.history.since(topic, epoch, offset, limit, self.clock()))
+            recovery = self.history.since(topic, epoch, offset, limit, self.clock())
+            released = self.replication.released(topic)
+            if released is not None and recovery.last > released:
+                entries = tuple(e for e in recovery.entries if e.offset <= released)
+                recovery = recovery._replace(last=released, entries=entries)
+            done(recovery)
 
         self.replication.read(topic, answer)
 

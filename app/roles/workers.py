@@ -109,10 +109,10 @@ class WorkerSet:
         self.status = 0
         self.public = address(settings.host, settings.port)
         servers = [(f"ts-{i}", f"127.0.0.1:{port}") for i, port in enumerate(ports, 1)]
-        self.ring.write_text(_ring_toml(servers))
+        self.ring.write_text(ring_toml(servers, "the worker set's supervisor (dps --workers)"))
         secret = settings.cluster_secret
         common = {
-            **{k: v for k, v in os.environ.items() if k not in _NOT_INHERITED},
+            **{k: v for k, v in os.environ.items() if k not in NOT_INHERITED},
             "DPS_RING": str(self.ring),
             "DPS_WORKER_SET": str(self.described),
             "DPS_CLUSTER_SECRET": (
@@ -241,12 +241,12 @@ class WorkerSet:
 
 # What the processes of a set do not inherit from the supervisor's environment: the
 # set's own settings (given to each), and those of a cluster spanning machines.
-_NOT_INHERITED = {
+NOT_INHERITED = {
     env_name(name) for name in ("workers", "app", "node", "cluster_secret", *WORKER_SET_IGNORES)
 }
 
 
-def _free_ports(count: int) -> list[int]:
+def free_ports(count: int) -> list[int]:
     """`count` distinct loopback ports free now (each held until all are picked)."""
     probes = [socket.socket() for _ in range(count)]
     try:
@@ -258,8 +258,9 @@ def _free_ports(count: int) -> list[int]:
             probe.close()
 
 
-def _ring_toml(servers: list[tuple[str, str]]) -> str:
-    lines = ["# The worker set's ring, written by its supervisor (dps --workers).", ""]
+def ring_toml(servers: list[tuple[str, str]], writer: str) -> str:
+    """A ring.toml declaring `servers` (name, host:port), written by `writer`."""
+    lines = [f"# The ring of a cluster on this machine, written by {writer}.", ""]
     for name, where in servers:
         lines += ["[[topic_server]]", f'name = "{name}"', f'address = "{where}"', ""]
     return "\n".join(lines)
@@ -278,7 +279,7 @@ def supervise(settings: Settings) -> int:
         print(exc, file=sys.stderr)
         return CONFIG_ERROR
     try:
-        ports = _free_ports(topic_servers(gateways))
+        ports = free_ports(topic_servers(gateways))
     finally:
         for sock in probe:
             sock.close()

@@ -20,6 +20,28 @@ Scenarios (`--scenario`, fanout by default):
   (heartbeats only) for `--duration` seconds (5 by default), close them. Reports the rate
   of sockets connected and joined, and failures.
 
+Recovery (fanout only): with `--reconnect-every S`, each subscriber drops its socket (an
+abort, as a network failure does) at a random moment of every S seconds of publishing,
+reconnects to the same gateway and rejoins with `{"recover": {"epoch": E, "offset": N}}`,
+the position of the last message it received; its first join says `{"recover": null}` so
+that every delivery carries its position. A subscriber that has received nothing yet has
+no position to name and keeps its socket until the next period. The replay after a rejoin
+(the messages up to the offset the join reply names) counts as `recovered`; a rejoin
+answered `recovered: false` counts in `recoveries_failed`. The topics need history (a
+channels.toml rule with `history_size`): `channels.toml` beside this module has one for
+the load test's topics (`DPS_CHANNELS=app/tools/loadtest/channels.toml` on a server you
+start yourself). A publisher keeps its socket.
+
+`--local-cluster` starts two topic servers and two gateways for the run (`local`), on free
+loopback ports, with the per-socket publish limit lifted and the channel rules of
+`--channels` (by default that file: the topics keep history), targets them instead of
+`--url`, and stops them at the end. `--kill-owner-after S` (fanout, and only with
+`--local-cluster`: the tool kills nothing it did not start) sends SIGKILL, S seconds into
+publishing, to the topic server that owns the busiest topic (the most deliveries planned:
+subscribers times messages), by its PID; the other takes the topic over. Publishes in
+flight to the killed server are answered with an error, by design, so in that phase they
+are not failures; what is judged is that nothing acknowledged was lost.
+
 `--messages` is the total published (1,000 by default), or `--duration` seconds of
 publishing. `--rate` is the total messages/s, shared evenly by the publishers; 0 means a
 closed loop where each publisher keeps `--window` publishes in flight: unacknowledged, or
@@ -42,33 +64,41 @@ Every step is bounded: connecting and joining by `--phase-timeout` (30 s); publi
 budget (duration, or messages/rate) plus `--phase-timeout`, and in any case it stops when no
 acknowledgement arrived for `--phase-timeout` (publish_stalled; the unacknowledged ones are
 counted as ack_timeout); after the last publish the tool waits at most `--drain` seconds (5)
-for outstanding deliveries, and what is missing then is lost. `--procs N` forks N client
-processes and merges their results; `--source-addresses 127.0.0.2,127.0.0.3` makes
-connection c come from the (c % n)th of those loopback addresses, each of which has its
-own ephemeral ports (one address to one target has about 28,000: more connections than
-that are refused before the run, naming the option). Ctrl-C stops the workers and prints
-what was measured (exit status 130). Targets must be loopback (127.0.0.1, localhost, ::1);
-anything else is refused with status 2.
+for outstanding deliveries, and what is missing then is lost: lost counts the
+acknowledged publishes a subscriber never got (a publish answered with an error, or not
+at all, may or may not have been delivered: it is counted in `unacknowledged` instead).
+`--procs N` forks N client processes and merges their results; `--source-addresses
+127.0.0.2,127.0.0.3` makes connection c come from the (c % n)th of those loopback
+addresses, each of which has its own ephemeral ports (one address to one target has about
+28,000: more connections than that are refused before the run, naming the option).
+Ctrl-C stops the workers and prints what was measured (exit status 130). Targets must be
+loopback (127.0.0.1, localhost, ::1); anything else is refused with status 2.
 
 Exit status: 0 when the failures (lost + duplicated + out-of-order deliveries + connections
 that failed to open + connections the server dropped + failed joins + lost worker
-processes) are at most `--max-loss`, a count (0 by default); 1 otherwise; 2 for bad
-arguments; 130 when interrupted.
+processes + failed recoveries + unacknowledged publishes, except in a phase that kills a
+topic server, where a kill that never happened counts instead) are at most `--max-loss`,
+a count (0 by default); 1 otherwise (and when `--local-cluster` could not start); 2 for
+bad arguments; 130 when interrupted.
 
 After the run: a summary table; with each `--url`'s `/cluster` (and any `--node URL`), the
 nodes' counter deltas and deliver frames per publish (Δgateway_deliveries_sent/Δpublishes).
 `--json FILE` writes the report: `scenario`, `subscribers`, `publishers`, `topics`,
 `connections` (planned, opened, failed, dropped, per_s), `subscriptions`, `messages`
-(published), `acked`, `expected`, `delivered`, `unique`, `lost`, `duplicates`,
-`out_of_order`, `publish_s`, `deliveries_per_s`, `latency_ms`, `ack_latency_ms`,
-`join_latency_ms`, `connect_latency_ms` (each p50, p90, p99, p999, max, samples), `errors`
-(kind -> count), `client_cpu_s` (user+sys of every client process), `client_cpu`,
+(published), `acked`, `unacknowledged`, `expected` (deliveries of acknowledged messages),
+`delivered`, `unique`, `lost`, `duplicates`, `out_of_order`, `reconnect_every`,
+`reconnects` (rejoins answered), `recovered` (messages replayed to them),
+`recoveries_failed`, `killed` (`node`, `pid`, `topic`, `after_s`, or null), `publish_s`,
+`deliveries_per_s`, `latency_ms`, `ack_latency_ms`, `join_latency_ms` (rejoins included),
+`connect_latency_ms` (each p50, p90, p99, p999, max, samples), `errors` (kind -> count),
+`client_cpu_s` (user+sys of every client process), `client_cpu`,
 `server_cpu_s` and `server_cpu_us_per_delivery`, `server_memory` (`rss_before_mb` when the
 phase started, `rss_held_mb` once every connection was open and joined, and
 `kb_per_connection` between the two; run against a server just started for it) (these
 three with `--server-pid`, which counts the processes named and all their descendants,
 such as the processes of `dps --workers`), `nodes` (counter
-deltas), `deliver_frames_per_publish`, `failures`, `max_loss`, `passed`, `interrupted`.
+deltas), `deliver_frames_per_publish`, `failures`, `max_loss`, `passed`, `interrupted`;
+with `--local-cluster`, `local_cluster` (each node's PID).
 `--plot FILE.png` (needs the `plot` extra: `pip install -e '.[plot]'` in the DPS checkout)
 draws the latency histogram and the delivery rate over time, under a title
 that names the scenario and its parameters.

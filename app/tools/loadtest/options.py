@@ -7,7 +7,10 @@ explicitly on the command line (so `--url` or `--procs` retarget a whole file; a
 there also drops the file's `node` list, which named the file's servers).
 
 Targets are loopback only: a URL whose host is not 127.0.0.1, localhost or ::1 is refused,
-so that a load tool never hits a remote host by accident. Every refusal is an `OptionError`
+so that a load tool never hits a remote host by accident. With `--local-cluster` the load
+test starts its own servers and targets them instead (their ports are known only once they
+run: the runner retargets the phases then). A phase that kills a topic server needs that
+cluster: the tool only ever kills a process it started. Every refusal is an `OptionError`
 whose message is the one line to print (exit status 2).
 """
 
@@ -86,6 +89,8 @@ class Phase:
     connect_rate: float
     heartbeat: float
     source_addresses: tuple[str, ...]  # loopback addresses connections come from, in turn
+    reconnect_every: float  # seconds; each subscriber drops and rejoins once per period; 0: never
+    kill_owner_after: float | None  # seconds into publishing: SIGKILL the busiest topic's owner
 
     @property
     def publish_budget_s(self) -> float | None:
@@ -114,6 +119,8 @@ class Run:
     json: Path | None
     plot: Path | None
     progress: bool | None  # None: only when stdout is a terminal
+    local_cluster: bool  # start a cluster for the run and target it
+    channels: Path  # the channel rules of that cluster
 
 
 # Option name -> (type, default). Names are the long options without "--", "-" as "_".
@@ -137,9 +144,14 @@ PHASE_OPTIONS: dict[str, tuple[type, Any]] = {
     "connect_rate": (float, 0.0),
     "heartbeat": (float, 30.0),
     "source_addresses": (list, []),
+    "reconnect_every": (float, 0.0),
+    "kill_owner_after": (float, None),
 }
 DEFAULT_MESSAGES = 1000
 DEFAULT_HOLD = 5.0  # seconds the connect scenario holds its connections without --duration
+# The local cluster's channel rules: the load test's topics keep history, so that
+# subscribers that reconnect can recover what they missed.
+HISTORY_CHANNELS = Path(__file__).with_name("channels.toml")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -224,6 +236,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "has its own ephemeral ports, about 28,000 per target [the system's choice]",
     )
     add(
+        "--reconnect-every",
+        type=float,
+        metavar="S",
+        help="fanout: each subscriber drops its socket at a random moment of every S seconds "
+        "of publishing, reconnects and rejoins recovering from the last position it saw "
+        "(the topics need history) [0: never]",
+    )
+    add(
+        "--kill-owner-after",
+        type=float,
+        metavar="S",
+        help="fanout: S seconds into publishing, SIGKILL the topic server that owns the "
+        "busiest topic (needs --local-cluster)",
+    )
+    add(
+        "--local-cluster",
+        action="store_true",
+        help="start 2 topic servers and 2 gateways on free loopback ports for the run, with "
+        "the publish limit lifted, and target them (instead of --url); stopped at the end",
+    )
+    add(
+        "--channels",
+        type=Path,
+        metavar="FILE",
+        help="the channels.toml of --local-cluster [one where the load test's topics keep history]",
+    )
+    add(
         "--server-pid",
         type=int,
         action="append",
@@ -260,7 +299,33 @@ def from_args(args: argparse.Namespace) -> Run:
     for pid in pids:
         if not Path(f"/proc/{pid}/stat").exists():
             raise OptionError(f"--server-pid {pid}: no such process (or no /proc here)")
-    return Run(source, phases, pids, args.json, args.plot, args.progress)
+    _check_cluster(args, phases)
+    channels = args.channels or HISTORY_CHANNELS
+    return Run(
+        source, phases, pids, args.json, args.plot, args.progress, args.local_cluster, channels
+    )
+
+
+def _check_cluster(args: argparse.Namespace, phases: tuple[Phase, ...]) -> None:
+    """What needs --local-cluster has it, and what it replaces is not given with it."""
+    if args.local_cluster:
+        for option in ("url", "node"):
+            if getattr(args, option) is not None:
+                raise OptionError(f"--local-cluster starts its own servers: drop --{option}")
+        if args.channels is not None and not args.channels.is_file():
+            raise OptionError(f"--channels {args.channels}: no such file")
+    elif args.channels is not None:
+        raise OptionError(
+            "--channels is for --local-cluster (a server you start reads DPS_CHANNELS)"
+        )
+    killers = [p for p in phases if p.kill_owner_after is not None]
+    if killers and not args.local_cluster:
+        raise OptionError(
+            f"{killers[0].name}: --kill-owner-after kills a topic server by its PID, so only "
+            "one the load test started: add --local-cluster"
+        )
+    if len(killers) > 1:  # the local cluster has two topic servers: a second kill is an outage
+        raise OptionError(f"{killers[1].name}: only one phase may kill a topic server")
 
 
 def _read_file(path: Path) -> list[dict[str, Any]]:
@@ -383,6 +448,8 @@ def _build(name: str, scenario: str, v: dict[str, Any]) -> Phase:
         connect_rate=v["connect_rate"],
         heartbeat=v["heartbeat"],
         source_addresses=tuple(_source(name, text, targets) for text in v["source_addresses"]),
+        reconnect_every=v["reconnect_every"],
+        kill_owner_after=v["kill_owner_after"],
     )
 
 
@@ -439,6 +506,9 @@ def validate(phase: Phase) -> Phase:
     fanout = phase.scenario == "fanout"
     least_subscribers = 0 if fanout else 1
     one_topic_each = phase.protocol != "socketio" or not fanout or phase.topics <= phase.publishers
+    # Recovery and positions are Phoenix joins; fan-out's subscribers are the sockets that
+    # only receive, so dropping them loses no publish of the test's own.
+    plain_fanout = fanout and phase.protocol == "phoenix"
     checks = [
         (phase.window_until in WINDOW_UNTIL, "window-until", " or ".join(WINDOW_UNTIL)),
         (one_topic_each, "topics", "<= --publishers with socketio: one topic per socket"),
@@ -456,11 +526,19 @@ def validate(phase: Phase) -> Phase:
         (0 < phase.phase_timeout <= 3600, "phase-timeout", "0 < s <= 3600"),
         (phase.connect_rate >= 0, "connect-rate", ">= 0"),
         (phase.heartbeat >= 1, "heartbeat", ">= 1"),
+        (0 <= phase.reconnect_every <= 86400, "reconnect-every", "0 to 86400"),
+        (phase.kill_owner_after is None or phase.kill_owner_after >= 0, "kill-owner-after", ">= 0"),
     ]
     for ok, option, accepts in checks:
         if not ok:
             value = getattr(phase, option.replace("-", "_"))
             raise OptionError(f"{where}: --{option} {value} (accepts {accepts})")
+    for option, asked in (
+        ("reconnect-every", phase.reconnect_every > 0),
+        ("kill-owner-after", phase.kill_owner_after is not None),
+    ):
+        if asked and not plain_fanout:
+            raise OptionError(f"{where}: --{option} is for the fanout scenario over phoenix")
     per_proc = math.ceil(phase.connections / phase.procs)
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != resource.RLIM_INFINITY and per_proc + FDS_PER_PROCESS > hard:

@@ -18,6 +18,12 @@ RATE_LIMITED_HINT = (
     "the server limits publishes per socket (DPS_PUBLISH_RATE, DPS_PUBLISH_BURST; their "
     "defaults suit a chat): raise them on the server for a load test"
 )
+NO_POSITIONS_HINT = (
+    "no subscriber reconnected: publishing ended before a drop was due, or no delivery "
+    "carried a position to recover from because the topics keep no history (a channels.toml "
+    "rule with history_size: --local-cluster's default, or "
+    "DPS_CHANNELS=app/tools/loadtest/channels.toml on the servers)"
+)
 PLAIN_EVERY_S = 1.0  # without a terminal, --progress prints a line this often
 
 
@@ -104,7 +110,11 @@ def summary(report: dict[str, Any]) -> Table:
     ]
     if report["scenario"] != "connect":
         rows += [
-            ("messages", f"{report['messages']:,} published, {report['acked']:,} acknowledged"),
+            (
+                "messages",
+                f"{report['messages']:,} published, {report['acked']:,} acknowledged, "
+                f"{report['unacknowledged']:,} not",
+            ),
             ("ack latency ms", _ms(report["ack_latency_ms"])),
             (
                 "deliveries",
@@ -118,6 +128,24 @@ def summary(report: dict[str, Any]) -> Table:
             ),
             ("latency ms", _ms(report["latency_ms"])),
         ]
+    if report["reconnect_every"]:
+        rows.append(
+            (
+                "reconnects",
+                f"{report['reconnects']:,} (every {report['reconnect_every']:g} s): "
+                f"{report['recovered']:,} messages recovered, "
+                f"{report['recoveries_failed']:,} recoveries failed",
+            )
+        )
+    killed = report["killed"]
+    if killed is not None:
+        rows.append(
+            (
+                "killed",
+                f"{killed['node']} (PID {killed['pid']}), the owner of {killed['topic']}, "
+                f"{killed['after_s']:g} s into publishing",
+            )
+        )
     if report["server_cpu_s"] is not None:
         per = report["server_cpu_us_per_delivery"]
         rows.append(
@@ -153,6 +181,8 @@ def summary(report: dict[str, Any]) -> Table:
     rows.append(("errors", ", ".join(f"{k}: {v:,}" for k, v in errors.items()) or "none"))
     if any("rate limited" in kind for kind in errors):
         rows.append(("hint", RATE_LIMITED_HINT))
+    if report["reconnect_every"] and report["delivered"] and not report["reconnects"]:
+        rows.append(("hint", NO_POSITIONS_HINT))
     rows.append(("failures", f"{report['failures']:,} (max-loss {report['max_loss']:,})"))
     for name, value in rows:
         table.add_row(name, value)

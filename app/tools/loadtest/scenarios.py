@@ -13,6 +13,10 @@ multiple of the gateways);
 publisher p goes to target p % len(targets). Connection c goes to worker process c % procs.
 `--messages` is the total, split evenly over the publishers; `--rate` is the total, each
 publisher sending rate / publishers.
+
+The busiest topic (the one whose owner `--kill-owner-after` kills) is the one expected to
+carry the most deliveries: the sockets joined to it times its share of the messages (a
+publisher shares its own evenly over its topics, round-robin).
 """
 
 from __future__ import annotations
@@ -99,3 +103,19 @@ def plans(phase: Phase, epoch_ns: int) -> list[Plan]:
     specs, slots = connections(phase)
     procs = min(phase.procs, max(1, len(specs)))
     return [Plan(phase, w, tuple(specs[w::procs]), slots, epoch_ns) for w in range(procs)]
+
+
+def busiest_topic(phase: Phase) -> int:
+    """The topic with the most deliveries planned (the lowest of equals)."""
+    specs, _ = connections(phase)
+    receivers = [0] * phase.topics
+    messages = [0.0] * phase.topics
+    for spec in specs:
+        for topic in spec.topics:
+            receivers[topic] += 1
+        if spec.slot >= 0:
+            # By duration every publisher has the same time (and rate): equal amounts.
+            amount = 1 if spec.quota is None else spec.quota
+            for topic in spec.topics:
+                messages[topic] += amount / len(spec.topics)
+    return max(range(phase.topics), key=lambda t: receivers[t] * messages[t])

@@ -13,6 +13,14 @@ subscriber of its topics), so that a server that acknowledges before it delivers
 pile up an unbounded backlog; each ack (or echo) sends the next one. At a rate, the
 worker's pacer calls `pace` a few hundred times a second, within the same window.
 
+A subscriber that reconnects (`--reconnect-every`, `positions`) joins with
+`{"recover": null}`, so that every delivery carries its position (`"epoch:offset"` in the
+frame's ref slot), and remembers the last one. When the worker drops it (`drop`), a new
+session takes its subscription over (`resume`: that position) and rejoins with
+`{"recover": {"epoch": ..., "offset": ...}}`; the reply says whether the server recovered
+and the offset it recovered up to, and the deliveries up to that offset are the replay
+(counted as recovered), before live ones.
+
 The frames are Phoenix V2's; `socketio.SocketIOSession` overrides the few methods that
 build and read frames to speak Socket.IO instead.
 """
@@ -28,10 +36,11 @@ import orjson
 from app.tools.loadtest.options import Target
 from app.tools.loadtest.scenarios import EVENT, ConnSpec, topic_name
 from app.tools.loadtest.tally import Tally
-from app.tools.loadtest.websocket import WebSocketClient
+from app.tools.loadtest.websocket import ClientState, WebSocketClient
 
 MARK = b'"m":"'
 TOPIC_AFTER_REFS = b',null,"'
+QUOTE = ord('"')
 
 
 class LoadSession(WebSocketClient):
@@ -47,6 +56,8 @@ class LoadSession(WebSocketClient):
         window: int,
         on_change: Callable[[], None],
         echo: bool = False,
+        positions: bool = False,
+        resume: bytes | None = None,
     ) -> None:
         super().__init__(target)
         self.spec = spec
@@ -66,8 +77,15 @@ class LoadSession(WebSocketClient):
         }
         self.join_refs: dict[int, tuple[int, int]] = {}  # ref -> (sub, sent ns)
         self.beats: dict[int, int] = {}  # heartbeat ref -> sent ns
+        # A subscriber that reconnects (one topic).
+        self.positions = positions
+        self.position = resume  # b"epoch:offset" of the last delivery; None: none yet
+        self.resumed = resume is not None  # this session took over a dropped one's
+        self.position_at = 0  # where a delivery's position starts: after `["<join_ref>",`
+        self.replay_until = 0  # the offset a rejoin recovered up to, until it has arrived
+        self.handed_over = False  # dropped, its subscription taken over by a new session
         # The publisher.
-        self.pending: dict[int, int] = {}  # publish ref -> sent ns
+        self.pending: dict[int, tuple[int, int, int]] = {}  # ref -> (sent ns, topic i, seq)
         self.echo = echo
         self.own_slot = b"%d" % spec.slot  # b"-1" for a subscriber: matches no message
         self.unechoed = 0  # own messages published and not received back yet
@@ -84,7 +102,15 @@ class LoadSession(WebSocketClient):
 
     # The protocol's frames (Phoenix V2 here).
     def _join_frame(self, ref: bytes, name: bytes) -> bytes:
-        return b'["%s","%s",%s,"phx_join",{}]' % (ref, ref, name)
+        return b'["%s","%s",%s,"phx_join",%s]' % (ref, ref, name, self._join_payload())
+
+    def _join_payload(self) -> bytes:
+        if not self.positions:
+            return b"{}"
+        if self.position is None:
+            return b'{"recover":null}'
+        epoch, _, offset = self.position.rpartition(b":")
+        return b'{"recover":{"epoch":"%s","offset":%s}}' % (epoch, offset)
 
     def _publish_prefix(self, join_ref: bytes, name: bytes) -> tuple[bytes, bytes]:
         """What comes before a publish's ref, and between it and the message's "<seq>:<ns>"."""
@@ -93,7 +119,8 @@ class LoadSession(WebSocketClient):
 
     # Connection life.
     def on_open(self) -> None:
-        self._count_open()
+        if not self.resumed:  # a reconnection is not one more connection of the phase
+            self._count_open()
         self._join()
 
     def _count_open(self) -> None:
@@ -108,6 +135,7 @@ class LoadSession(WebSocketClient):
             name = orjson.dumps(topic_name(topic))
             self.join_refs[ref] = (sub, now)
             self.tally.open[sub] = 1
+            self.position_at = len(b'["",') + len(jr)
             self.send_text(self._join_frame(jr, name))
             head, mid = self._publish_prefix(jr, name)
             self.heads.append(head)
@@ -117,18 +145,19 @@ class LoadSession(WebSocketClient):
     def on_failed(self, kind: str) -> None:
         self.tally.failed += 1
         self.tally.errors[kind] += 1
+        for sub in self.subs:  # a reconnection that failed: nothing more will arrive
+            self.tally.open[sub] = 0
         self._settle()
 
     def on_closed(self, code: int | None) -> None:
         tally = self.tally
-        for sub in self.subs:
-            tally.open[sub] = 0
+        if not self.handed_over:  # else the subscription goes on, on the new session
+            for sub in self.subs:
+                tally.open[sub] = 0
         if not self.closing:
             tally.dropped += 1
             tally.errors["connection_lost" if code is None else f"closed_{code}"] += 1
-        if self.pending:
-            tally.errors["ack_lost"] += len(self.pending)
-            self.pending.clear()
+        self.unacknowledged("ack_lost")
         if self.join_refs:
             tally.errors["join_lost"] += len(self.join_refs)
             self.join_refs.clear()
@@ -138,6 +167,23 @@ class LoadSession(WebSocketClient):
     def shut(self) -> None:
         self.closing = True
         self.close()
+
+    def drop(self) -> None:
+        """Lose the connection as a network failure does, without a closing handshake; a
+        new session (`resume`: this one's position) takes its subscription over."""
+        self.closing = self.handed_over = True
+        self.abort()
+
+    @property
+    def can_drop(self) -> bool:
+        """Joined, and with a position to recover from (nothing arrived yet: nothing to
+        name, and a rejoin without a position would recover nothing)."""
+        return (
+            self.state is ClientState.OPEN
+            and not self.closing
+            and self.settled
+            and self.position is not None
+        )
 
     # Receiving.
     def data_received(self, data: bytes) -> None:
@@ -174,6 +220,20 @@ class LoadSession(WebSocketClient):
         self.count = count = self.count + 1
         if not count & tally.sample_mask:
             tally.latencies.append(self.now - int(sent))
+        if self.positions:
+            self._positioned(buf, start + self.position_at, end)
+
+    def _positioned(self, buf: bytes, at: int, end: int) -> None:
+        """Remember the delivery's position (null: the topic keeps no history), and count
+        it as recovered while the rejoin's replay lasts."""
+        if buf[at] != QUOTE:
+            return
+        position = self.position = buf[at + 1 : buf.find(b'"', at + 1, end)]
+        if self.replay_until:
+            if int(position[position.rindex(b":") + 1 :]) <= self.replay_until:
+                self.tally.recovered += 1
+            else:
+                self.replay_until = 0
 
     def _control(self, frame: bytes) -> None:
         tally = self.tally
@@ -187,18 +247,33 @@ class LoadSession(WebSocketClient):
             return
         ok = isinstance(payload, dict) and payload.get("status") == "ok"
         ref = int(ref_text) if isinstance(ref_text, str) and ref_text.isdigit() else -1
+        if ok and self.resumed and ref in self.join_refs:
+            self._rejoined(payload.get("response"))
         self._reply(ref, ok, "" if ok else _reason(payload))
+
+    def _rejoined(self, response: Any) -> None:
+        """The answer to a rejoin that asked to recover: what the replay runs up to."""
+        tally = self.tally
+        tally.reconnects += 1
+        if not isinstance(response, dict):
+            response = {}
+        offset = response.get("offset")
+        if response.get("recovered") is True and isinstance(offset, int):
+            self.replay_until = offset
+        else:
+            tally.recoveries_failed += 1
 
     def _reply(self, ref: int, ok: bool, reason: str) -> None:
         """The server answered the join, publish or heartbeat `ref` (with `reason` if not ok)."""
         tally = self.tally
-        sent = self.pending.pop(ref, None)
-        if sent is not None:
+        publish = self.pending.pop(ref, None)
+        if publish is not None:
             if ok:
                 tally.acked += 1
-                tally.acks.append(self.now - sent)
+                tally.acks.append(self.now - publish[0])
             else:
                 tally.errors[f"publish_error: {reason}"] += 1
+                self._unconfirmed(publish)
             if self.spec.rate == 0:
                 self._refill(self.now)
             return
@@ -246,6 +321,19 @@ class LoadSession(WebSocketClient):
     def stop_publishing(self) -> None:
         self.remaining = 0
 
+    def unacknowledged(self, kind: str) -> None:
+        """Publishes in flight will never be answered: count them as `kind` and list them
+        as not acknowledged."""
+        if self.pending:
+            self.tally.errors[kind] += len(self.pending)
+            for publish in self.pending.values():
+                self._unconfirmed(publish)
+            self.pending.clear()
+
+    def _unconfirmed(self, publish: tuple[int, int, int]) -> None:
+        _, t, seq = publish
+        self.tally.unconfirmed.append((self.spec.topics[t], self.spec.slot, seq))
+
     @property
     def publishing_done(self) -> bool:
         return self.remaining == 0 and not self.pending
@@ -277,7 +365,8 @@ class LoadSession(WebSocketClient):
             self.turn += 1
             seq = per_topic[t] = per_topic[t] + 1
             self.ref = ref = self.ref + 1
-            pending[ref] = sent = clock()
+            sent = clock()
+            pending[ref] = (sent, t, seq)
             self.send_text(heads[t] + b"%d" % ref + mids[t] + b"%d:%d" % (seq, sent) + tail)
         self.published += max(0, count)
         self.unechoed += max(0, count)

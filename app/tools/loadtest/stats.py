@@ -34,6 +34,10 @@ class WorkerResult:
     sent_per_topic: list[int] = field(default_factory=list)
     sent: int = 0
     acked: int = 0
+    unconfirmed: dict[int, list[tuple[int, int]]] = field(default_factory=dict)  # never acked
+    reconnects: int = 0
+    recovered: int = 0
+    recoveries_failed: int = 0
     publish_start_ns: int = 0
     first_delivery_ns: int = 0
     last_delivery_ns: int = 0
@@ -83,9 +87,20 @@ def merge_timelines(timelines: Iterable[array[int]]) -> list[int]:
     return merged
 
 
-def expected_deliveries(joined_per_topic: Sequence[int], sent_per_topic: Sequence[int]) -> int:
-    """Every joined subscription should receive every message sent to its topic."""
-    return sum(j * s for j, s in zip(joined_per_topic, sent_per_topic, strict=True))
+def expected_deliveries(joined_per_topic: Sequence[int], acked_per_topic: Sequence[int]) -> int:
+    """Every joined subscription should receive every acknowledged message of its topic."""
+    return sum(j * a for j, a in zip(joined_per_topic, acked_per_topic, strict=True))
+
+
+def acked_per_topic(
+    sent_per_topic: Sequence[int], unconfirmed: Iterable[dict[int, list[tuple[int, int]]]]
+) -> list[int]:
+    """Per topic, the messages sent less those never acknowledged."""
+    acked = list(sent_per_topic)
+    for per_topic in unconfirmed:
+        for topic, publishes in per_topic.items():
+            acked[topic] -= len(publishes)
+    return acked
 
 
 def _nonzero(values: Iterable[int]) -> list[int]:
@@ -100,12 +115,16 @@ def build_report(
     interrupted: bool,
     server_cpu_s: float | None = None,
     server_rss: Sequence[int | None] = (),
+    killed: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The phase's report (the JSON document; see the package docstring for its keys)."""
+    """The phase's report (the JSON document; see the package docstring for its keys);
+    `killed`: the topic server the phase killed, if it did."""
     topics = phase.topics
     joined = sum_lists((r.joined_per_topic for r in results), topics)
     sent_per_topic = sum_lists((r.sent_per_topic for r in results), topics)
-    expected = expected_deliveries(joined, sent_per_topic)
+    acked = acked_per_topic(sent_per_topic, (r.unconfirmed for r in results))
+    unacknowledged = sum(sent_per_topic) - sum(acked)
+    expected = expected_deliveries(joined, acked)
     unique = sum(r.unique for r in results)
     delivered = sum(r.delivered for r in results)
     duplicates = sum(r.duplicates for r in results)
@@ -124,8 +143,23 @@ def build_report(
     connect_s = (max(c_ends) - min(c_starts)) / 1e9 if c_starts and c_ends else 0.0
     joins_failed = sum(n for kind, n in errors.items() if kind.startswith("join_"))
     dropped = sum(r.dropped for r in results)
+    recoveries_failed = sum(r.recoveries_failed for r in results)
+    killing = phase.kill_owner_after is not None
+    if killing and killed is None and not interrupted:
+        errors["owner_not_killed: publishing ended first"] += 1
     failures = (
-        lost + duplicates + out_of_order + failed + dropped + joins_failed + errors["worker_lost"]
+        lost
+        + duplicates
+        + out_of_order
+        + failed
+        + dropped
+        + joins_failed
+        + errors["worker_lost"]
+        + recoveries_failed
+        # Killing an owner fails the publishes in flight to it, by design: what is judged
+        # then is that nothing acknowledged was lost.
+        + (0 if killing else unacknowledged)
+        + (1 if killing and killed is None else 0)
     )
     workers = [r for r in results if r.worker >= 0]
     report: dict[str, Any] = {
@@ -149,12 +183,18 @@ def build_report(
         "subscriptions": sum(joined),
         "messages": sum(r.sent for r in results),
         "acked": sum(r.acked for r in results),
+        "unacknowledged": unacknowledged,
         "expected": expected,
         "delivered": delivered,
         "unique": unique,
         "lost": lost,
         "duplicates": duplicates,
         "out_of_order": out_of_order,
+        "reconnect_every": phase.reconnect_every,
+        "reconnects": sum(r.reconnects for r in results),
+        "recovered": sum(r.recovered for r in results),
+        "recoveries_failed": recoveries_failed,
+        "killed": killed,
         "publish_s": round(span_s, 3),
         "deliveries_per_s": round(delivered / span_s, 1) if span_s > 0 else 0.0,
         "latency_ms": percentiles(_chain(r.latencies for r in results)),
@@ -231,7 +271,18 @@ def combine(
     source: str, reports: Sequence[dict[str, Any]], results: Sequence[WorkerResult]
 ) -> dict[str, Any]:
     """A scenario file's overall report: the phases' counts summed, the phases listed."""
-    summed = ("messages", "expected", "delivered", "lost", "duplicates", "out_of_order")
+    summed = (
+        "messages",
+        "unacknowledged",
+        "expected",
+        "delivered",
+        "lost",
+        "duplicates",
+        "out_of_order",
+        "reconnects",
+        "recovered",
+        "recoveries_failed",
+    )
     total: dict[str, Any] = {"scenario": source}
     total.update({key: sum(r[key] for r in reports) for key in summed})
     errors: Counter[str] = Counter()

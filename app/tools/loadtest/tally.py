@@ -14,7 +14,17 @@ Per (subscription, slot), an arriving sequence number `seq` with `last` the high
     seq <= last, missing   out of order: no longer missing, unique += 1
     seq <= last, otherwise duplicate
 
-Lost messages are counted at the end, from what was published: expected - unique.
+Lost messages are counted at the end, from what was acknowledged: expected - unique, where
+`expected` counts the acknowledged publishes of each joined subscription's topic and
+`unique` the distinct ones it received (`unique_acknowledged`). A publish that got an error
+reply, or no answer at all (the publishers list them in `unconfirmed`), may or may not have
+been delivered, as a server that loses an owner mid-publish may do: it is neither expected
+nor lost, and a subscription that received it does not count it among its unique ones.
+
+Subscribers that reconnect (`--reconnect-every`) keep their subscription's counts across
+sockets: the messages replayed after a rejoin count as `recovered` (and as deliveries like
+any other, so a replayed message already seen is a duplicate); a rejoin whose recovery
+failed counts in `recoveries_failed`.
 Latencies are nanoseconds in `array('q')`; past `MAX_SAMPLES` every other sample is dropped
 and only every 2nd (4th, ...) later delivery is sampled, so memory stays bounded and the
 samples stay spread over the whole run.
@@ -56,6 +66,10 @@ class Tally:
         self.dropped = 0  # open connections that ended without our asking
         self.sent = 0
         self.acked = 0
+        self.unconfirmed: list[tuple[int, int, int]] = []  # (topic, slot, seq) never acked
+        self.reconnects = 0  # rejoins after a drop, answered
+        self.recovered = 0  # messages replayed after those rejoins
+        self.recoveries_failed = 0  # rejoins answered recovered: false
         self.errors: Counter[str] = Counter()
 
     def observe(self, sub: int, slot: int, seq: int) -> None:
@@ -109,14 +123,38 @@ class Tally:
             del self.latencies[1::2]
             self.sample_mask = self.sample_mask * 2 + 1
 
-    def expected_of(self, sub: int, sent_per_topic: list[int]) -> int:
-        return sent_per_topic[self.sub_topic[sub]] if self.joined[sub] else 0
+    def expected_of(self, sub: int, acked_per_topic: list[int]) -> int:
+        return acked_per_topic[self.sub_topic[sub]] if self.joined[sub] else 0
 
-    def caught_up(self, sent_per_topic: list[int]) -> bool:
-        """Every open, joined subscription has received everything sent to its topic."""
-        unique, opened = self.unique, self.open
+    def received(self, sub: int, slot: int, seq: int) -> bool:
+        """Whether the subscription got message `seq` of publisher `slot`."""
+        k = sub * self.slots + slot
+        if seq > self.lasts[k]:
+            return False
+        return not any(lo <= seq < hi for lo, hi in self.gaps.get(k, ()))
+
+    def unique_acknowledged(self, sub: int, unconfirmed: Unconfirmed) -> int:
+        """The distinct acknowledged messages the subscription received; `unconfirmed`:
+        per topic, the (slot, seq) of every publish that was not acknowledged."""
+        mine = unconfirmed.get(self.sub_topic[sub], ())
+        return self.unique[sub] - sum(1 for slot, seq in mine if self.received(sub, slot, seq))
+
+    def caught_up(self, acked_per_topic: list[int], unconfirmed: Unconfirmed) -> bool:
+        """Every open, joined subscription has received everything acknowledged on its topic."""
         return all(
-            unique[sub] >= self.expected_of(sub, sent_per_topic)
-            for sub in range(len(unique))
-            if opened[sub]
+            self.unique_acknowledged(sub, unconfirmed) >= self.expected_of(sub, acked_per_topic)
+            for sub in range(len(self.unique))
+            if self.open[sub]
         )
+
+
+# Per topic, the (slot, seq) of the publishes that were not acknowledged.
+Unconfirmed = dict[int, list[tuple[int, int]]]
+
+
+def by_topic(unconfirmed: list[tuple[int, int, int]]) -> Unconfirmed:
+    """Publishers' (topic, slot, seq) records, grouped by topic."""
+    grouped: Unconfirmed = {}
+    for topic, slot, seq in unconfirmed:
+        grouped.setdefault(topic, []).append((slot, seq))
+    return grouped

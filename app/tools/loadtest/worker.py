@@ -5,7 +5,8 @@ publish only once every subscriber of every worker has joined:
 
     worker -> parent                      parent -> worker
     ("ready", summary)      connected     ("go", start_ns)       publish (or hold) from then
-    ("published", sent)     publishing    ("drain", sent_total)  wait for the deliveries
+    ("published", (sent,    publishing    ("drain", acked,       wait for the deliveries
+      unconfirmed))                         unconfirmed)          of what was acknowledged
     ("result", WorkerResult) after closing
     ("progress", ...)       4 times a second, all along
                                           ("stop",)              at any point: finish now
@@ -16,6 +17,10 @@ deliveries); what has not happened by then is counted (connect_timeout, join_tim
 ack_timeout, lost) rather than waited for. The parent, for its part, forgets a worker that
 stays silent for 15 s.
 SIGINT is ignored here: the parent turns Ctrl-C into "stop" and still gets the results.
+
+With `--reconnect-every`, while publishing lasts, each subscriber of this worker drops its
+socket once per period (`reconnect.Reconnects`), if it has a position to recover from,
+and a new session rejoins in its place; the drain then waits for those rejoins too.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import contextlib
 import errno
 import heapq
 import os
+import random
 import resource
 import signal
 import socket
@@ -36,11 +42,12 @@ from typing import Any
 
 import uvloop
 
+from app.tools.loadtest.reconnect import Reconnects
 from app.tools.loadtest.scenarios import Plan
 from app.tools.loadtest.session import LoadSession
 from app.tools.loadtest.socketio import SocketIOSession
 from app.tools.loadtest.stats import WorkerResult
-from app.tools.loadtest.tally import Tally
+from app.tools.loadtest.tally import Tally, Unconfirmed, by_topic
 from app.tools.loadtest.websocket import ClientState
 
 MAX_HANDSHAKES = 256  # connections being opened or joined at once, per worker
@@ -108,6 +115,8 @@ class Worker:
         self.changed = asyncio.Event()
         self.stopped = asyncio.Event()
         self.commands: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
+        self.reopening: set[asyncio.Task[None]] = set()  # reconnections under way
+        self.unconfirmed: Unconfirmed = {}  # every worker's, once draining
         self.result = WorkerResult(plan.worker)
         self.measured = (0.0, 0.0)  # (time, CPU) when the measured steps began
         self.session_class = SocketIOSession if self.phase.protocol == "socketio" else LoadSession
@@ -128,9 +137,10 @@ class Worker:
                 await self._until(command[1] + int((self.phase.duration or 0) * 1e9))
             elif command[0] == "go":
                 await self._publish(command[1])
-                self._send("published", self._sent_per_topic())
+                self._send("published", (self._sent_per_topic(), self.tally.unconfirmed))
                 command = await self._command()
                 if command[0] == "drain":
+                    self.unconfirmed = command[2]
                     await self._drain(command[1])
             start, cpu = self.measured
             self.result.busy = (sum(_cpu()) - cpu) / max(time.monotonic() - start, 1e-9)
@@ -164,6 +174,7 @@ class Worker:
                 phase.window,
                 self._on_settled,
                 echo=phase.window_until == "echo",
+                positions=phase.reconnect_every > 0 and spec.slot < 0,
             )
             first_sub += len(spec.topics)
             self.sessions.append(session)
@@ -221,7 +232,9 @@ class Worker:
         progress = (tally.acked, start_ns)
         for session in publishers:
             session.start_publishing(start_ns, deadline_ns)
-        pacer = asyncio.get_running_loop().create_task(self._pace(publishers, start_ns))
+        loop = asyncio.get_running_loop()
+        pacer = loop.create_task(self._pace(publishers, start_ns))
+        dropper = loop.create_task(self._reconnects(start_ns, deadline_ns))
         try:
             while not self.stopped.is_set():
                 now = time.monotonic_ns()
@@ -238,11 +251,10 @@ class Worker:
                 await asyncio.sleep(POLL_S)
         finally:
             pacer.cancel()
+            dropper.cancel()
         for session in publishers:
             session.stop_publishing()
-            if session.pending:
-                tally.errors["ack_timeout"] += len(session.pending)
-                session.pending.clear()
+            session.unacknowledged("ack_timeout")
 
     async def _pace(self, publishers: list[LoadSession], start_ns: int) -> None:
         """At a rate: wake each publisher when its next message is due (a heap of times)."""
@@ -261,12 +273,57 @@ class Worker:
             if due:
                 await asyncio.sleep(max(due[0][0] - time.monotonic_ns(), PACE_NS) / 1e9)
 
-    async def _drain(self, sent_per_topic: list[int]) -> None:
+    async def _reconnects(self, start_ns: int, deadline_ns: int) -> None:
+        """With --reconnect-every: drop each subscriber once per period, while publishing
+        (until `deadline_ns` by duration, else until the publishers are done)."""
+        period = self.phase.reconnect_every
+        subscribers = [i for i, s in enumerate(self.sessions) if s.positions]
+        if not period or not subscribers:
+            return
+        schedule = Reconnects(len(subscribers), start_ns, int(period * 1e9), random.random)
+        while (due := schedule.next_ns()) is not None and (not deadline_ns or due < deadline_ns):
+            await self._until(due)
+            if self.stopped.is_set():
+                return
+            now = time.monotonic_ns()
+            for n in schedule.due(min(now, deadline_ns - 1) if deadline_ns else now):
+                self._reconnect(subscribers[n])
+
+    def _reconnect(self, index: int) -> None:
+        """Drop session `index` (when it has a position to recover from) and open a new one
+        in its place that rejoins from there."""
+        old = self.sessions[index]
+        if not old.can_drop:
+            return
+        old.drop()
+        phase = self.phase
+        new = self.session_class(
+            old.target,
+            old.spec,
+            old.subs[0],
+            self.tally,
+            phase.payload_bytes,
+            phase.window,
+            lambda: None,  # settling counts only while the phase connects
+            positions=True,
+            resume=old.position,
+        )
+        self.sessions[index] = new
+        deadline = time.monotonic() + phase.phase_timeout
+        task = asyncio.get_running_loop().create_task(
+            self._open(new, deadline, self._source(index))
+        )
+        self.reopening.add(task)
+        task.add_done_callback(self.reopening.discard)
+
+    async def _drain(self, acked_per_topic: list[int]) -> None:
         limit = time.monotonic() + self.phase.drain
-        while not self.tally.caught_up(sent_per_topic) and not self._late(limit):
+        while not self.tally.caught_up(acked_per_topic, self.unconfirmed) and not self._late(limit):
             await asyncio.sleep(POLL_S)
 
     async def _close_all(self) -> None:
+        for task in self.reopening:
+            task.cancel()
         for session in self.sessions:
             session.shut()
         limit = time.monotonic() + CLOSE_S
@@ -357,11 +414,18 @@ class Worker:
             joined[topic] += tally.joined[sub]
         result.opened, result.failed, result.dropped = tally.opened, tally.failed, tally.dropped
         result.joined_per_topic = joined
-        result.unique = sum(u for sub, u in enumerate(tally.unique) if tally.joined[sub])
+        result.unique = sum(
+            tally.unique_acknowledged(sub, self.unconfirmed)
+            for sub in range(len(tally.unique))
+            if tally.joined[sub]
+        )
         result.delivered = tally.delivered
         result.duplicates, result.out_of_order = tally.duplicates, tally.out_of_order
         result.sent_per_topic = self._sent_per_topic()
         result.sent, result.acked = tally.sent, tally.acked
+        result.unconfirmed = by_topic(tally.unconfirmed)
+        result.reconnects, result.recovered = tally.reconnects, tally.recovered
+        result.recoveries_failed = tally.recoveries_failed
         result.first_delivery_ns = tally.first_delivery_ns
         result.last_delivery_ns = tally.last_delivery_ns
         result.latencies, result.acks = tally.latencies, tally.acks
