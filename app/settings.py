@@ -143,6 +143,12 @@ class Settings(BaseSettings):
     max_payload_depth: int = Field(
         64, ge=1, le=1000, description="nesting levels a published payload may have, 1 to 1000"
     )
+    max_presence_meta: int = Field(
+        1024,
+        ge=2,
+        le=65536,
+        description="bytes of the meta object a socket's presence may carry, 2 to 65536",
+    )
     handshake_timeout: float = Field(
         10.0,
         gt=0,

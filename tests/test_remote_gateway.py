@@ -21,9 +21,12 @@ from app.link.codec import (
     LinkDeliver,
     LinkFrame,
     LinkPg,
+    LinkPresenceQuery,
     LinkPublish,
     LinkSubscribe,
+    LinkTrack,
     LinkUnsubscribe,
+    LinkUntrack,
 )
 from app.link.connection import LinkConnection
 from app.link.handshake import Identity
@@ -198,7 +201,15 @@ async def test_a_frame_only_topic_servers_send_closes_the_link(
 
 RING = RingConfig({"ts-a": Declared("ts-a", 1, None)}, 160, Path("ring.toml"))
 GATEWAY = Identity("gw-a", Role.GATEWAY, "inc-g")
-SERVER_TAKES = (LinkPublish, LinkSubscribe, LinkUnsubscribe, LinkPg)
+SERVER_TAKES = (
+    LinkPublish,
+    LinkSubscribe,
+    LinkUnsubscribe,
+    LinkTrack,
+    LinkUntrack,
+    LinkPresenceQuery,
+    LinkPg,
+)
 
 
 SETTINGS = Settings(app=Role.TOPIC_SERVER, node="ts-a", cluster_secret=secrets.token_urlsafe())

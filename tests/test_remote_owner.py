@@ -24,6 +24,7 @@ from app.link.codec import (
     LinkDeliver,
     LinkFrame,
     LinkPg,
+    LinkPresenceState,
     LinkPublish,
     LinkSubscribe,
     LinkUnsubscribe,
@@ -207,7 +208,7 @@ async def test_a_frame_only_gateways_send_closes_the_link(caplog: pytest.LogCapt
 # only server, with a V2 socket joined to "t" and a V1 socket to "u".
 
 RING = RingConfig({"ts-a": Declared("ts-a", 1, None)}, 160, Path("ring.toml"))
-GATEWAY_TAKES = (LinkAck, LinkDeliver, LinkPg)
+GATEWAY_TAKES = (LinkAck, LinkDeliver, LinkPresenceState, LinkPg)
 
 
 SETTINGS = Settings(

@@ -52,7 +52,7 @@ class TopicServerNode(LinkHub):
         self.counters = Counters()
         self.metrics = Metrics(self.counters, self.gauges)
         self.options = LinkOptions.of(settings)
-        self.server = TopicServer(self.local.name, self.counters)
+        self.server = TopicServer(self.local.name, self.counters, clock)
         self.gateways: dict[LinkConnection, RemoteGateway] = {}
         self.registry: Registry | None = None
 
@@ -112,7 +112,10 @@ class TopicServerNode(LinkHub):
         return ["not registered in Redis yet"]
 
     def gauges(self) -> dict[str, tuple[float, str]]:
-        return {"topics": (len(self.server.topics), "topics with subscribed gateways")}
+        return {
+            "topics": (len(self.server.topics), "topics with subscribed gateways"),
+            "presences": (len(self.server.presence), "presence entries, on every topic"),
+        }
 
     def describe(self) -> dict[str, Any]:
         return {

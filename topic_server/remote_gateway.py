@@ -2,9 +2,10 @@
 
 Subscribe and unsubscribe frames update the server's table; a publish is sequenced,
 acknowledged on this link, and delivered as one deliver frame to every gateway with
-subscribers (this one included when it has some), the frame bytes shared by all. A frame
-only topic servers send (ack, deliver) closes the link: the peer does not follow the
-protocol.
+subscribers (this one included when it has some), the frame bytes shared by all. Track and
+untrack frames update the server's presence; a presence query is answered on this link at
+once, after everything the gateway sent before it. A frame only topic servers send (ack,
+deliver, presence state) closes the link: the peer does not follow the protocol.
 """
 
 from __future__ import annotations
@@ -18,9 +19,12 @@ from app.link.codec import (
     LinkFrame,
     LinkFrameError,
     LinkPg,
+    LinkPresenceQuery,
     LinkPublish,
     LinkSubscribe,
+    LinkTrack,
     LinkUnsubscribe,
+    LinkUntrack,
 )
 from app.link.connection import LinkConnection
 from app.link.interface import Delivery
@@ -64,6 +68,12 @@ class RemoteGateway:
             self.link.send(codec.ack(frame.id, 0))
         elif isinstance(frame, LinkUnsubscribe):
             self.server.unsubscribe(self, frame.topic)
+        elif isinstance(frame, LinkTrack):
+            self.server.track(self, frame.topic, frame.key, frame.ref, frame.meta, frame.prev)
+        elif isinstance(frame, LinkUntrack):
+            self.server.untrack(self, frame.topic, frame.key, frame.ref)
+        elif isinstance(frame, LinkPresenceQuery):
+            self.link.send(codec.presence_state(frame.id, self.server.presence_state(frame.topic)))
         elif isinstance(frame, LinkPg):
             self.on_pg(self.link, frame.frame)
         else:  # a topic server's frame: the peer is broken, and the link closes

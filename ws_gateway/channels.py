@@ -24,6 +24,8 @@ publish) or for the application's hooks (ask). It never does I/O; time comes fro
                                                         the hook, or error "unauthorized"
     E T object, E allowed by the     joined as J        the same, broadcast as event E
     rule's `events`
+    presence_update T object         joined as J        replace the socket's presence meta,
+                                                        ok reply (error: T has no presence)
     any push, join_ref neither J     joined as J        dropped without reply (stale)
     nor null
     any other push to T              unjoined           error "unmatched topic", join_ref null
@@ -37,6 +39,12 @@ gateway cannot do it (the topic's owner refused or never acknowledged the subscr
 
 A V2 join whose join_ref is null (handy when typing frames by hand) and every V1 join take
 the join's own ref as the instance's join_ref, as Phoenix does for V1.
+
+On a topic whose rule says `presence = true`, a join says what to track (`Join.tracked`,
+from its payload's `presence`, see `ws_gateway.presence`; a join whose presence is not
+acceptable is refused) and, once done, tracks it right after the ok reply (`Track`); the
+gateway then pushes `presence_state`. Clients may not broadcast `presence_state` nor
+`presence_diff` there: those events are the server's.
 """
 
 from __future__ import annotations
@@ -52,6 +60,7 @@ from ws_gateway.access.policy import Policy
 from ws_gateway.access.rules import PUBLISH, JoinMode, PublishMode, Rule
 from ws_gateway.access.tokens import TokenError
 from ws_gateway.limits import Bucket
+from ws_gateway.presence import Tracked, meta_of, tracked
 from ws_gateway.serializers import Message
 from ws_gateway.serializers.protocol import MAX_FIELD_BYTES
 
@@ -59,6 +68,8 @@ HEARTBEAT_TOPIC = "phoenix"
 UNAUTHORIZED = "unauthorized"
 RATE_LIMITED = "rate limited"
 POLICY_VIOLATION = 1008
+PRESENCE_UPDATE = "presence_update"
+PRESENCE_EVENTS = frozenset({"presence_state", "presence_diff"})  # the server's, on presence topics
 
 
 class Channel(NamedTuple):
@@ -88,12 +99,29 @@ class Push(NamedTuple):
 
 class Join(NamedTuple):
     """Subscribe the socket to `topic` as instance `join_ref`, for the join `msg`; `replaced`
-    is the join_ref of the instance this one replaces, if it replaces one."""
+    is the join_ref of the instance this one replaces, if it replaces one; `tracked`, what
+    to track once joined, on a presence topic."""
 
     topic: str
     join_ref: str | None
     msg: Message
     replaced: tuple[str | None] | None
+    tracked: Tracked | None = None
+
+
+class Track(NamedTuple):
+    """Track the socket's presence on `topic`, which it has just joined as `join_ref`."""
+
+    topic: str
+    join_ref: str | None
+    tracked: Tracked
+
+
+class UpdatePresence(NamedTuple):
+    """Replace the meta of the socket's presence on `topic`."""
+
+    topic: str
+    meta: bytes
 
 
 class Leave(NamedTuple):
@@ -133,7 +161,9 @@ class AskPublish(NamedTuple):
     publish: Publish
 
 
-Action = Reply | Push | Join | Leave | Publish | AskJoin | AskPublish | Close
+Action = (
+    Reply | Push | Join | Leave | Publish | AskJoin | AskPublish | Close | Track | UpdatePresence
+)
 
 EMPTY: dict[str, Any] = {}
 
@@ -216,8 +246,10 @@ class Channels:
                 Push(current, current, topic, "phx_close", EMPTY),
             ]
         rule = channel.rule
-        broadcast = rule.allows(event) and not event.startswith("phx_")
-        if not broadcast:
+        if event == PRESENCE_UPDATE:
+            return self._update_presence(current, msg, rule)
+        reserved = event.startswith("phx_") or (rule.presence and event in PRESENCE_EVENTS)
+        if reserved or not rule.allows(event):
             return [Reply(current, msg.ref, topic, "error", error("unknown event"))]
         limited = self._rate_limited(current, msg, publish=True)
         if limited is not None:
@@ -231,6 +263,8 @@ class Channels:
         msg = join.msg
         if problem is None:
             actions: list[Action] = [Reply(msg.join_ref, msg.ref, join.topic, "ok", EMPTY)]
+            if join.tracked is not None:
+                actions.append(Track(join.topic, join.join_ref, join.tracked))
         else:
             channel = self.joined.get(join.topic)
             if channel is not None and channel.join_ref == join.join_ref:
@@ -333,11 +367,21 @@ class Channels:
 
     def _start_join(self, msg: Message, rule: Rule) -> list[Action]:
         topic = msg.topic
+        wanted = self._tracked(msg, rule) if rule.presence else None
+        if isinstance(wanted, str):
+            return self._refuse_join(msg, error("malformed payload", wanted))
         old = self.joined.get(topic)
         join_ref = msg.join_ref if msg.join_ref is not None else msg.ref
         self.joined[topic] = Channel(join_ref, rule)
         replaced = None if old is None else (old.join_ref,)
-        return [Join(topic, join_ref, msg, replaced)]
+        return [Join(topic, join_ref, msg, replaced, wanted)]
+
+    def _tracked(self, msg: Message, rule: Rule) -> Tracked | str:
+        """What the join `msg` to a presence topic tracks; a client's own key only where
+        anyone may join."""
+        policy, own_key = self.policy, rule.join is JoinMode.ANYONE
+        depth = policy.max_payload_depth
+        return tracked(msg.payload, msg.raw, self.user, own_key, policy.max_presence_meta, depth)
 
     def _refuse_join(self, msg: Message, response: dict[str, str]) -> list[Action]:
         self.policy.counters.joins_refused += 1
@@ -350,6 +394,20 @@ class Channels:
             reply,
             Push(old.join_ref, old.join_ref, msg.topic, "phx_close", EMPTY),
         ]
+
+    def _update_presence(self, join_ref: str | None, msg: Message, rule: Rule) -> list[Action]:
+        topic = msg.topic
+        if not rule.presence:
+            refusal = error("unknown event", "presence is not enabled on this topic")
+            return [Reply(join_ref, msg.ref, topic, "error", refusal)]
+        limited = self._rate_limited(join_ref, msg, publish=True)
+        if limited is not None:
+            return limited
+        policy = self.policy
+        meta = meta_of(msg.payload, msg.raw, policy.max_presence_meta, policy.max_payload_depth)
+        if isinstance(meta, str):
+            return [_malformed(join_ref, msg, meta)]
+        return [UpdatePresence(topic, meta), Reply(join_ref, msg.ref, topic, "ok", EMPTY)]
 
     # Publishes.
 

@@ -15,25 +15,32 @@ no longer a subscriber: the client gets an error reply, never a join that receiv
 A deliver is fanned out here, the frame built once per lane and written to each socket
 without awaiting. Deliveries from a server the topic is not subscribed at, or not newer
 than the last one from that server, are dropped and counted, so every socket sees a
-topic's messages in their owner's order, without duplicates.
+topic's messages in their owner's order, without duplicates. Presence diffs count only
+from the topic's owner (`Router.owner_of`): while a topic moves, both owners have every
+entry, and only one of them speaks (`presence` holds the rest of presence).
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import time
 from collections.abc import Callable
 from typing import Protocol
 
 from app.counters import Counters
 from app.link.interface import OnOutcome, Outcome, OwnerLink
 from app.throttled_log import ThrottledLog
+from ws_gateway.presence import LocalPresence
 from ws_gateway.serializers import Broadcast, Lane
 from ws_gateway.socket import Outbox, Socket
 
 log = logging.getLogger("dps.gateway")
 
 NO_OWNER = "no topic server available"
+# Seconds a socket's presence is remembered after it left (see `presence`): longer than a
+# hung topic server takes to be declared down with the default DPS_LINK_TIMEOUT.
+PRESENCE_LINGER = 3.0
 
 # Called once a join is done: with None, or with the reason it failed.
 JoinDone = Callable[[str | None], None]
@@ -86,14 +93,31 @@ class Subscribers:
 
 
 class Gateway:
-    __slots__ = ("_ids", "counters", "name", "outbox", "router", "skipped", "stale", "topics")
+    __slots__ = (
+        "_ids",
+        "counters",
+        "name",
+        "outbox",
+        "presence",
+        "router",
+        "skipped",
+        "stale",
+        "topics",
+    )
 
-    def __init__(self, name: str, router: Router, counters: Counters) -> None:
+    def __init__(
+        self,
+        name: str,
+        router: Router,
+        counters: Counters,
+        presence_linger: float = PRESENCE_LINGER,
+    ) -> None:
         self._ids = itertools.count(1)
         self.name = name
         self.router = router
         self.counters = counters
         self.topics: dict[str, Subscribers] = {}
+        self.presence = LocalPresence(router, time.time, presence_linger)
         self.outbox = Outbox()
         self.stale = ThrottledLog(log, logging.WARNING)
         self.skipped = ThrottledLog(log, logging.INFO)
@@ -140,6 +164,7 @@ class Gateway:
             done(failure)
 
     def leave(self, sock: Socket, topic: str) -> None:
+        self.presence.untrack(sock, topic)
         subs = self.topics.get(topic)
         if subs is None:
             return
@@ -157,9 +182,12 @@ class Gateway:
             for link in subs.owners.keys() - wanted:
                 del subs.owners[link]
                 link.unsubscribe(topic)
-            for link in wanted - subs.owners.keys():
+            added = wanted - subs.owners.keys()
+            for link in added:
                 subs.owners[link] = 0
                 link.subscribe(topic, _ignore)
+            if added:
+                self.presence.rerouted(topic, added)
 
     def gauges(self) -> dict[str, tuple[float, str]]:
         c = self.counters
@@ -196,6 +224,7 @@ class Gateway:
         payload: bytes,
         binary: bool,
         exclude: int = 0,
+        presence: bool = False,
     ) -> None:
         """Fan one message from `source` out to this gateway's subscribers of `topic`."""
         counters = self.counters
@@ -215,6 +244,9 @@ class Gateway:
             )
             return
         subs.owners[source] = seq
+        if presence and source is not self.router.owner_of(topic):
+            counters.presence_diffs_dropped += 1
+            return
         broadcast = Broadcast(topic, event, payload, binary)
         for (serializer, join_ref), sockets in subs.lanes.items():
             data = serializer.fastlane(broadcast, join_ref)

@@ -75,7 +75,9 @@ class GatewayNode(LinkHub):
         self.metrics = Metrics(self.counters, self.gauges)
         self.options = LinkOptions.of(settings)
         self.router = ClusterRouter(ring, settings.handover, self._rerouted, clock)
-        self.gateway = Gateway(self.local.name, self.router, self.counters)
+        # A socket that left is remembered until a hung topic server is surely declared down.
+        linger = 2 * settings.link_timeout
+        self.gateway = Gateway(self.local.name, self.router, self.counters, linger)
         self.policy = Policy.of(settings, self.counters, time.time)
         self.owners: dict[str, RemoteOwner] = {}  # the newest link to each topic server
         self.by_link: dict[LinkConnection, RemoteOwner] = {}
@@ -167,7 +169,14 @@ class GatewayNode(LinkHub):
     def _deliver(self, source: RemoteOwner, frame: LinkDeliver) -> None:
         self.metrics.delivery_latency.observe(max(0.0, time.time() - frame.sent_at))
         self.gateway.deliver(
-            source, frame.topic, frame.seq, frame.event, frame.payload, frame.binary, frame.exclude
+            source,
+            frame.topic,
+            frame.seq,
+            frame.event,
+            frame.payload,
+            frame.binary,
+            frame.exclude,
+            frame.presence,
         )
 
     async def _expire(self) -> None:

@@ -1,23 +1,30 @@
 """A gateway's link to one topic server, over the network.
 
-Subscriptions and publishes go out as link frames; acknowledgements and deliveries come
-back. Every publish and every subscription gets exactly one answer: the owner's ack, or,
-if none comes within the publish timeout or the link goes down first, an error. A publish
-is never left without a reply. A frame only gateways send (subscribe, unsubscribe,
-publish) closes the link: the peer does not follow the protocol.
+Subscriptions, publishes, presence tracks and queries go out as link frames;
+acknowledgements, deliveries and presence states come back. Every publish, subscription
+and presence query gets exactly one answer: the owner's, or, if none comes within the
+publish timeout or the link goes down first, an error. A publish is never left without a
+reply. A frame only gateways send closes the link: the peer does not follow the protocol.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from itertools import count
-from typing import Any
+from typing import Any, TypeVar
 
 from app.counters import Counters
 from app.link import codec
-from app.link.codec import LinkAck, LinkDeliver, LinkFrame, LinkFrameError, LinkPg
+from app.link.codec import (
+    LinkAck,
+    LinkDeliver,
+    LinkFrame,
+    LinkFrameError,
+    LinkPg,
+    LinkPresenceState,
+)
 from app.link.connection import LinkConnection
-from app.link.interface import Accepted, OnOutcome
+from app.link.interface import Accepted, OnOutcome, OnPresence
 
 UNREACHABLE = "topic server unreachable"
 TIMED_OUT = "no answer from the topic server in time"
@@ -35,6 +42,7 @@ class RemoteOwner:
         "on_deliver",
         "on_pg",
         "pending",
+        "querying",
         "subscribing",
     )
 
@@ -59,6 +67,7 @@ class RemoteOwner:
         # request id -> (callback, time sent); ids grow, so oldest first
         self.pending: dict[int, tuple[OnOutcome, float]] = {}  # publishes
         self.subscribing: dict[int, tuple[OnOutcome, float]] = {}
+        self.querying: dict[int, tuple[OnPresence, float]] = {}  # presence queries
         self._ids = count(1)
         link.on_frame = self.on_frame
 
@@ -94,6 +103,20 @@ class RemoteOwner:
         self.pending[id] = (on_outcome, self.now())
         self.link.send(codec.publish(id, exclude, topic, event, binary, payload))
 
+    def track(self, topic: str, key: str, ref: str, meta: bytes, prev: str | None) -> None:
+        self.link.send(codec.track(topic, key, ref, prev, meta))
+
+    def untrack(self, topic: str, key: str, ref: str) -> None:
+        self.link.send(codec.untrack(topic, key, ref))
+
+    def presence(self, topic: str, on_presence: OnPresence) -> None:
+        if self.link.closed:
+            on_presence(UNREACHABLE)
+            return
+        id = next(self._ids)
+        self.querying[id] = (on_presence, self.now())
+        self.link.send(codec.presence_query(id, topic))
+
     def on_frame(self, frame: LinkFrame) -> None:
         if isinstance(frame, LinkDeliver):
             self.on_deliver(self, frame)
@@ -106,6 +129,10 @@ class RemoteOwner:
                 entry = self.subscribing.pop(frame.id, None)
                 if entry is not None:
                     entry[0](Accepted(self.owner, 0))
+        elif isinstance(frame, LinkPresenceState):
+            query = self.querying.pop(frame.id, None)
+            if query is not None:
+                query[0](frame.state)
         elif isinstance(frame, LinkPg):
             self.on_pg(self.link, frame.frame)
         else:  # a gateway's frame: the peer is broken, and the link closes
@@ -116,17 +143,25 @@ class RemoteOwner:
         deadline = self.now() - timeout
         self.counters.publish_errors += _expire(self.pending, deadline)
         _expire(self.subscribing, deadline)
+        _expire(self.querying, deadline)
 
     def fail_all(self) -> None:
         """The link is gone: every request still waiting gets an error."""
         pending, self.pending = self.pending, {}
         subscribing, self.subscribing = self.subscribing, {}
+        querying, self.querying = self.querying, {}
         self.counters.publish_errors += len(pending)
         for on_outcome, _ in [*pending.values(), *subscribing.values()]:
             on_outcome(WENT_DOWN)
+        for on_presence, _ in querying.values():
+            on_presence(WENT_DOWN)
 
 
-def _expire(waiting: dict[int, tuple[OnOutcome, float]], deadline: float) -> int:
+# A request's callback: each takes the reason it failed.
+Callback = TypeVar("Callback", OnOutcome, OnPresence)
+
+
+def _expire(waiting: dict[int, tuple[Callback, float]], deadline: float) -> int:
     """Fail the requests sent at or before `deadline`; how many."""
     expired = []
     for id, (_, sent) in waiting.items():

@@ -38,6 +38,8 @@ from ws_gateway.channels import (
     Publish,
     Push,
     Reply,
+    Track,
+    UpdatePresence,
     error,
 )
 from ws_gateway.gateway import Gateway
@@ -128,6 +130,10 @@ class ClientSession:
                 self._join(action)
             case Leave(topic):
                 gateway.leave(sock, topic)
+            case Track(topic, join_ref, tracked):
+                gateway.presence.track(sock, topic, join_ref, tracked)
+            case UpdatePresence(topic, meta):
+                gateway.presence.update(sock, topic, meta)
             case Publish(join_ref, ref, topic, event, payload, binary, echo):
 
                 def reply(outcome: Outcome) -> None:

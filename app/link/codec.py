@@ -12,20 +12,35 @@ gateways enforce for everything clients send.
     A  ack           id:u64  seq:u64     (of a publish, or of a subscribe with seq 0)
     D  deliver       seq:u64  sent_at:f64  exclude:u64  topic  event  flags:u8
                      payload:u32+bytes
+    T  track         topic  key  ref  prev  meta:u32+bytes
+    X  untrack       topic  key  ref
+    Q  presence query  id:u64  topic
+    R  presence state  id:u64  state:u32+bytes
     G  pg            frame:u32+bytes (a pg protocol frame as JSON)
 
-`flags` is 1 for a binary payload (raw bytes rather than a JSON object), else 0. `sent_at`
+In a publish, `flags` is 1 for a binary payload (raw bytes rather than a JSON object), else
+0; a deliver adds 2 for a presence diff (see `topic_server.presence`), so that a gateway
+listening to two owners of a topic during a handover can keep only its publishing owner's
+diffs. `sent_at`
 is the topic server's wall clock when it sequenced the message (a finite number), for the
 gateways' delivery latency histogram. `exclude` names a socket of the publishing gateway
 that must not receive the message (a publisher on a topic without echo), 0 for none: the
 owner sends it only to that gateway. The deliver frame of a message is otherwise encoded once and
 the same bytes are queued to every gateway that wants it.
 
+Presence: `track` (gateway -> owner) adds the entry `ref` of one of the gateway's sockets
+to a topic's presence, under `key` (at most 255 bytes, like every name) with its `meta` (a
+JSON object, its `phx_ref` in it), in place of the entry `prev` ("" for none); `untrack`
+removes one, naming its key so that an owner that never had it can still report it gone.
+A presence `query` (gateway -> owner) asks for a topic's whole presence; its answer
+(owner -> gateway), `state`, is the JSON object of a `presence_state`, sent once every frame
+the gateway sent before the query has been applied.
+
 `decode` accepts exactly what the builders make: a batch of one frame or more, each
-complete, of a known kind, with UTF-8 names, flags 0 or 1, a finite `sent_at`, and pg
-frames that are JSON orjson can read (at most 1024 levels deep). Anything else is a
-`LinkFrameError`, and the link closes. What a pg frame says is pg's to judge
-(`app.pg.wire`).
+complete, of a known kind, with UTF-8 names, flags of known bits only (0 or 1 in a
+publish), a finite `sent_at`, and pg frames that are JSON orjson can read (at most 1024
+levels deep). Anything else is a `LinkFrameError`, and the link closes. What a pg frame
+says is pg's to judge (`app.pg.wire`).
 """
 
 from __future__ import annotations
@@ -39,6 +54,7 @@ from typing import Any, NamedTuple
 import orjson
 
 BINARY = 1
+PRESENCE = 2  # a deliver's flag: the payload is a presence diff
 
 
 class LinkClose(IntEnum):
@@ -92,13 +108,49 @@ class LinkDeliver(NamedTuple):
     event: str
     binary: bool
     payload: bytes
+    presence: bool = False
+
+
+class LinkTrack(NamedTuple):
+    topic: str
+    key: str
+    ref: str
+    prev: str | None
+    meta: bytes
+
+
+class LinkUntrack(NamedTuple):
+    topic: str
+    key: str
+    ref: str
+
+
+class LinkPresenceQuery(NamedTuple):
+    id: int
+    topic: str
+
+
+class LinkPresenceState(NamedTuple):
+    id: int
+    state: bytes
 
 
 class LinkPg(NamedTuple):
     frame: Any
 
 
-LinkFrame = LinkSubscribe | LinkUnsubscribe | LinkPublish | LinkAck | LinkDeliver | LinkPg
+LinkFrame = (
+    LinkSubscribe
+    | LinkUnsubscribe
+    | LinkPublish
+    | LinkAck
+    | LinkDeliver
+    | LinkTrack
+    | LinkUntrack
+    | LinkPresenceQuery
+    | LinkPresenceState
+    | LinkPg
+)
 
 
 def _short(text: str) -> bytes:
@@ -114,14 +166,12 @@ def unsubscribe(topic: str) -> bytes:
     return b"U" + _short(topic)
 
 
-def _message(topic: str, event: str, binary: bool, payload: bytes) -> bytes:
-    return (
-        _short(topic)
-        + _short(event)
-        + (b"\x01" if binary else b"\x00")
-        + _U32.pack(len(payload))
-        + payload
-    )
+def _long(data: bytes) -> bytes:
+    return _U32.pack(len(data)) + data
+
+
+def _message(topic: str, event: str, flags: int, payload: bytes) -> bytes:
+    return _short(topic) + _short(event) + _U8.pack(flags) + _long(payload)
 
 
 def publish(id: int, exclude: int, topic: str, event: str, binary: bool, payload: bytes) -> bytes:
@@ -133,15 +183,37 @@ def ack(id: int, seq: int) -> bytes:
 
 
 def deliver(
-    seq: int, sent_at: float, exclude: int, topic: str, event: str, binary: bool, payload: bytes
+    seq: int,
+    sent_at: float,
+    exclude: int,
+    topic: str,
+    event: str,
+    binary: bool,
+    payload: bytes,
+    presence: bool = False,
 ) -> bytes:
     head = _DELIVER_HEAD.pack(b"D", seq, sent_at, exclude)
-    return head + _message(topic, event, binary, payload)
+    return head + _message(topic, event, binary | (PRESENCE if presence else 0), payload)
+
+
+def track(topic: str, key: str, ref: str, prev: str | None, meta: bytes) -> bytes:
+    return b"T" + _short(topic) + _short(key) + _short(ref) + _short(prev or "") + _long(meta)
+
+
+def untrack(topic: str, key: str, ref: str) -> bytes:
+    return b"X" + _short(topic) + _short(key) + _short(ref)
+
+
+def presence_query(id: int, topic: str) -> bytes:
+    return _ID.pack(b"Q", id) + _short(topic)
+
+
+def presence_state(id: int, state: bytes) -> bytes:
+    return _ID.pack(b"R", id) + _long(state)
 
 
 def pg(frame: Any) -> bytes:
-    data = orjson.dumps(frame)
-    return b"G" + _U32.pack(len(data)) + data
+    return b"G" + _long(orjson.dumps(frame))
 
 
 class _Reader:
@@ -165,14 +237,18 @@ class _Reader:
     def short(self) -> str:
         return self.take(self.data[self.pos] + 1 if self.pos < len(self.data) else 1)[1:].decode()
 
-    def message(self) -> tuple[str, str, bool, bytes]:
+    def long(self) -> bytes:
+        (size,) = self.unpack(_U32)
+        return self.take(size)
+
+    def message(self, known: int) -> tuple[str, str, int, bytes]:
+        """Topic, event, flags (only `known` bits) and payload."""
         topic = self.short()
         event = self.short()
         (flags,) = self.unpack(_U8)
-        if flags > BINARY:
+        if flags & ~known:
             raise LinkFrameError(f"unknown flags {flags:#04x}")
-        (size,) = self.unpack(_U32)
-        return topic, event, flags == BINARY, self.take(size)
+        return topic, event, flags, self.long()
 
 
 def decode(batch: bytes) -> Iterator[LinkFrame]:
@@ -188,11 +264,26 @@ def decode(batch: bytes) -> Iterator[LinkFrame]:
                 _, seq, sent_at, exclude = reader.unpack(_DELIVER_HEAD)
                 if not math.isfinite(sent_at):
                     raise LinkFrameError(f"sent_at {sent_at} is not a time")
-                topic, event, binary, payload = reader.message()
-                yield LinkDeliver(seq, sent_at, exclude, topic, event, binary, payload)
+                topic, event, flags, payload = reader.message(BINARY | PRESENCE)
+                binary, presence = bool(flags & BINARY), bool(flags & PRESENCE)
+                yield LinkDeliver(seq, sent_at, exclude, topic, event, binary, payload, presence)
             elif kind == b"P":
                 _, id, exclude = reader.unpack(_PUBLISH_HEAD)
-                yield LinkPublish(id, exclude, *reader.message())
+                topic, event, flags, payload = reader.message(BINARY)
+                yield LinkPublish(id, exclude, topic, event, flags == BINARY, payload)
+            elif kind == b"T":
+                reader.pos += 1
+                topic, key, ref, prev = (reader.short() for _ in range(4))
+                yield LinkTrack(topic, key, ref, prev or None, reader.long())
+            elif kind == b"X":
+                reader.pos += 1
+                yield LinkUntrack(reader.short(), reader.short(), reader.short())
+            elif kind == b"Q":
+                _, id = reader.unpack(_ID)
+                yield LinkPresenceQuery(id, reader.short())
+            elif kind == b"R":
+                _, id = reader.unpack(_ID)
+                yield LinkPresenceState(id, reader.long())
             elif kind == b"A":
                 _, id, seq = reader.unpack(_ACK)
                 yield LinkAck(id, seq)
@@ -204,8 +295,7 @@ def decode(batch: bytes) -> Iterator[LinkFrame]:
                 yield LinkUnsubscribe(reader.short())
             elif kind == b"G":
                 reader.pos += 1
-                (size,) = reader.unpack(_U32)
-                yield LinkPg(orjson.loads(reader.take(size)))
+                yield LinkPg(orjson.loads(reader.long()))
             else:
                 raise LinkFrameError(f"unknown frame kind {kind!r}")
     except (UnicodeDecodeError, orjson.JSONDecodeError) as exc:

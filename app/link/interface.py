@@ -5,6 +5,10 @@ A gateway holds an `OwnerLink` for each topic server it routes to; a topic serve
 process (`app.link.memory`); in a cluster a network link implements the same calls, so
 there is exactly one fan-out path: gateway -> owner (subscribe, unsubscribe, publish),
 owner -> gateway (acknowledgement, deliver), one deliver per message and gateway.
+
+Presence takes the same path: a gateway tells the owner about its own sockets (track,
+untrack), the owner delivers each topic's presence diffs like messages (marked
+`presence`), and answers presence queries (a joiner's `presence_state`, `/api/presence`).
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ class Accepted(NamedTuple):
 Outcome = Accepted | str
 # Called exactly once per request, with its outcome.
 OnOutcome = Callable[[Outcome], None]
+# Called exactly once per presence query: the topic's presence as JSON, or why it failed.
+OnPresence = Callable[[bytes | str], None]
 
 
 class OwnerLink(Protocol):
@@ -55,15 +61,32 @@ class OwnerLink(Protocol):
         receive the message (a publisher without echo)."""
         ...
 
+    def track(self, topic: str, key: str, ref: str, meta: bytes, prev: str | None) -> None:
+        """Add this gateway's presence entry `ref` (in place of `prev`, if not None)."""
+        ...
+
+    def untrack(self, topic: str, key: str, ref: str) -> None: ...
+
+    def presence(self, topic: str, on_presence: OnPresence) -> None:
+        """Ask for the topic's presence, as it is once everything sent before is applied."""
+        ...
+
 
 class Delivery:
     """One sequenced message on its way to gateways. Its link frame is encoded once, on
     first use, and the same bytes go to every gateway linked over the network."""
 
-    __slots__ = ("_frame", "binary", "event", "payload", "sent_at", "seq", "topic")
+    __slots__ = ("_frame", "binary", "event", "payload", "presence", "sent_at", "seq", "topic")
 
     def __init__(
-        self, topic: str, seq: int, event: str, payload: bytes, binary: bool, sent_at: float
+        self,
+        topic: str,
+        seq: int,
+        event: str,
+        payload: bytes,
+        binary: bool,
+        sent_at: float,
+        presence: bool = False,
     ) -> None:
         self.topic = topic
         self.seq = seq
@@ -71,6 +94,7 @@ class Delivery:
         self.payload = payload
         self.binary = binary
         self.sent_at = sent_at
+        self.presence = presence  # a presence diff
         self._frame: bytes | None = None
 
     @property
@@ -82,7 +106,14 @@ class Delivery:
     def frame_excluding(self, exclude: int) -> bytes:
         """The frame for the publishing gateway, naming the socket to skip."""
         return codec.deliver(
-            self.seq, self.sent_at, exclude, self.topic, self.event, self.binary, self.payload
+            self.seq,
+            self.sent_at,
+            exclude,
+            self.topic,
+            self.event,
+            self.binary,
+            self.payload,
+            self.presence,
         )
 
 
@@ -122,6 +153,16 @@ class Sequencer(Protocol):
         gateway `origin` does not receive it."""
         ...
 
+    def track(
+        self, gateway: GatewayLink, topic: str, key: str, ref: str, meta: bytes, prev: str | None
+    ) -> None: ...
+
+    def untrack(self, gateway: GatewayLink, topic: str, key: str, ref: str) -> None: ...
+
+    def presence_state(self, topic: str) -> bytes:
+        """The topic's presence, the JSON object of a `presence_state`."""
+        ...
+
 
 class Recipient(Protocol):
     """What a gateway offers the links of its topic servers: where deliveries go."""
@@ -138,4 +179,5 @@ class Recipient(Protocol):
         payload: bytes,
         binary: bool,
         exclude: int = 0,
+        presence: bool = False,
     ) -> None: ...

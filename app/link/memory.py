@@ -6,7 +6,7 @@ runs the same gateway and topic-server code, on the same fan-out path, as a clus
 
 from __future__ import annotations
 
-from app.link.interface import Accepted, Delivery, OnOutcome, Recipient, Sequencer
+from app.link.interface import Accepted, Delivery, OnOutcome, OnPresence, Recipient, Sequencer
 
 
 class MemoryLink:
@@ -40,6 +40,15 @@ class MemoryLink:
         seq = self._server.publish(topic, event, payload, binary, self, exclude)
         on_outcome(Accepted(self._server.name, seq))
 
+    def track(self, topic: str, key: str, ref: str, meta: bytes, prev: str | None) -> None:
+        self._server.track(self, topic, key, ref, meta, prev)
+
+    def untrack(self, topic: str, key: str, ref: str) -> None:
+        self._server.untrack(self, topic, key, ref)
+
+    def presence(self, topic: str, on_presence: OnPresence) -> None:
+        on_presence(self._server.presence_state(topic))
+
     # GatewayLink: the topic server's side.
     @property
     def gateway(self) -> str:
@@ -47,4 +56,6 @@ class MemoryLink:
 
     def deliver(self, delivery: Delivery, exclude: int = 0) -> None:
         d = delivery
-        self._gateway.deliver(self, d.topic, d.seq, d.event, d.payload, d.binary, exclude)
+        self._gateway.deliver(
+            self, d.topic, d.seq, d.event, d.payload, d.binary, exclude, d.presence
+        )

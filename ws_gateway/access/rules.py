@@ -17,6 +17,8 @@ decides for it, and a topic that matches no rule cannot be joined.
               of the events clients may push ("publish" in it allows the envelope)
     echo      true (the default): a sender receives its own broadcasts; false: not
               (Phoenix's broadcast_from)
+    presence  false (the default); true: sockets joined to the topic are tracked, and
+              receive `presence_state` and `presence_diff` (see `ws_gateway.presence`)
 
 `load` refuses, with one line naming the file, the rule and the problem: a file that
 does not parse, an unknown key or value, a topic no client can join, and a rule that can
@@ -67,6 +69,7 @@ class Rule:
     events: frozenset[str] | None  # the events clients may push; None: any
     echo: bool
     pattern: re.Pattern[str]
+    presence: bool = False
 
     def matches(self, topic: str) -> bool:
         """Whether this rule decides for `topic` (whoever asks)."""
@@ -123,7 +126,7 @@ def locate(setting: Path | None) -> Path:
     return here if here.is_file() else DEFAULT
 
 
-KEYS = {"topic", "join", "publish", "events", "echo"}
+KEYS = {"topic", "join", "publish", "events", "echo", "presence"}
 
 
 def load(path: Path) -> Rules:
@@ -169,10 +172,16 @@ def _rule(table: dict[str, Any]) -> Rule:
         raise ValueError("topic must be a non-empty string")
     join = _choice(table, "join", JoinMode, JoinMode.ANYONE)
     publish = _choice(table, "publish", PublishMode, PublishMode.MEMBERS)
-    echo = table.get("echo", True)
-    if not isinstance(echo, bool):
-        raise ValueError("echo must be true or false")
-    return Rule(topic, join, publish, _events(table.get("events", PUBLISH)), echo, _pattern(topic))
+    echo, presence = _flag(table, "echo", True), _flag(table, "presence", False)
+    events = _events(table.get("events", PUBLISH))
+    return Rule(topic, join, publish, events, echo, _pattern(topic), presence)
+
+
+def _flag(table: dict[str, Any], key: str, default: bool) -> bool:
+    value = table.get(key, default)
+    if not isinstance(value, bool):
+        raise ValueError(f"{key} must be true or false")
+    return value
 
 
 E = TypeVar("E", JoinMode, PublishMode)

@@ -1,0 +1,234 @@
+"""Presence on a gateway: the entries of its own sockets, and what it tells the owners.
+
+On a topic whose channel rule says `presence = true`, a socket is tracked once its join is
+done. Its entry: a key (its user, or the key its join gave, or one of its own, see
+`tracked`), a `phx_ref` made here (this gateway's random prefix and a counter: unique in
+the cluster), the join_ref of its channel instance, and its meta as JSON bytes, the
+client's object with `phx_ref`, `online_at` (seconds) and, after an update, `phx_ref_prev`.
+The gateway is the truth about its own sockets; the topic's owner merges every gateway's
+entries and broadcasts the diffs (`topic_server.presence`), which reach every subscriber
+through the ordinary fan-out.
+
+    track    a join is done: the entry goes to every owner the topic is subscribed at
+             (`Router.listeners`), then a presence query to the topic's owner; its answer,
+             which holds the joiner, is pushed to the socket as `presence_state` (after the
+             join reply, and only to the instance that asked). A rejoin replaces the entry.
+    update   a new entry, with a new ref, replaces the socket's (`prev`): a diff with the
+             leave of the old meta and the join of the new one.
+    untrack  the socket left the topic, or went away.
+    rerouted the topic is now subscribed at new owners (a failover, or a handover that
+             begins): each gets every entry of the topic again, then an untrack of every
+             entry that left in the last `linger` seconds, which the former owner may have
+             lost on its way down (the new one reports them gone even though it never had
+             them, so that no client keeps a ghost). A socket whose `presence_state` never
+             came (its query failed with the former owner) asks again.
+
+`linger` must outlast the time a hung owner takes to be declared down (DPS_LINK_TIMEOUT and
+a quarter of it): an untrack it swallowed meanwhile is still re-sent to its successor.
+Time is an input (`now`, wall-clock seconds, for `online_at` and `linger`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import secrets
+from collections import deque
+from collections.abc import Callable
+from enum import Enum
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import orjson
+
+from ws_gateway import payloads
+from ws_gateway.serializers.protocol import MAX_FIELD_BYTES
+from ws_gateway.socket import Socket
+
+if TYPE_CHECKING:
+    from app.link.interface import OwnerLink
+    from ws_gateway.gateway import Router
+
+PRESENCE_STATE = "presence_state"
+RESERVED = frozenset({"phx_ref", "phx_ref_prev", "online_at"})  # the server's meta keys
+
+
+class Tracked(NamedTuple):
+    """What a join asks to track: its key (None: one of the socket's own) and its meta, the
+    client's JSON object without the server's keys."""
+
+    key: str | None
+    meta: bytes
+
+
+def meta_of(value: Any, raw: bytes | None, limit: int, max_depth: int) -> bytes | str:
+    """The meta object `value` (the client's own bytes `raw`, when known) as bytes, without
+    the server's keys; or why it cannot be a meta."""
+    if not isinstance(value, dict):
+        return "the presence meta must be a JSON object"
+    data = raw if raw is not None else orjson.dumps(value)
+    if len(data) > limit:
+        return f"the presence meta is larger than {limit} bytes (DPS_MAX_PRESENCE_META)"
+    if payloads.too_deep(data, value, max_depth):
+        return f"the presence meta nests deeper than {max_depth} levels"
+    return payloads.without(data, RESERVED) if RESERVED & value.keys() else data
+
+
+def tracked(
+    payload: Any, raw: bytes | None, user: str | None, own_key: bool, limit: int, depth: int
+) -> Tracked | str:
+    """What the join payload `payload` (its bytes `raw`, when known) of a socket whose user
+    is `user` asks to track, `{"presence": {"key": ..., "meta": {...}}}`, both optional; or
+    why it cannot be tracked. The key is the user's; else, when `own_key` (the rule lets
+    anyone join), the payload's; else the socket's own."""
+    given = payload.get("presence", {}) if isinstance(payload, dict) else {}
+    if not isinstance(given, dict):
+        return 'presence must be an object {"key": ..., "meta": {...}}'
+    key = user if user is not None or not own_key else given.get("key")
+    if key is not None and not (isinstance(key, str) and 0 < len(key.encode()) <= MAX_FIELD_BYTES):
+        return f"the presence key must be a string of 1 to {MAX_FIELD_BYTES} bytes"
+    if "meta" not in given:
+        return Tracked(key, b"{}")
+    raw_given = None if raw is None else payloads.member(raw, "presence")
+    raw_meta = None if raw_given is None else payloads.member(raw_given, "meta")
+    meta = meta_of(given["meta"], raw_meta, limit, depth)
+    return meta if isinstance(meta, str) else Tracked(key, meta)
+
+
+def with_server_keys(meta: bytes, ref: str, online_at: int, prev: str | None) -> bytes:
+    """The client's meta object with the keys the server sets."""
+    ours = {"phx_ref": ref, "online_at": online_at}
+    if prev is not None:
+        ours["phx_ref_prev"] = prev
+    added = orjson.dumps(ours)
+    body = meta.strip()
+    if not body[1:-1].strip():
+        return added
+    return body[:-1].rstrip() + b"," + added[1:]
+
+
+class Synced(Enum):
+    """Whether a socket has had its `presence_state`."""
+
+    ASKED = "asked"  # the query is on its way
+    SENT = "sent"
+    MISSING = "missing"  # the query failed, or there was no owner: asked again at a reroute
+
+
+class Entry:
+    __slots__ = ("join_ref", "key", "meta", "ref", "synced")
+
+    def __init__(self, join_ref: str | None, key: str, ref: str, meta: bytes) -> None:
+        self.join_ref = join_ref
+        self.key = key
+        self.ref = ref
+        self.meta = meta  # with the server's keys: what the owner stores and sends
+        self.synced = Synced.ASKED
+
+
+class LocalPresence:
+    __slots__ = ("_expiry", "_refs", "gone", "linger", "now", "prefix", "router", "topics")
+
+    def __init__(self, router: Router, now: Callable[[], float], linger: float) -> None:
+        self.router = router
+        self.now = now
+        self.linger = linger
+        self.prefix = secrets.token_urlsafe(9)  # 72 random bits: unique to this gateway
+        self._refs = itertools.count(1)
+        self.topics: dict[str, dict[Socket, Entry]] = {}
+        self.gone: dict[str, dict[str, str]] = {}  # topic -> ref -> key, untracked lately
+        self._expiry: deque[tuple[float, str, str]] = deque()  # (when, topic, ref) of `gone`
+
+    def track(self, sock: Socket, topic: str, join_ref: str | None, wanted: Tracked) -> None:
+        now = self.now()
+        key = wanted.key if wanted.key is not None else f"{self.prefix}-{sock.id}"
+        ref = self._new_ref()
+        entry = Entry(join_ref, key, ref, with_server_keys(wanted.meta, ref, int(now), None))
+        entries = self.topics.setdefault(topic, {})
+        old = entries.get(sock)
+        entries[sock] = entry
+        links = self.router.listeners(topic)
+        if old is not None:
+            self._untracked(links, topic, old, now)
+        for link in links:
+            link.track(topic, key, ref, entry.meta, None)
+        self._query(sock, topic, entry)
+
+    def update(self, sock: Socket, topic: str, meta: bytes) -> None:
+        """A new meta for the socket's entry on `topic`."""
+        now = self.now()
+        entries = self.topics[topic]
+        old = entries[sock]
+        ref = self._new_ref()
+        entry = Entry(old.join_ref, old.key, ref, with_server_keys(meta, ref, int(now), old.ref))
+        entry.synced = old.synced
+        entries[sock] = entry
+        for link in self.router.listeners(topic):
+            link.track(topic, entry.key, ref, entry.meta, old.ref)
+        self._gone(topic, old, now)
+
+    def untrack(self, sock: Socket, topic: str) -> None:
+        """The socket left `topic` (if it was tracked there)."""
+        entries = self.topics.get(topic)
+        entry = None if entries is None else entries.pop(sock, None)
+        if entry is None:
+            return
+        if not entries:
+            del self.topics[topic]
+        self._untracked(self.router.listeners(topic), topic, entry, self.now())
+
+    def rerouted(self, topic: str, added: set[OwnerLink]) -> None:
+        """`topic` is now also subscribed at `added`: tell them everything they must know."""
+        self._forget(self.now())
+        entries = self.topics.get(topic, {})
+        gone = self.gone.get(topic, {})
+        for link in added:
+            for entry in entries.values():
+                link.track(topic, entry.key, entry.ref, entry.meta, None)
+            for ref, key in gone.items():
+                link.untrack(topic, key, ref)
+        for sock, entry in entries.items():
+            if entry.synced is Synced.MISSING:
+                self._query(sock, topic, entry)
+
+    def _query(self, sock: Socket, topic: str, entry: Entry) -> None:
+        owner = self.router.owner_of(topic)
+        if owner is None:
+            entry.synced = Synced.MISSING
+            return
+        entry.synced = Synced.ASKED
+        join_ref = entry.join_ref
+
+        def answered(state: bytes | str) -> None:
+            current = self.topics.get(topic, {}).get(sock)
+            if current is None or current.join_ref != join_ref:
+                return  # left, or joined again (and asked again)
+            if isinstance(state, str):
+                current.synced = Synced.MISSING
+                return
+            current.synced = Synced.SENT
+            sock.push(join_ref, None, topic, PRESENCE_STATE, orjson.Fragment(state))
+
+        owner.presence(topic, answered)
+
+    def _untracked(self, links: set[OwnerLink], topic: str, entry: Entry, now: float) -> None:
+        for link in links:
+            link.untrack(topic, entry.key, entry.ref)
+        self._gone(topic, entry, now)
+
+    def _gone(self, topic: str, entry: Entry, now: float) -> None:
+        """`entry` is no longer this gateway's: remember it for `linger` seconds."""
+        self._forget(now)
+        self.gone.setdefault(topic, {})[entry.ref] = entry.key
+        self._expiry.append((now, topic, entry.ref))
+
+    def _forget(self, now: float) -> None:
+        """Entries gone for longer than `linger` need not be re-sent any more."""
+        expiry, deadline = self._expiry, now - self.linger
+        while expiry and expiry[0][0] <= deadline:
+            _, topic, ref = expiry.popleft()
+            refs = self.gone[topic]
+            del refs[ref]
+            if not refs:
+                del self.gone[topic]
+
+    def _new_ref(self) -> str:
+        return f"{self.prefix}{next(self._refs):x}"
