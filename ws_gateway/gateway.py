@@ -188,6 +188,7 @@ class Gateway:
                 link.subscribe(topic, _ignore)
             if added:
                 self.presence.rerouted(topic, added)
+        self.presence.reroute_left(self.topics)
 
     def gauges(self) -> dict[str, tuple[float, str]]:
         c = self.counters

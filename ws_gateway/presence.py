@@ -21,7 +21,9 @@ through the ordinary fan-out.
              entry that left in the last `linger` seconds, which the former owner may have
              lost on its way down (the new one reports them gone even though it never had
              them, so that no client keeps a ghost). A socket whose `presence_state` never
-             came (its query failed with the former owner) asks again.
+             came (its query failed with the former owner) asks again. Topics this gateway
+             no longer subscribes to get their recent untracks re-sent too, to the owners
+             that have not had them (`reroute_left`).
 
 `linger` must outlast the time a hung owner takes to be declared down (DPS_LINK_TIMEOUT and
 a quarter of it): an untrack it swallowed meanwhile is still re-sent to its successor.
@@ -33,7 +35,7 @@ from __future__ import annotations
 import itertools
 import secrets
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from enum import Enum
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -124,6 +126,16 @@ class Entry:
         self.synced = Synced.ASKED
 
 
+class Gone:
+    """A topic's entries that left lately, and the owners that were told."""
+
+    __slots__ = ("refs", "told")
+
+    def __init__(self) -> None:
+        self.refs: dict[str, str] = {}  # ref -> key
+        self.told: set[OwnerLink] = set()
+
+
 class LocalPresence:
     __slots__ = ("_expiry", "_refs", "gone", "linger", "now", "prefix", "router", "topics")
 
@@ -134,7 +146,7 @@ class LocalPresence:
         self.prefix = secrets.token_urlsafe(9)  # 72 random bits: unique to this gateway
         self._refs = itertools.count(1)
         self.topics: dict[str, dict[Socket, Entry]] = {}
-        self.gone: dict[str, dict[str, str]] = {}  # topic -> ref -> key, untracked lately
+        self.gone: dict[str, Gone] = {}  # by topic
         self._expiry: deque[tuple[float, str, str]] = deque()  # (when, topic, ref) of `gone`
 
     def track(self, sock: Socket, topic: str, join_ref: str | None, wanted: Tracked) -> None:
@@ -161,9 +173,10 @@ class LocalPresence:
         entry = Entry(old.join_ref, old.key, ref, with_server_keys(meta, ref, int(now), old.ref))
         entry.synced = old.synced
         entries[sock] = entry
-        for link in self.router.listeners(topic):
+        links = self.router.listeners(topic)
+        for link in links:
             link.track(topic, entry.key, ref, entry.meta, old.ref)
-        self._gone(topic, old, now)
+        self._gone(links, topic, old, now)
 
     def untrack(self, sock: Socket, topic: str) -> None:
         """The socket left `topic` (if it was tracked there)."""
@@ -179,15 +192,29 @@ class LocalPresence:
         """`topic` is now also subscribed at `added`: tell them everything they must know."""
         self._forget(self.now())
         entries = self.topics.get(topic, {})
-        gone = self.gone.get(topic, {})
         for link in added:
             for entry in entries.values():
                 link.track(topic, entry.key, entry.ref, entry.meta, None)
-            for ref, key in gone.items():
-                link.untrack(topic, key, ref)
+        self._tell_gone(topic, added)
         for sock, entry in entries.items():
             if entry.synced is Synced.MISSING:
                 self._query(sock, topic, entry)
+
+    def reroute_left(self, subscribed: Container[str]) -> None:
+        """The ring changed: the owners of topics no longer `subscribed` here that have not
+        had this gateway's recent untracks get them."""
+        self._forget(self.now())
+        for topic in [topic for topic in self.gone if topic not in subscribed]:
+            self._tell_gone(topic, self.router.listeners(topic))
+
+    def _tell_gone(self, topic: str, links: set[OwnerLink]) -> None:
+        gone = self.gone.get(topic)
+        if gone is None:
+            return
+        for link in links - gone.told:
+            for ref, key in gone.refs.items():
+                link.untrack(topic, key, ref)
+        gone.told |= links
 
     def _query(self, sock: Socket, topic: str, entry: Entry) -> None:
         owner = self.router.owner_of(topic)
@@ -212,12 +239,16 @@ class LocalPresence:
     def _untracked(self, links: set[OwnerLink], topic: str, entry: Entry, now: float) -> None:
         for link in links:
             link.untrack(topic, entry.key, entry.ref)
-        self._gone(topic, entry, now)
+        self._gone(links, topic, entry, now)
 
-    def _gone(self, topic: str, entry: Entry, now: float) -> None:
-        """`entry` is no longer this gateway's: remember it for `linger` seconds."""
+    def _gone(self, told: set[OwnerLink], topic: str, entry: Entry, now: float) -> None:
+        """`entry` is no longer this gateway's, as `told` know: remember it for `linger`."""
         self._forget(now)
-        self.gone.setdefault(topic, {})[entry.ref] = entry.key
+        gone = self.gone.get(topic)
+        if gone is None:
+            gone = self.gone[topic] = Gone()
+        gone.refs[entry.ref] = entry.key
+        gone.told |= told
         self._expiry.append((now, topic, entry.ref))
 
     def _forget(self, now: float) -> None:
@@ -225,9 +256,9 @@ class LocalPresence:
         expiry, deadline = self._expiry, now - self.linger
         while expiry and expiry[0][0] <= deadline:
             _, topic, ref = expiry.popleft()
-            refs = self.gone[topic]
-            del refs[ref]
-            if not refs:
+            gone = self.gone[topic]
+            del gone.refs[ref]
+            if not gone.refs:
                 del self.gone[topic]
 
     def _new_ref(self) -> str:
