@@ -22,6 +22,7 @@ from app.link.codec import (
     LinkFrame,
     LinkPg,
     LinkPresenceQuery,
+    LinkPresenceState,
     LinkPublish,
     LinkSubscribe,
     LinkTrack,
@@ -89,7 +90,8 @@ class Cluster:
 
     def __init__(self) -> None:
         self.counters = Counters()
-        self.server = TopicServer("ts-a", self.counters)
+        self.clock = FakeClock()
+        self.server = TopicServer("ts-a", self.counters, self.clock)
         self.pg: list[Any] = []
         self.a = Gateway("gw-a", self.server, self.counters, self.pg)
         self.b = Gateway("gw-b", self.server, self.counters, self.pg)
@@ -195,6 +197,48 @@ async def test_a_frame_only_topic_servers_send_closes_the_link(
     reason = "unexpected LinkDeliver from a gateway"
     assert c.a.writer.closed == (LinkClose.PROTOCOL_ERROR, reason)
     assert caplog.messages == [f"closing link to gw-a: {reason}"]
+
+
+async def test_presence_tracks_are_merged_and_each_turn_is_one_diff_per_topic() -> None:
+    c = Cluster()
+    c.a.receive(codec.subscribe(1, "t"))
+    c.b.receive(codec.subscribe(1, "t"))
+    await c.a.sent(), await c.b.sent()
+    c.a.receive(
+        codec.track("t", "alice", "a1", None, b'{"phx_ref":"a1"}'),
+        codec.presence_query(2, "t"),
+    )
+    c.b.receive(codec.track("t", "bob", "b1", None, b'{"phx_ref":"b1"}'))
+    state = b'{"alice":{"metas":[{"phx_ref":"a1"}]}}'  # what gw-a had sent before it asked
+    assert frames(await c.a.sent()) == [LinkPresenceState(2, state)]
+    c.clock.advance(0)  # the end of the turn
+    to_a, to_b = frames(await c.a.sent()), frames(await c.b.sent())
+    assert to_a == to_b
+    [diff] = to_a
+    assert isinstance(diff, LinkDeliver) and diff.presence and diff.event == "presence_diff"
+    assert orjson.loads(diff.payload) == {
+        "joins": {"alice": {"metas": [{"phx_ref": "a1"}]}, "bob": {"metas": [{"phx_ref": "b1"}]}},
+        "leaves": {},
+    }
+    assert c.counters.presence_diff_bytes == 2 * len(diff.payload)
+    c.a.receive(codec.untrack("t", "alice", "a1"), codec.presence_query(3, "t"))
+    [answer] = frames(await c.a.sent())
+    assert answer == LinkPresenceState(3, b'{"bob":{"metas":[{"phx_ref":"b1"}]}}')
+    assert c.counters.presence_changes == 2  # counted at the end of the turn
+    c.clock.advance(0)
+    assert c.counters.presence_changes == 3
+
+
+async def test_a_gateway_link_that_goes_down_takes_its_presence_with_it() -> None:
+    node = TopicServerNode(SETTINGS, RING, FakeClock())
+    node.pg.start_scope(SCOPE)
+    writer = Writer()
+    link = LinkConnection(GATEWAY, writer, 1 << 20, node.overflowed)
+    node.link_up(link)
+    link.receive(codec.subscribe(1, "t") + codec.track("t", "k", "r", None, b"{}"))
+    assert node.gauges()["presences"][0] == 1
+    node.link_down(link)
+    assert node.server.presence_state("t") == b"{}" and node.gauges()["presences"][0] == 0
 
 
 # Whatever a gateway sends: a real topic server node behind the link.
