@@ -52,7 +52,7 @@ def join(gateway: Gateway, sock: FakeSocket, topic: str, join_ref: str) -> None:
 def embedded(clock: FakeClock | None = None) -> tuple[Gateway, TopicServer, SingleOwner]:
     counters = Counters()
     router = SingleOwner()
-    gateway = Gateway("gw", router, counters)
+    gateway = Gateway("gw", router, counters, clock)
     server = TopicServer("ts", counters, clock)
     router.link = MemoryLink(gateway, server)
     return gateway, server, router
@@ -218,19 +218,27 @@ def test_presence_over_the_in_memory_link() -> None:
     gateway, server, _ = embedded(clock)
     alice, bob = FakeSocket(), FakeSocket(V1)
     present(gateway, alice, "t", "1", "alice")
-    assert presence_events(alice) == [("presence_state", metas("alice"))]  # at once, in memory
     present(gateway, bob, "t", "5", "bob")
-    clock.advance(0)  # the end of the turn: one diff for both joins, to every subscriber
-    assert presence_events(alice)[1:] == [
-        ("presence_diff", {"joins": metas("alice", "bob"), "leaves": {}})
-    ]
-    assert [frame["event"] for frame in bob.payloads()] == ["presence_state", "presence_diff"]
+    assert alice.sent == bob.sent == []
+    # The end of the turn: the diff of both joins reached neither socket before its state,
+    # which holds it: each gets that state alone.
+    clock.advance(0)
+    assert presence_events(alice) == [("presence_state", metas("alice", "bob"))]
+    assert [frame["event"] for frame in bob.payloads()] == ["presence_state"]
     assert bob.payloads()[0]["payload"] == metas("alice", "bob")
+    carol = FakeSocket()
+    present(gateway, carol, "t", "2", "carol")
+    clock.advance(0)
+    assert presence_events(alice)[1:] == [
+        ("presence_diff", {"joins": metas("carol"), "leaves": {}})
+    ]
+    assert presence_events(carol) == [("presence_state", metas("alice", "bob", "carol"))]
     gateway.leave(bob, "t")  # type: ignore[arg-type]
     clock.advance(0)
     assert presence_events(alice)[-1] == ("presence_diff", {"joins": {}, "leaves": metas("bob")})
-    assert (server.counters.presence_changes, server.counters.presence_diff_bytes) == (3, ANY)
+    assert (server.counters.presence_changes, server.counters.presence_diff_bytes) == (4, ANY)
     gateway.leave(alice, "t")  # type: ignore[arg-type]
+    gateway.leave(carol, "t")  # type: ignore[arg-type]
     clock.advance(0)
     assert len(server.presence) == 0 and server.presence_state("t") == b"{}"
 

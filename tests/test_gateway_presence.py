@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
+from tests.clock import FakeClock
 from ws_gateway.presence import LocalPresence, Synced, Tracked, meta_of, tracked, with_server_keys
 
 LIMIT, DEPTH = 64, 4
@@ -126,15 +127,22 @@ class Sock:
         self.pushed.append((join_ref, ref, topic, event, orjson.loads(orjson.dumps(payload))))
 
 
+def wall() -> float:
+    return 1700000000.5
+
+
 class Fixture:
     def __init__(self, *links: Link, linger: float = 5.0) -> None:
-        self.now = 1700000000.5
+        self.clock = FakeClock(100.0)
         self.router = Router(*links)
-        self.presence = LocalPresence(self.router, lambda: self.now, linger)  # type: ignore[arg-type]
+        self.presence = LocalPresence(self.router, self.clock, wall, linger)  # type: ignore[arg-type]
         self.prefix = self.presence.prefix
 
     def track(self, sock: Sock, topic: str, join_ref: str, key: str | None = None) -> None:
         self.presence.track(sock, topic, join_ref, Tracked(key, b'{"a":1}'))  # type: ignore[arg-type]
+
+    def end_of_turn(self) -> None:
+        self.clock.advance(0)
 
 
 def test_a_join_is_tracked_at_every_listener_then_its_state_asked_of_the_owner() -> None:
@@ -144,11 +152,31 @@ def test_a_join_is_tracked_at_every_listener_then_its_state_asked_of_the_owner()
     f.track(sock, "t", "3", "alice")
     ref = f"{f.prefix}1"
     meta = {"a": 1, "phx_ref": ref, "online_at": 1700000000}
-    assert a.take() == [("track", "t", "alice", ref, meta, None), ("query", "t")]
-    assert b.take() == [("track", "t", "alice", ref, meta, None)]  # only the owner is asked
+    assert a.take() == b.take() == [("track", "t", "alice", ref, meta, None)]
+    f.end_of_turn()
+    assert a.take() == [("query", "t")]  # only the owner is asked
+    assert b.take() == []
     a.answer(b'{"alice":{"metas":[]}}')
     assert sock.pushed == [("3", None, "t", "presence_state", {"alice": {"metas": []}})]
     assert f.presence.topics["t"][sock].synced is Synced.SENT  # type: ignore[index]
+
+
+def test_the_joiners_of_one_turn_share_one_query_sent_after_all_their_tracks() -> None:
+    link = Link("ts-a")
+    f = Fixture(link)
+    socks = [Sock(i) for i in range(3)]
+    for i, sock in enumerate(socks):
+        f.track(sock, "t", str(i), f"k{i}")
+    f.track(Sock(9), "u", "1", "k")
+    f.end_of_turn()
+    assert [call[0] for call in link.take()] == ["track"] * 4 + ["query"] * 2
+    link.answer(b"{}")
+    assert [sock.pushed for sock in socks] == [
+        [(str(i), None, "t", "presence_state", {})] for i in range(3)
+    ]
+    f.track(Sock(10), "t", "1", "k10")  # the next turn asks again
+    f.end_of_turn()
+    assert [call[0] for call in link.take()] == ["track", "query"]
 
 
 def test_a_socket_without_a_key_gets_its_own_and_refs_are_never_reused() -> None:
@@ -167,14 +195,16 @@ def test_an_answer_for_an_instance_that_is_gone_is_not_pushed() -> None:
     f = Fixture(link)
     sock = Sock(7)
     f.track(sock, "t", "3")
+    f.end_of_turn()
     first = link.queries.pop()
     f.track(sock, "t", "9")  # joined again before the first answer came
+    f.end_of_turn()
     first[1](b"{}")
     assert sock.pushed == []
     link.answer(b"{}")
     assert [push[0] for push in sock.pushed] == ["9"]
-    f.presence.untrack(sock, "t")  # type: ignore[arg-type]
     f.track(sock, "u", "10")
+    f.end_of_turn()
     f.presence.untrack(sock, "u")  # type: ignore[arg-type]
     link.answer(b"{}")
     assert len(sock.pushed) == 1
@@ -187,11 +217,9 @@ def test_a_rejoin_replaces_the_entry() -> None:
     f.track(sock, "t", "3", "alice")
     link.take()
     f.track(sock, "t", "4", "alice")
-    calls = link.take()
-    assert [call[:4] for call in calls] == [
+    assert [call[:4] for call in link.take()] == [
         ("untrack", "t", "alice", f"{f.prefix}1"),
         ("track", "t", "alice", f"{f.prefix}2"),
-        ("query", "t"),
     ]
 
 
@@ -207,6 +235,9 @@ def test_an_update_replaces_the_entry_with_a_new_ref() -> None:
     assert link.take() == [("track", "t", "alice", new, meta, old)]
     assert f.presence.topics["t"][sock].ref == new  # type: ignore[index]
     assert f.presence.gone["t"].refs == {old: "alice"}
+    f.end_of_turn()
+    link.answer(b"{}")  # the state asked before the update still reaches its instance
+    assert [push[3] for push in sock.pushed] == ["presence_state"]
 
 
 def test_an_untrack_goes_to_every_listener_once() -> None:
@@ -219,6 +250,9 @@ def test_an_untrack_goes_to_every_listener_once() -> None:
     f.presence.untrack(sock, "t")  # type: ignore[arg-type]
     assert a.take() == b.take() == [("untrack", "t", "alice", f"{f.prefix}1")]
     assert f.presence.topics == {}
+    f.end_of_turn()  # it left before its query went: the query goes, its answer is dropped
+    a.answer(b"{}")
+    assert sock.pushed == []
 
 
 def test_a_new_owner_gets_every_entry_and_the_recent_untracks() -> None:
@@ -228,17 +262,20 @@ def test_a_new_owner_gets_every_entry_and_the_recent_untracks() -> None:
     f.track(staying, "t", "1", "alice")
     f.track(leaving, "t", "2", "bob")
     f.presence.untrack(leaving, "t")  # type: ignore[arg-type]
-    old.answer("the topic server went down before answering")  # both queries fail
+    f.end_of_turn()
+    old.answer("the topic server went down before answering")
     assert f.presence.topics["t"][staying].synced is Synced.MISSING  # type: ignore[index]
     new = Link("ts-b")
     f.router.links = {new}
     f.presence.rerouted("t", {new})  # type: ignore[arg-type]
+    f.end_of_turn()
     assert [call[:4] for call in new.take()] == [
         ("track", "t", "alice", f"{f.prefix}1"),
         ("untrack", "t", "bob", f"{f.prefix}2"),  # the old owner may have lost it
         ("query", "t"),  # the socket whose presence_state never came asks again
     ]
     f.presence.rerouted("t", {new})  # type: ignore[arg-type]
+    f.end_of_turn()
     assert [call[0] for call in new.take()] == ["track"]  # untracks are told once per owner
 
 
@@ -248,7 +285,7 @@ def test_untracks_are_re_sent_only_for_linger_seconds() -> None:
     sock = Sock(1)
     f.track(sock, "t", "1", "alice")
     f.presence.untrack(sock, "t")  # type: ignore[arg-type]
-    f.now += 5.0
+    f.clock.advance(5.0)
     new = Link("ts-b")
     f.presence.rerouted("t", {new})  # type: ignore[arg-type]
     assert new.take() == []
@@ -262,7 +299,7 @@ def test_topics_this_gateway_left_get_their_recent_untracks_at_the_next_owner() 
     f.track(sock, "t", "1", "alice")
     f.presence.untrack(sock, "t")  # the last socket: the gateway unsubscribes  # type: ignore[arg-type]
     f.presence.reroute_left(set())
-    assert [call[0] for call in old.take()] == ["track", "query", "untrack"]  # told already
+    assert [call[0] for call in old.take()] == ["track", "untrack"]  # told already
     new = Link("ts-b")
     f.router.links = {new}
     f.presence.reroute_left({"other"})
@@ -277,10 +314,12 @@ def test_without_an_owner_the_state_is_asked_once_there_is_one() -> None:
     f = Fixture()
     sock = Sock(1)
     f.track(sock, "t", "1", "alice")
+    f.end_of_turn()
     assert f.presence.topics["t"][sock].synced is Synced.MISSING  # type: ignore[index]
     owner = Link("ts-a")
     f.router.links = {owner}
     f.presence.rerouted("t", {owner})  # type: ignore[arg-type]
+    f.end_of_turn()
     assert [call[0] for call in owner.take()] == ["track", "query"]
     owner.answer(b"{}")
     assert [push[3] for push in sock.pushed] == ["presence_state"]

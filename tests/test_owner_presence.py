@@ -4,7 +4,8 @@ rule, then a property-based model of the whole protocol.
 The model runs real gateways' `LocalPresence` (ws_gateway/presence.py) against a real
 `PresenceTable`, over wires that carry their calls in order and can lose what is in flight
 when the owner dies, and clients that hold a view as phoenix.js's `Presence` does
-(`sync_state`, `sync_diff`, ported from phoenix.js). Whatever the steps (joins, leaves,
+(`sync_state`, `sync_diff`, ported from phoenix.js); a gateway sends no diff to a socket
+still waiting for its presence_state, as `Gateway.deliver` does. Whatever the steps (joins, leaves,
 updates, gateway loss, owner failover with frames lost on the way, late joiners), once
 nothing is in flight: the owner's merged view is the union of the gateways' local views,
 and every client's view is the owner's.
@@ -21,6 +22,7 @@ import orjson
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from tests.clock import FakeClock
 from topic_server.presence import PresenceTable
 from ws_gateway.presence import LocalPresence, Tracked
 
@@ -329,11 +331,15 @@ class Sock:
         self.views[topic] = view
 
 
+def wall() -> float:
+    return 1700000000.0
+
+
 class Gateway:
-    def __init__(self, name: str, clock: Callable[[], float]) -> None:
+    def __init__(self, name: str, clock: FakeClock) -> None:
         self.name = name
         self.router = Router()
-        self.presence = LocalPresence(self.router, clock, LINGER)  # type: ignore[arg-type]
+        self.presence = LocalPresence(self.router, clock, wall, LINGER)  # type: ignore[arg-type]
         self.sockets = [Sock() for _ in range(SOCKETS)]
 
     def local(self, topic: str) -> dict[str, set[str]]:
@@ -346,7 +352,7 @@ class Gateway:
 class PresenceModel(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
-        self.now = 1000.0
+        self.clock = FakeClock(1000.0)  # every gateway's
         self.joins = itertools.count(1)
         self.owner = Owner("ts-1")
         self.owners = itertools.count(2)
@@ -354,7 +360,7 @@ class PresenceModel(RuleBasedStateMachine):
         self.observers: list[tuple[str, View]] = [(t, {}) for t in TOPICS]  # watching all along
 
     def _gateway(self, name: str) -> Gateway:
-        gateway = Gateway(name, lambda: self.now)
+        gateway = Gateway(name, self.clock)
         gateway.router.wire = Wire(self.owner, name)
         return gateway
 
@@ -402,6 +408,11 @@ class PresenceModel(RuleBasedStateMachine):
         wire.deliver()
 
     @rule()
+    def gateways_end_their_turn(self) -> None:
+        """Each gateway asks for the presence_state of its turn's joiners."""
+        self.clock.advance(0)
+
+    @rule()
     def end_of_turn(self) -> None:
         """The owner sends its diffs to every client."""
         for topic, payload in self.owner.table.take_diffs():
@@ -412,8 +423,10 @@ class PresenceModel(RuleBasedStateMachine):
             (t, sync_diff(view, payload) if t == topic else view) for t, view in self.observers
         ]
         for gateway in self.gateways.values():
+            waiting = gateway.presence.waiting(topic)  # the gateway skips them, as it does
             for sock in gateway.sockets:
-                sock.diff(topic, payload)
+                if sock not in waiting:
+                    sock.diff(topic, payload)
 
     @rule(topic=st.sampled_from(TOPICS))
     def late_observer(self, topic: str) -> None:
@@ -457,10 +470,12 @@ class PresenceModel(RuleBasedStateMachine):
     def time_passes(self, seconds: float) -> None:
         """Only once nothing is in flight: a link delivers, an owner ends its turn, or it is
         declared down, well within `linger`."""
-        self.now += seconds
+        self.clock.advance(seconds)
 
     def _quiet(self) -> bool:
-        return all(not g.router.wire.queue for g in self.gateways.values() if g.router.wire)
+        asking = any(g.presence.asking for g in self.gateways.values())
+        wires = (g.router.wire for g in self.gateways.values())
+        return not asking and all(not wire.queue for wire in wires if wire is not None)
 
     @invariant()
     def once_nothing_is_in_flight_every_view_is_the_union_of_the_local_views(self) -> None:

@@ -63,7 +63,9 @@ def metas(frame: Any, key: str) -> list[dict[str, Any]]:
 
 
 async def join(client: Client, topic: str, join_ref: str, presence: Any) -> Any:
-    """Join; the ok reply must come first, then presence_state, which is returned."""
+    """Join; the ok reply must come first, then presence_state, which is returned. (The diff
+    of the socket's own join reaches the gateway before its state, which holds it: the
+    socket does not get it.)"""
     await client.send([join_ref, join_ref, topic, "phx_join", {"presence": presence}])
     assert await client.recv() == [join_ref, join_ref, topic, "phx_reply", OK]
     state = await client.recv()
@@ -97,9 +99,8 @@ async def test_joins_updates_and_leaves_as_phoenix_sends_them(present: Server) -
         state = await join(alice, "room:1", "1", {"key": "alice", "meta": {"tab": 1}})
         assert state == {"alice": {"metas": [Meta(tab=1)]}}
         [mine] = metas(state, "alice")
-        assert await diff(alice, "room:1", "1") == {"joins": state, "leaves": {}}
 
-        # A second socket sees both; the first gets the diff of its join alone.
+        # A second socket sees both; the first gets the diff of its join.
         state = await join(bob, "room:1", "4", {"key": "bob"})
         assert state == {"alice": {"metas": [mine]}, "bob": {"metas": [Meta()]}}
         [bobs] = metas(state, "bob")
@@ -107,7 +108,6 @@ async def test_joins_updates_and_leaves_as_phoenix_sends_them(present: Server) -
             "joins": {"bob": {"metas": [bobs]}},
             "leaves": {},
         }
-        assert await diff(bob, "room:1", "4") == {"joins": {"bob": {"metas": [bobs]}}, "leaves": {}}
 
         # An update: the old meta leaves and the new one joins, naming the old, in one diff.
         await bob.send(["4", "5", "room:1", "presence_update", {"away": True}])
@@ -144,7 +144,6 @@ async def test_joins_updates_and_leaves_as_phoenix_sends_them(present: Server) -
 async def test_two_tabs_of_one_user_are_one_key_with_two_metas(present: Server) -> None:
     async with connect(present.ws()) as tab1, connect(present.ws(None)) as tab2:
         await join(tab1, "room:2", "1", {"key": "dana", "meta": {"tab": 1}})
-        await diff(tab1, "room:2", "1")
         # The second tab speaks V1: objects, no join_ref, the same presence.
         frame = {"topic": "room:2", "event": "phx_join", "ref": "1"}
         payload = {"presence": {"key": "dana", "meta": {"tab": 2}}}
@@ -169,7 +168,6 @@ async def test_a_socket_without_a_key_gets_one_and_its_meta_is_bounded(present: 
         state = await join(a, "room:3", "1", {"meta": {"x": 1}})
         [key] = state
         assert state[key]["metas"] == [Meta(x=1)]
-        assert await diff(a, "room:3", "1") == {"joins": state, "leaves": {}}
         await a.send(["2", "2", "room:4", "phx_join", {"presence": {"meta": {"s": "x" * 64}}}])
         detail = "the presence meta is larger than 64 bytes (DPS_MAX_PRESENCE_META)"
         response = {"reason": "malformed payload", "detail": detail}

@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+from app.clock import Clock, RunningLoop
 from app.counters import Counters
 from app.link.interface import OnOutcome, Outcome, OwnerLink
 from app.throttled_log import ThrottledLog
@@ -42,6 +43,7 @@ NO_OWNER = "no topic server available"
 # hung topic server takes to be declared down with the default DPS_LINK_TIMEOUT.
 PRESENCE_LINGER = 3.0
 
+_NOBODY: set[Socket] = set()  # never changed
 # Called once a join is done: with None, or with the reason it failed.
 JoinDone = Callable[[str | None], None]
 
@@ -110,6 +112,7 @@ class Gateway:
         name: str,
         router: Router,
         counters: Counters,
+        clock: Clock | None = None,
         presence_linger: float = PRESENCE_LINGER,
     ) -> None:
         self._ids = itertools.count(1)
@@ -117,7 +120,8 @@ class Gateway:
         self.router = router
         self.counters = counters
         self.topics: dict[str, Subscribers] = {}
-        self.presence = LocalPresence(router, time.time, presence_linger)
+        clock = clock or RunningLoop()
+        self.presence = LocalPresence(router, clock, time.time, presence_linger)
         self.outbox = Outbox()
         self.stale = ThrottledLog(log, logging.WARNING)
         self.skipped = ThrottledLog(log, logging.INFO)
@@ -245,9 +249,12 @@ class Gateway:
             )
             return
         subs.owners[source] = seq
-        if presence and source is not self.router.owner_of(topic):
-            counters.presence_diffs_dropped += 1
-            return
+        skip = _NOBODY
+        if presence:
+            if source is not self.router.owner_of(topic):
+                counters.presence_diffs_dropped += 1
+                return
+            skip = self.presence.waiting(topic)  # their presence_state will hold this diff
         broadcast = Broadcast(topic, event, payload, binary)
         for (serializer, join_ref), sockets in subs.lanes.items():
             data = serializer.fastlane(broadcast, join_ref)
@@ -255,10 +262,10 @@ class Gateway:
                 counters.v1_binary_skipped += len(sockets)
                 self.skipped("binary message on %r not sent to %d V1 sockets", topic, len(sockets))
                 continue
-            if exclude:
+            if exclude or skip:
                 sent = 0
                 for sock in sockets:
-                    if sock.id != exclude:
+                    if sock.id != exclude and sock not in skip:
                         sock.send(data)
                         sent += 1
                 counters.socket_deliveries += sent

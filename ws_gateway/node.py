@@ -77,7 +77,7 @@ class GatewayNode(LinkHub):
         self.router = ClusterRouter(ring, settings.handover, self._rerouted, clock)
         # A socket that left is remembered until a hung topic server is surely declared down.
         linger = 2 * settings.link_timeout
-        self.gateway = Gateway(self.local.name, self.router, self.counters, linger)
+        self.gateway = Gateway(self.local.name, self.router, self.counters, clock, linger)
         self.policy = Policy.of(settings, self.counters, time.time)
         self.owners: dict[str, RemoteOwner] = {}  # the newest link to each topic server
         self.by_link: dict[LinkConnection, RemoteOwner] = {}

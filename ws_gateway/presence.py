@@ -10,9 +10,14 @@ entries and broadcasts the diffs (`topic_server.presence`), which reach every su
 through the ordinary fan-out.
 
     track    a join is done: the entry goes to every owner the topic is subscribed at
-             (`Router.listeners`), then a presence query to the topic's owner; its answer,
-             which holds the joiner, is pushed to the socket as `presence_state` (after the
-             join reply, and only to the instance that asked). A rejoin replaces the entry.
+             (`Router.listeners`); at the end of the turn, one presence query to the topic's
+             owner for all of the turn's joiners of the topic (so a burst of joins costs
+             the link one state per topic and turn, not one each), sent after their
+             tracks; its answer, which holds them, is pushed to each as `presence_state`
+             (after its join reply, and only to the instance that asked). Until then the
+             socket is `unsynced`: the gateway does not send it diffs, which its state,
+             made after them, holds already; so a client sees its join reply, then its
+             state, then diffs. A rejoin replaces the entry.
     update   a new entry, with a new ref, replaces the socket's (`prev`): a diff with the
              leave of the old meta and the join of the new one.
     untrack  the socket left the topic, or went away.
@@ -27,7 +32,8 @@ through the ordinary fan-out.
 
 `linger` must outlast the time a hung owner takes to be declared down (DPS_LINK_TIMEOUT and
 a quarter of it): an untrack it swallowed meanwhile is still re-sent to its successor.
-Time is an input (`now`, wall-clock seconds, for `online_at` and `linger`).
+Time is an input: `clock` ends turns and measures `linger`, `wall` (seconds since the epoch)
+gives `online_at`.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
 
+from app.clock import Clock
 from ws_gateway import payloads
 from ws_gateway.serializers.protocol import MAX_FIELD_BYTES
 from ws_gateway.socket import Socket
@@ -50,6 +57,8 @@ if TYPE_CHECKING:
     from ws_gateway.gateway import Router
 
 PRESENCE_STATE = "presence_state"
+UNOWNED = "no topic server owns the topic"  # a query that could not be asked
+_NOBODY: set[Socket] = set()  # never changed
 RESERVED = frozenset({"phx_ref", "phx_ref_prev", "online_at"})  # the server's meta keys
 
 
@@ -137,23 +146,41 @@ class Gone:
 
 
 class LocalPresence:
-    __slots__ = ("_expiry", "_refs", "gone", "linger", "now", "prefix", "router", "topics")
+    __slots__ = (
+        "_expiry",
+        "_refs",
+        "asking",
+        "clock",
+        "gone",
+        "linger",
+        "prefix",
+        "router",
+        "topics",
+        "unsynced",
+        "wall",
+    )
 
-    def __init__(self, router: Router, now: Callable[[], float], linger: float) -> None:
+    def __init__(
+        self, router: Router, clock: Clock, wall: Callable[[], float], linger: float
+    ) -> None:
         self.router = router
-        self.now = now
+        self.clock = clock
+        self.wall = wall
         self.linger = linger
         self.prefix = secrets.token_urlsafe(9)  # 72 random bits: unique to this gateway
         self._refs = itertools.count(1)
         self.topics: dict[str, dict[Socket, Entry]] = {}
+        self.asking: dict[str, dict[Socket, str | None]] = {}  # this turn's joiners, join_refs
+        self.unsynced: dict[str, set[Socket]] = {}  # by topic: the sockets awaiting a state
         self.gone: dict[str, Gone] = {}  # by topic
         self._expiry: deque[tuple[float, str, str]] = deque()  # (when, topic, ref) of `gone`
 
     def track(self, sock: Socket, topic: str, join_ref: str | None, wanted: Tracked) -> None:
-        now = self.now()
+        now = self.clock.time()
         key = wanted.key if wanted.key is not None else f"{self.prefix}-{sock.id}"
         ref = self._new_ref()
-        entry = Entry(join_ref, key, ref, with_server_keys(wanted.meta, ref, int(now), None))
+        meta = with_server_keys(wanted.meta, ref, int(self.wall()), None)
+        entry = Entry(join_ref, key, ref, meta)
         entries = self.topics.setdefault(topic, {})
         old = entries.get(sock)
         entries[sock] = entry
@@ -166,17 +193,17 @@ class LocalPresence:
 
     def update(self, sock: Socket, topic: str, meta: bytes) -> None:
         """A new meta for the socket's entry on `topic`."""
-        now = self.now()
         entries = self.topics[topic]
         old = entries[sock]
         ref = self._new_ref()
-        entry = Entry(old.join_ref, old.key, ref, with_server_keys(meta, ref, int(now), old.ref))
+        full = with_server_keys(meta, ref, int(self.wall()), old.ref)
+        entry = Entry(old.join_ref, old.key, ref, full)
         entry.synced = old.synced
         entries[sock] = entry
         links = self.router.listeners(topic)
         for link in links:
             link.track(topic, entry.key, ref, entry.meta, old.ref)
-        self._gone(links, topic, old, now)
+        self._gone(links, topic, old, self.clock.time())
 
     def untrack(self, sock: Socket, topic: str) -> None:
         """The socket left `topic` (if it was tracked there)."""
@@ -186,11 +213,16 @@ class LocalPresence:
             return
         if not entries:
             del self.topics[topic]
-        self._untracked(self.router.listeners(topic), topic, entry, self.now())
+        self._synced(topic, sock)
+        self._untracked(self.router.listeners(topic), topic, entry, self.clock.time())
+
+    def waiting(self, topic: str) -> set[Socket]:
+        """The sockets of `topic` whose `presence_state` has not been sent yet."""
+        return self.unsynced.get(topic, _NOBODY)
 
     def rerouted(self, topic: str, added: set[OwnerLink]) -> None:
         """`topic` is now also subscribed at `added`: tell them everything they must know."""
-        self._forget(self.now())
+        self._forget(self.clock.time())
         entries = self.topics.get(topic, {})
         for link in added:
             for entry in entries.values():
@@ -203,7 +235,7 @@ class LocalPresence:
     def reroute_left(self, subscribed: Container[str]) -> None:
         """The ring changed: the owners of topics no longer `subscribed` here that have not
         had this gateway's recent untracks get them."""
-        self._forget(self.now())
+        self._forget(self.clock.time())
         for topic in [topic for topic in self.gone if topic not in subscribed]:
             self._tell_gone(topic, self.router.listeners(topic))
 
@@ -217,24 +249,43 @@ class LocalPresence:
         gone.told |= links
 
     def _query(self, sock: Socket, topic: str, entry: Entry) -> None:
+        """`sock` wants its `presence_state`: asked at the end of the turn."""
+        entry.synced = Synced.ASKED
+        self.unsynced.setdefault(topic, set()).add(sock)
+        asking = self.asking.get(topic)
+        if asking is None:
+            asking = self.asking[topic] = {}
+            self.clock.call_later(0, self._ask, topic)
+        asking[sock] = entry.join_ref
+
+    def _ask(self, topic: str) -> None:
+        asking = self.asking.pop(topic)
         owner = self.router.owner_of(topic)
         if owner is None:
-            entry.synced = Synced.MISSING
-            return
-        entry.synced = Synced.ASKED
-        join_ref = entry.join_ref
+            self._answered(topic, asking, UNOWNED)
+        else:
+            owner.presence(topic, lambda state: self._answered(topic, asking, state))
 
-        def answered(state: bytes | str) -> None:
-            current = self.topics.get(topic, {}).get(sock)
+    def _answered(self, topic: str, asking: dict[Socket, str | None], state: bytes | str) -> None:
+        entries = self.topics.get(topic, {})
+        for sock, join_ref in asking.items():
+            current = entries.get(sock)
             if current is None or current.join_ref != join_ref:
-                return  # left, or joined again (and asked again)
+                continue  # left, or joined again (and asked again)
             if isinstance(state, str):
                 current.synced = Synced.MISSING
-                return
+                continue
             current.synced = Synced.SENT
+            self._synced(topic, sock)
             sock.push(join_ref, None, topic, PRESENCE_STATE, orjson.Fragment(state))
 
-        owner.presence(topic, answered)
+    def _synced(self, topic: str, sock: Socket) -> None:
+        """`sock` waits for no state on `topic` any more."""
+        waiting = self.unsynced.get(topic)
+        if waiting is not None:
+            waiting.discard(sock)
+            if not waiting:
+                del self.unsynced[topic]
 
     def _untracked(self, links: set[OwnerLink], topic: str, entry: Entry, now: float) -> None:
         for link in links:
