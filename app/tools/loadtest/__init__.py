@@ -18,6 +18,14 @@ Scenarios (`--scenario`, fanout by default):
   allows (0: at most 256 handshakes in flight per process), hold them idle (heartbeats
   only) for `--duration` seconds (5 by default), close them. Reports the connection rate
   and failures.
+- churn (presence): `--subscribers` sockets join topic i % `--topics` with a presence
+  (`{"presence": {"meta": {"status": "online"}}}`, each socket its own key), then for
+  `--duration` seconds (5 by default) `--rate` of them a second leave and each joins
+  again a second later; nobody publishes. Reports the rejoins' latency to their ok reply
+  (`rejoin_latency_ms`) and to their `presence_state` (`presence_state_ms`), and what the
+  clients received of presence. Against a topic without presence, the same joins and
+  leaves, and no presence events. The nodes' counters and the servers' CPU are read when
+  the churn stops, before the clients close.
 
 `--messages` is the total published (1,000 by default), or `--duration` seconds of
 publishing. `--rate` is the total messages/s, shared evenly by the publishers; 0 means a
@@ -52,11 +60,13 @@ arguments; 130 when interrupted.
 
 After the run: a summary table; with each `--url`'s `/cluster` (and any `--node URL`), the
 nodes' counter deltas and deliver frames per publish (Δgateway_deliveries_sent/Δpublishes).
-`--json FILE` writes the report: `scenario`, `subscribers`, `publishers`, `topics`,
-`connections` (planned, opened, failed, dropped, per_s), `subscriptions`, `messages`
-(published), `acked`, `expected`, `delivered`, `unique`, `lost`, `duplicates`,
+`--json FILE` writes the report: `scenario`, `subscribers`, `publishers`, `topics`, `rate`,
+`duration`, `connections` (planned, opened, failed, dropped, per_s), `subscriptions`,
+`messages` (published), `acked`, `expected`, `delivered`, `unique`, `lost`, `duplicates`,
 `out_of_order`, `publish_s`, `deliveries_per_s`, `latency_ms`, `ack_latency_ms`,
-`join_latency_ms`, `connect_latency_ms` (each p50, p90, p99, p999, max, samples), `errors`
+`join_latency_ms`, `connect_latency_ms`, `rejoin_latency_ms`, `presence_state_ms` (each
+p50, p90, p99, p999, max, samples), `presence` (leaves, rejoins_sent, presence_states,
+presence_state_bytes, presence_diffs, presence_diff_bytes: counts of the clients), `errors`
 (kind -> count), `client_cpu_s` (user+sys of every client process), `client_cpu`,
 `server_cpu_s` and `server_cpu_us_per_delivery` (with `--server-pid`), `nodes` (counter
 deltas), `deliver_frames_per_publish`, `failures`, `max_loss`, `passed`, `interrupted`.
@@ -93,7 +103,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-DESCRIPTION = "Load-test a DPS server on loopback: fan-out, chat and connection scenarios."
+DESCRIPTION = (
+    "Load-test a DPS server on loopback: fan-out, chat, connection and presence churn scenarios."
+)
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -1,8 +1,9 @@
 """The parent process: forks the workers of each phase, steps them together, reports.
 
 Each phase forks `--procs` workers (see `worker` for the steps and messages), reads the
-nodes' counters once every worker is connected and again once all have finished, and merges
-the workers' results into the phase's report. Every wait is bounded; a worker that does not
+nodes' counters once every worker is connected and again once all have finished (churn:
+once they have stopped churning, before they close), and merges the workers' results into
+the phase's report. Every wait is bounded; a worker that does not
 answer in time is stopped by its PID and counted as `worker_lost`. Ctrl-C stops every worker
 and still reports what was measured until then (exit status 130).
 """
@@ -80,12 +81,18 @@ class PhaseRun:
                 published = self._gather(
                     "published", None if budget is None else budget + phase.phase_timeout
                 )
+                if phase.scenario == "churn":
+                    # Measured before the clients close: every socket leaving at once is
+                    # not what the churn costs.
+                    after = self._counters()
+                    cpu.append(cluster.cpu_seconds(self.pids))
                 sent = stats.sum_lists(published.values(), phase.topics)
                 self.step = "drain"
                 self._broadcast(("drain", sent))
                 results = self._gather("result", phase.drain + 5)
-            after = self._counters()
-            cpu.append(cluster.cpu_seconds(self.pids))
+            if len(cpu) == 1:
+                after = self._counters()
+                cpu.append(cluster.cpu_seconds(self.pids))
         except KeyboardInterrupt:
             interrupted = True
             self.step = "stopping"

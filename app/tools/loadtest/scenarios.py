@@ -5,13 +5,15 @@
              publisher also receives its own topics, as every DPS subscriber does.
     chat     client i joins room i % T and publishes to it; slot i // T in its room.
     connect  client i only connects, and holds its connection idle.
+    churn    client i joins topic i % T with a presence (`PRESENCE_JOIN`), then clients
+             leave and join again (see `worker`); nobody publishes.
 
 Subscriber (or chat client) i joins topic i % T through target (i // T) % len(targets), so
 that every topic's subscribers are spread over all the gateways (i % len(targets) would put
 all of a topic's subscribers on one gateway whenever T is a multiple of the gateways);
 publisher p goes to target p % len(targets). Connection c goes to worker process c % procs.
 `--messages` is the total, split evenly over the publishers; `--rate` is the total, each
-publisher sending rate / publishers.
+publisher sending rate / publishers (churn: leaves per second, each worker its share).
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ from dataclasses import dataclass
 from app.tools.loadtest.options import Phase
 
 EVENT = "load"
+# A churn client's join payload: a meta for the server to track on presence topics (each
+# socket its own key), ignored on others.
+PRESENCE_JOIN = b'{"presence":{"meta":{"status":"online"}}}'
 
 
 def topic_name(index: int) -> str:
@@ -36,6 +41,7 @@ class ConnSpec:
     quota: int | None  # messages to publish; None: until the duration ends
     rate: float  # messages/s, 0: closed loop
     offset: float = 0.0  # fraction of a message interval: publishers at a rate take turns
+    presence: bool = False  # joins with PRESENCE_JOIN
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +53,7 @@ class Plan:
     conns: tuple[ConnSpec, ...]
     slots: int  # publisher slots per topic
     epoch_ns: int  # the run's time zero on the monotonic clock
+    churn: float = 0.0  # leaves per second, this worker's share (churn)
 
 
 def _quota(phase: Phase, index: int, count: int) -> int | None:
@@ -60,6 +67,12 @@ def connections(phase: Phase) -> tuple[list[ConnSpec], int]:
     targets, topics = len(phase.targets), phase.topics
     if phase.scenario == "connect":
         return [ConnSpec(i % targets, (), -1, 0, 0.0) for i in range(phase.subscribers)], 1
+    if phase.scenario == "churn":
+        specs = [
+            ConnSpec((i // topics) % targets, (i % topics,), -1, 0, 0.0, presence=True)
+            for i in range(phase.subscribers)
+        ]
+        return specs, 1
     if phase.scenario == "chat":
         clients = phase.subscribers
         rate = phase.rate / clients
@@ -93,4 +106,5 @@ def connections(phase: Phase) -> tuple[list[ConnSpec], int]:
 def plans(phase: Phase, epoch_ns: int) -> list[Plan]:
     specs, slots = connections(phase)
     procs = min(phase.procs, max(1, len(specs)))
-    return [Plan(phase, w, tuple(specs[w::procs]), slots, epoch_ns) for w in range(procs)]
+    churn = phase.rate / procs if phase.scenario == "churn" else 0.0
+    return [Plan(phase, w, tuple(specs[w::procs]), slots, epoch_ns, churn) for w in range(procs)]

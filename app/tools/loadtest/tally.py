@@ -15,6 +15,8 @@ Per (subscription, slot), an arriving sequence number `seq` with `last` the high
     seq <= last, otherwise duplicate
 
 Lost messages are counted at the end, from what was published: expected - unique.
+Presence events are only counted, with their bytes; a churn client's rejoins are timed to
+their ok reply (`rejoins`) and to their `presence_state` (`states`).
 Latencies are nanoseconds in `array('q')`; past `MAX_SAMPLES` every other sample is dropped
 and only every 2nd (4th, ...) later delivery is sampled, so memory stays bounded and the
 samples stay spread over the whole run.
@@ -51,6 +53,14 @@ class Tally:
         self.acks = array("q")
         self.joins = array("q")
         self.connects = array("q")
+        self.rejoins = array("q")
+        self.states = array("q")
+        self.leaves = 0
+        self.rejoins_sent = 0
+        self.presence_states = 0
+        self.presence_state_bytes = 0
+        self.presence_diffs = 0
+        self.presence_diff_bytes = 0
         self.opened = 0
         self.failed = 0
         self.dropped = 0  # open connections that ended without our asking

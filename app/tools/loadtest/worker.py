@@ -10,6 +10,10 @@ publish only once every subscriber of every worker has joined:
     ("progress", ...)       4 times a second, all along
                                           ("stop",)              at any point: finish now
 
+In a churn phase, "go" starts the churn instead of publishing: for `--duration` seconds,
+this worker's share of `--rate` times a second, its longest-present client leaves the topic,
+and comes back (joins again) AWAY_S later; "published" follows, with nothing published.
+
 Every step has a time limit (`--phase-timeout` to connect and join; the publishing budget
 plus `--phase-timeout`, or `--phase-timeout` without any acknowledgement; `--drain` for the
 deliveries); what has not happened by then is counted (connect_timeout, join_timeout,
@@ -30,6 +34,7 @@ import signal
 import sys
 import time
 import traceback
+from collections import deque
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -38,7 +43,7 @@ import uvloop
 from app.tools.loadtest.scenarios import Plan
 from app.tools.loadtest.session import LoadSession
 from app.tools.loadtest.socketio import SocketIOSession
-from app.tools.loadtest.stats import WorkerResult
+from app.tools.loadtest.stats import PRESENCE_COUNTS, WorkerResult
 from app.tools.loadtest.tally import Tally
 from app.tools.loadtest.websocket import ClientState
 
@@ -47,6 +52,7 @@ PACE_NS = 1_000_000  # the pacer sleeps at least this long
 POLL_S = 0.02
 PROGRESS_S = 0.25
 CLOSE_S = 2.0
+AWAY_NS = 1_000_000_000  # how long a churn client stays away before it joins again
 
 
 def main(plan: Plan, pipe: Connection) -> None:
@@ -105,7 +111,10 @@ class Worker:
             if command[0] == "go" and self.phase.scenario == "connect":
                 await self._until(command[1] + int((self.phase.duration or 0) * 1e9))
             elif command[0] == "go":
-                await self._publish(command[1])
+                if self.phase.scenario == "churn":
+                    await self._churn(command[1])
+                else:
+                    await self._publish(command[1])
                 self._send("published", self._sent_per_topic())
                 command = await self._command()
                 if command[0] == "drain":
@@ -215,6 +224,27 @@ class Worker:
             if session.pending:
                 tally.errors["ack_timeout"] += len(session.pending)
                 session.pending.clear()
+
+    async def _churn(self, start_ns: int) -> None:
+        """Leaves at this worker's rate, each client back AWAY_NS later, for the duration."""
+        present = deque(s for s in self.sessions if s.state is ClientState.OPEN and s.join_ref)
+        away: deque[tuple[int, LoadSession]] = deque()
+        self.result.publish_start_ns = start_ns
+        end_ns = start_ns + int((self.phase.duration or 0) * 1e9)
+        interval_ns = int(1e9 / self.plan.churn)
+        due = start_ns
+        while due < end_ns and not self.stopped.is_set():
+            await self._until(due)
+            now = time.monotonic_ns()
+            while away and away[0][0] <= now:
+                session = away.popleft()[1]
+                session.rejoin()
+                present.append(session)
+            if present:
+                session = present.popleft()
+                session.leave()
+                away.append((now + AWAY_NS, session))
+            due += interval_ns
 
     async def _pace(self, publishers: list[LoadSession], start_ns: int) -> None:
         """At a rate: wake each publisher when its next message is due (a heap of times)."""
@@ -338,6 +368,8 @@ class Worker:
         result.last_delivery_ns = tally.last_delivery_ns
         result.latencies, result.acks = tally.latencies, tally.acks
         result.joins, result.connects = tally.joins, tally.connects
+        result.rejoins, result.states = tally.rejoins, tally.states
+        result.presence = {key: getattr(tally, key) for key in PRESENCE_COUNTS}
         result.timeline = tally.timeline
         result.errors = dict(tally.errors)
         result.cpu_user_s, result.cpu_sys_s = _cpu()
