@@ -663,7 +663,7 @@ def test_churn_against_a_server_with_presence(spawn: Callable[..., Server], tmp_
     report = json.loads(out.read_text())
     presence = report["presence"]
     assert 25 <= presence["leaves"] <= 35 and 5 <= presence["rejoins_sent"] < presence["leaves"]
-    assert presence["presence_states"] == 30 + presence["rejoins_sent"]
+    assert presence["presence_states"] == presence["rejoins_sent"]  # while churning
     assert presence["presence_diffs"] > 0 and presence["presence_diff_bytes"] > 0
     assert report["rejoin_latency_ms"]["samples"] == presence["rejoins_sent"]
     assert report["presence_state_ms"]["samples"] == presence["rejoins_sent"]

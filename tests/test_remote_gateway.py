@@ -224,9 +224,29 @@ async def test_presence_tracks_are_merged_and_each_turn_is_one_diff_per_topic() 
     c.a.receive(codec.untrack("t", "alice", "a1"), codec.presence_query(3, "t"))
     [answer] = frames(await c.a.sent())
     assert answer == LinkPresenceState(3, b'{"bob":{"metas":[{"phx_ref":"b1"}]}}')
-    assert c.counters.presence_changes == 2  # counted at the end of the turn
-    c.clock.advance(0)
     assert c.counters.presence_changes == 3
+
+
+async def test_presence_changes_gather_for_the_interval_into_one_diff() -> None:
+    c = Cluster()
+    c.server.interval = 0.05
+    c.a.receive(codec.subscribe(1, "t"))
+    await c.a.sent()
+    c.a.receive(codec.track("t", "k", "r1", None, b"{}"))
+    c.clock.advance(0.03)
+    c.a.receive(codec.track("t", "k", "r2", None, b"{}"), codec.untrack("t", "k", "r1"))
+    c.clock.advance(0.01)
+    assert await c.a.sent() == b""
+    c.clock.advance(0.01)  # 0.05 s after the first change
+    [diff] = frames(await c.a.sent())
+    assert isinstance(diff, LinkDeliver)
+    assert orjson.loads(diff.payload) == {
+        "joins": {"k": {"metas": [{}, {}]}},
+        "leaves": {"k": {"metas": [{}]}},
+    }
+    c.a.receive(codec.untrack("t", "k", "r2"))
+    c.clock.advance(0.05)
+    assert len(frames(await c.a.sent())) == 1
 
 
 async def test_a_gateway_link_that_goes_down_takes_its_presence_with_it() -> None:

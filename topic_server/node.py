@@ -52,7 +52,7 @@ class TopicServerNode(LinkHub):
         self.counters = Counters()
         self.metrics = Metrics(self.counters, self.gauges)
         self.options = LinkOptions.of(settings)
-        self.server = TopicServer(self.local.name, self.counters, clock)
+        self.server = TopicServer(self.local.name, self.counters, clock, settings.presence_interval)
         self.gateways: dict[LinkConnection, RemoteGateway] = {}
         self.registry: Registry | None = None
 

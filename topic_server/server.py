@@ -4,10 +4,12 @@ A publish is sequenced (one counter for the whole server, see `topics`), acknowl
 its gateway by the caller, and delivered once to each gateway with subscribers on the
 topic, never once per subscriber: the gateway fans out to its own sockets.
 
-Presence (`presence`) changes as gateways track and untrack their sockets; at the end of
-the turn of the event loop, each changed topic's diff is sequenced and delivered like a
-message, event `presence_diff`, marked as presence. A gateway that is gone, or no longer
-subscribed to a topic, has no entries left there.
+Presence (`presence`) changes as gateways track and untrack their sockets; `interval`
+seconds after the first change (0: at the end of the turn of the event loop), each changed
+topic's diff is sequenced and delivered like a message, event `presence_diff`, marked as
+presence: however many joins and leaves, a topic's subscribers get one diff per interval,
+so a crowded topic's churn costs each of them a few frames a second, not one per change. A
+gateway that is gone, or no longer subscribed to a topic, has no entries left there.
 """
 
 from __future__ import annotations
@@ -24,12 +26,15 @@ PRESENCE_DIFF = "presence_diff"
 
 
 class TopicServer:
-    __slots__ = ("_flushing", "clock", "counters", "name", "presence", "topics")
+    __slots__ = ("_flushing", "clock", "counters", "interval", "name", "presence", "topics")
 
-    def __init__(self, name: str, counters: Counters, clock: Clock | None = None) -> None:
+    def __init__(
+        self, name: str, counters: Counters, clock: Clock | None = None, interval: float = 0.0
+    ) -> None:
         self.name = name
         self.counters = counters
-        self.clock = clock or RunningLoop()  # ends a turn's presence changes
+        self.clock = clock or RunningLoop()
+        self.interval = interval  # seconds presence changes gather before their diffs go
         self.topics: Topics[GatewayLink] = Topics()
         self.presence: PresenceTable[GatewayLink] = PresenceTable()
         self._flushing = False
@@ -76,19 +81,18 @@ class TopicServer:
         return self.presence.state(topic)
 
     def _changed(self) -> None:
+        self.counters.presence_changes += self.presence.changes
+        self.presence.changes = 0
         if self.presence.changed and not self._flushing:
             self._flushing = True
-            self.clock.call_later(0, self._flush)
+            self.clock.call_later(self.interval, self._flush)
 
     def _flush(self) -> None:
-        """The end of the turn: one diff per changed topic, to its gateways."""
+        """The interval is over: one diff per changed topic, to its gateways."""
         self._flushing = False
-        counters = self.counters
-        counters.presence_changes += self.presence.changes
-        self.presence.changes = 0
         for topic, diff in self.presence.take_diffs():
             _, sent = self._deliver(topic, PRESENCE_DIFF, diff, False, presence=True)
-            counters.presence_diff_bytes += len(diff) * sent
+            self.counters.presence_diff_bytes += len(diff) * sent
 
     def _deliver(
         self,

@@ -44,7 +44,7 @@ class EmbeddedNode:
         router = SingleOwner()
         self.gateway = Gateway(self.name, router, self.counters)
         self.policy = Policy.of(settings, self.counters, time.time)
-        self.server = TopicServer(self.name, self.counters)
+        self.server = TopicServer(self.name, self.counters, interval=settings.presence_interval)
         router.link = MemoryLink(self.gateway, self.server)
 
     async def start(self) -> None:

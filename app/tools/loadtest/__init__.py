@@ -23,7 +23,7 @@ Scenarios (`--scenario`, fanout by default):
   `--duration` seconds (5 by default) `--rate` of them a second leave and each joins
   again a second later; nobody publishes. Reports the rejoins' latency to their ok reply
   (`rejoin_latency_ms`) and to their `presence_state` (`presence_state_ms`), and what the
-  clients received of presence. Against a topic without presence, the same joins and
+  clients received of presence while churning. Against a topic without presence, the same joins and
   leaves, and no presence events. The nodes' counters and the servers' CPU are read when
   the churn stops, before the clients close.
 
@@ -66,7 +66,8 @@ nodes' counter deltas and deliver frames per publish (Δgateway_deliveries_sent/
 `out_of_order`, `publish_s`, `deliveries_per_s`, `latency_ms`, `ack_latency_ms`,
 `join_latency_ms`, `connect_latency_ms`, `rejoin_latency_ms`, `presence_state_ms` (each
 p50, p90, p99, p999, max, samples), `presence` (leaves, rejoins_sent, presence_states,
-presence_state_bytes, presence_diffs, presence_diff_bytes: counts of the clients), `errors`
+presence_state_bytes, presence_diffs, presence_diff_bytes: counts of the clients while
+churning), `errors`
 (kind -> count), `client_cpu_s` (user+sys of every client process), `client_cpu`,
 `server_cpu_s` and `server_cpu_us_per_delivery` (with `--server-pid`), `nodes` (counter
 deltas), `deliver_frames_per_publish`, `failures`, `max_loss`, `passed`, `interrupted`.

@@ -68,6 +68,12 @@ class Tally:
         self.acked = 0
         self.errors: Counter[str] = Counter()
 
+    def churn_starts(self) -> None:
+        """What the clients received of presence counts from now on: the joins before the
+        churn (each joiner's state, a diff to everyone present per join) are its set-up."""
+        self.presence_states = self.presence_state_bytes = 0
+        self.presence_diffs = self.presence_diff_bytes = 0
+
     def observe(self, sub: int, slot: int, seq: int) -> None:
         """Account one delivery's sequence number (the session inlines the in-order case)."""
         k = sub * self.slots + slot

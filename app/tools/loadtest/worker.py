@@ -229,12 +229,14 @@ class Worker:
         """Leaves at this worker's rate, each client back AWAY_NS later, for the duration."""
         present = deque(s for s in self.sessions if s.state is ClientState.OPEN and s.join_ref)
         away: deque[tuple[int, LoadSession]] = deque()
+        await self._until(start_ns)
+        self.tally.churn_starts()
         self.result.publish_start_ns = start_ns
         end_ns = start_ns + int((self.phase.duration or 0) * 1e9)
         interval_ns = int(1e9 / self.plan.churn)
         due = start_ns
         while due < end_ns and not self.stopped.is_set():
-            await self._until(due)
+            await self._until(due)  # at once for the first
             now = time.monotonic_ns()
             while away and away[0][0] <= now:
                 session = away.popleft()[1]
