@@ -98,9 +98,10 @@ class Link:
         self.queries.append((topic, on_presence))
 
     def answer(self, state: bytes | str) -> None:
-        for _, on_presence in self.queries:
+        """Answer the queries asked so far."""
+        queries, self.queries = self.queries, []
+        for _, on_presence in queries:
             on_presence(state)
-        self.queries = []
 
     def take(self) -> list[tuple[Any, ...]]:
         calls, self.calls = self.calls, []
@@ -175,6 +176,27 @@ def test_the_joiners_of_one_turn_share_one_query_sent_after_all_their_tracks() -
         [(str(i), None, "t", "presence_state", {})] for i in range(3)
     ]
     f.track(Sock(10), "t", "1", "k10")  # the next turn asks again
+    f.end_of_turn()
+    assert [call[0] for call in link.take()] == ["track", "query"]
+
+
+def test_a_topic_has_one_query_in_flight_and_the_next_follows_its_answer() -> None:
+    link = Link("ts-a")
+    f = Fixture(link)
+    first, second, third = Sock(1), Sock(2), Sock(3)
+    f.track(first, "t", "1", "k1")
+    f.end_of_turn()
+    f.track(second, "t", "2", "k2")
+    f.track(third, "t", "3", "k3")
+    f.end_of_turn()
+    assert [call[0] for call in link.take()] == ["track", "query", "track", "track"]
+    link.answer(b'{"k1":{}}')  # the next query goes at once, after the tracks it follows
+    assert [call[0] for call in link.take()] == ["query"]
+    assert [len(s.pushed) for s in (first, second, third)] == [1, 0, 0]
+    link.answer(b'{"k1":{},"k2":{},"k3":{}}')
+    assert [len(s.pushed) for s in (first, second, third)] == [1, 1, 1]
+    assert link.take() == [] and f.presence.querying == set()
+    f.track(Sock(4), "t", "4", "k4")
     f.end_of_turn()
     assert [call[0] for call in link.take()] == ["track", "query"]
 

@@ -32,10 +32,12 @@ OK = {"status": "ok", "response": {}}
 
 @pytest.fixture
 def present(spawn: Callable[..., Server], tmp_path: Path) -> Server:
-    """The embedded server, with presence on the topics room:*."""
+    """The embedded server, with presence on the topics room:*, a diff per turn (so that
+    each step here is one diff of its own)."""
     path = tmp_path / "channels.toml"
     path.write_text(CHANNELS)
-    return spawn({"DPS_CHANNELS": str(path), "DPS_MAX_PRESENCE_META": "64", "DPS_API_KEY": "k"})
+    env = {"DPS_CHANNELS": str(path), "DPS_MAX_PRESENCE_META": "64", "DPS_API_KEY": "k"}
+    return spawn({**env, "DPS_PRESENCE_INTERVAL": "0"})
 
 
 class Meta:

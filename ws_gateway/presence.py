@@ -11,10 +11,12 @@ through the ordinary fan-out.
 
     track    a join is done: the entry goes to every owner the topic is subscribed at
              (`Router.listeners`); at the end of the turn, one presence query to the topic's
-             owner for all of the turn's joiners of the topic (so a burst of joins costs
-             the link one state per topic and turn, not one each), sent after their
-             tracks; its answer, which holds them, is pushed to each as `presence_state`
-             (after its join reply, and only to the instance that asked). Until then the
+             owner for all of the turn's joiners of the topic, sent after their tracks; its
+             answer, which holds them, is pushed to each as `presence_state` (after its join
+             reply, and only to the instance that asked). A topic has one query in flight
+             at most: joiners that come meanwhile share the next one, sent when the answer
+             comes. So states, as large as the topic's presence, cross the link at the pace
+             the gateway takes them in, never one per joiner. Until then the
              socket is `unsynced`: the gateway does not send it diffs, which its state,
              made after them, holds already; so a client sees its join reply, then its
              state, then diffs. A rejoin replaces the entry.
@@ -154,6 +156,7 @@ class LocalPresence:
         "gone",
         "linger",
         "prefix",
+        "querying",
         "router",
         "topics",
         "unsynced",
@@ -170,7 +173,8 @@ class LocalPresence:
         self.prefix = secrets.token_urlsafe(9)  # 72 random bits: unique to this gateway
         self._refs = itertools.count(1)
         self.topics: dict[str, dict[Socket, Entry]] = {}
-        self.asking: dict[str, dict[Socket, str | None]] = {}  # this turn's joiners, join_refs
+        self.asking: dict[str, dict[Socket, str | None]] = {}  # the next query's, join_refs
+        self.querying: set[str] = set()  # topics with a query due this turn, or in flight
         self.unsynced: dict[str, set[Socket]] = {}  # by topic: the sockets awaiting a state
         self.gone: dict[str, Gone] = {}  # by topic
         self._expiry: deque[tuple[float, str, str]] = deque()  # (when, topic, ref) of `gone`
@@ -249,22 +253,29 @@ class LocalPresence:
         gone.told |= links
 
     def _query(self, sock: Socket, topic: str, entry: Entry) -> None:
-        """`sock` wants its `presence_state`: asked at the end of the turn."""
+        """`sock` wants its `presence_state`: asked at the end of the turn, or once the
+        query in flight is answered."""
         entry.synced = Synced.ASKED
         self.unsynced.setdefault(topic, set()).add(sock)
-        asking = self.asking.get(topic)
-        if asking is None:
-            asking = self.asking[topic] = {}
+        self.asking.setdefault(topic, {})[sock] = entry.join_ref
+        if topic not in self.querying:
+            self.querying.add(topic)
             self.clock.call_later(0, self._ask, topic)
-        asking[sock] = entry.join_ref
 
     def _ask(self, topic: str) -> None:
         asking = self.asking.pop(topic)
         owner = self.router.owner_of(topic)
         if owner is None:
-            self._answered(topic, asking, UNOWNED)
+            self._answer(topic, asking, UNOWNED)
         else:
-            owner.presence(topic, lambda state: self._answered(topic, asking, state))
+            owner.presence(topic, lambda state: self._answer(topic, asking, state))
+
+    def _answer(self, topic: str, asking: dict[Socket, str | None], state: bytes | str) -> None:
+        self._answered(topic, asking, state)
+        if topic in self.asking:
+            self._ask(topic)  # after the tracks of those who came meanwhile
+        else:
+            self.querying.discard(topic)
 
     def _answered(self, topic: str, asking: dict[Socket, str | None], state: bytes | str) -> None:
         entries = self.topics.get(topic, {})
