@@ -199,6 +199,7 @@ class LoadSession(WebSocketClient):
 
     def _presence(self, join_ref: bytes | None, kind: bytes, size: int) -> None:
         tally = self.tally
+        tally.presence_at = self.now
         if kind == b"diff":
             tally.presence_diffs += 1
             tally.presence_diff_bytes += size

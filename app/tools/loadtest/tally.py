@@ -61,6 +61,7 @@ class Tally:
         self.presence_state_bytes = 0
         self.presence_diffs = 0
         self.presence_diff_bytes = 0
+        self.presence_at = 0  # when the last presence event came (monotonic ns)
         self.opened = 0
         self.failed = 0
         self.dropped = 0  # open connections that ended without our asking

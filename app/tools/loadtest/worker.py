@@ -10,7 +10,8 @@ publish only once every subscriber of every worker has joined:
     ("progress", ...)       4 times a second, all along
                                           ("stop",)              at any point: finish now
 
-In a churn phase, "go" starts the churn instead of publishing: for `--duration` seconds,
+In a churn phase, a worker is ready once its clients have joined and no presence event has
+come for a second; "go" starts the churn instead of publishing: for `--duration` seconds,
 this worker's share of `--rate` times a second, its longest-present client leaves the topic,
 and comes back (joins again) AWAY_S later; "published" follows, with nothing published.
 
@@ -53,6 +54,7 @@ POLL_S = 0.02
 PROGRESS_S = 0.25
 CLOSE_S = 2.0
 AWAY_NS = 1_000_000_000  # how long a churn client stays away before it joins again
+QUIET_NS = 1_000_000_000  # without presence events for this long, a churn's set-up is over
 
 
 def main(plan: Plan, pipe: Connection) -> None:
@@ -105,6 +107,8 @@ class Worker:
         tasks = [loop.create_task(self._progress()), loop.create_task(self._heartbeats())]
         try:
             await self._connect()
+            if self.phase.scenario == "churn":
+                await self._settle_presence()
             self._send("ready", self.tally.opened, self.tally.failed)
             command = await self._command()
             self.measured = (time.monotonic(), sum(_cpu()))
@@ -172,6 +176,16 @@ class Worker:
         if never_started and not self.stopped.is_set():
             tally.failed += never_started
             tally.errors["connect_timeout"] += never_started
+
+    async def _settle_presence(self) -> None:
+        """Until no presence event came for QUIET_NS: the joins' states and diffs, as many
+        as joins squared, are the churn's set-up, not what it measures."""
+        deadline = time.monotonic() + self.phase.phase_timeout
+        while not self._late(deadline):
+            quiet_for = time.monotonic_ns() - self.tally.presence_at
+            if quiet_for >= QUIET_NS:
+                return
+            await asyncio.sleep((QUIET_NS - quiet_for) / 1e9)
 
     async def _open(self, session: LoadSession, deadline: float) -> None:
         target = session.target
