@@ -301,6 +301,24 @@ def test_a_new_owner_gets_every_entry_and_the_recent_untracks() -> None:
     assert [call[0] for call in new.take()] == ["track"]  # untracks are told once per owner
 
 
+def test_a_query_that_fails_with_an_owner_still_linked_is_asked_again_later() -> None:
+    link = Link("ts-a")
+    f = Fixture(link, linger=3.0)
+    sock = Sock(1)
+    f.track(sock, "t", "1", "alice")
+    f.end_of_turn()
+    link.take()
+    link.answer("no answer from the topic server in time")
+    f.clock.advance(2.9)
+    assert link.take() == []
+    f.clock.advance(0.1)
+    f.end_of_turn()
+    assert link.take() == [("query", "t")]
+    link.answer(b"{}")
+    f.clock.advance(3.0)  # answered: nothing more
+    assert link.take() == [] and [push[3] for push in sock.pushed] == ["presence_state"]
+
+
 def test_untracks_are_re_sent_only_for_linger_seconds() -> None:
     old = Link("ts-a")
     f = Fixture(old, linger=5.0)

@@ -28,9 +28,10 @@ through the ordinary fan-out.
              entry that left in the last `linger` seconds, which the former owner may have
              lost on its way down (the new one reports them gone even though it never had
              them, so that no client keeps a ghost). A socket whose `presence_state` never
-             came (its query failed with the former owner) asks again. Topics this gateway
-             no longer subscribes to get their recent untracks re-sent too, to the owners
-             that have not had them (`reroute_left`).
+             came (its query failed with the former owner) asks again; so does one whose
+             query failed (timed out) with an owner still linked, `linger` seconds later.
+             Topics this gateway no longer subscribes to get their recent untracks re-sent
+             too, to the owners that have not had them (`reroute_left`).
 
 `linger` must outlast the time a hung owner takes to be declared down (DPS_LINK_TIMEOUT and
 a quarter of it): an untrack it swallowed meanwhile is still re-sent to its successor.
@@ -232,9 +233,7 @@ class LocalPresence:
             for entry in entries.values():
                 link.track(topic, entry.key, entry.ref, entry.meta, None)
         self._tell_gone(topic, added)
-        for sock, entry in entries.items():
-            if entry.synced is Synced.MISSING:
-                self._query(sock, topic, entry)
+        self._ask_missing(topic)
 
     def reroute_left(self, subscribed: Container[str]) -> None:
         """The ring changed: the owners of topics no longer `subscribed` here that have not
@@ -276,6 +275,18 @@ class LocalPresence:
             self._ask(topic)  # after the tracks of those who came meanwhile
         else:
             self.querying.discard(topic)
+        if isinstance(state, str) and state != UNOWNED:
+            # Failed with an owner: a link that went down means a reroute will ask again
+            # soon; one that stayed up (the owner too slow to answer) would not.
+            self.clock.call_later(self.linger, self._ask_missing, topic)
+
+    def _ask_missing(self, topic: str) -> None:
+        """Ask again for the sockets of `topic` whose query failed, if they still wait."""
+        entries = self.topics.get(topic, {})
+        for sock in list(self.unsynced.get(topic, ())):
+            entry = entries[sock]
+            if entry.synced is Synced.MISSING:
+                self._query(sock, topic, entry)
 
     def _answered(self, topic: str, asking: dict[Socket, str | None], state: bytes | str) -> None:
         entries = self.topics.get(topic, {})
