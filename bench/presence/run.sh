@@ -8,8 +8,9 @@
 #
 # Starts Redis and the README's four nodes itself, on the README's ports (gateways on 4000
 # and 4001, topic servers on 5000 and 5001, Redis on 6379; PORT_BASE=B moves the nodes to B,
-# B+1, B+1000, B+1001 and REDIS_PORT Redis), and stops them by PID. Run `make run` once
-# first (.venv).
+# B+1, B+1000, B+1001 and REDIS_PORT Redis), and stops them by PID. MODES="presence" runs
+# one of the two; settings in the environment (DPS_PRESENCE_INTERVAL=0.25) reach the nodes.
+# Run `make run` once first (.venv).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 results=${RESULTS:-bench/results}
@@ -48,7 +49,7 @@ from pathlib import Path
 from app.ring import Ring, load
 print(Ring(load(Path("ring.toml")), ["ts-a", "ts-b"]).owner("loadtest:0"))')
 
-for mode in plain presence; do
+for mode in ${MODES:-plain presence}; do
   channels=()
   [ "$mode" = presence ] && channels=(DPS_CHANNELS=bench/presence/channels.toml)
   .venv/bin/redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no \
@@ -71,11 +72,12 @@ for mode in plain presence; do
   stop_all
 done
 
-.venv/bin/python - "$results/presence-plain.json" "$results/presence-presence.json" "$owner" <<'PY'
+.venv/bin/python - "$results" "$owner" ${MODES:-plain presence} <<'PY'
 import json, sys
-plain, present = (json.load(open(path)) for path in sys.argv[1:3])
-owner = sys.argv[3]
-for name, r in (("without presence", plain), ("with presence", present)):
+results, owner, modes = sys.argv[1], sys.argv[2], sys.argv[3:]
+names = {"plain": "without presence", "presence": "with presence"}
+for mode in modes:
+    name, r = names[mode], json.load(open(f"{results}/presence-{mode}.json"))
     churn_s = r["duration"]
     node = r["nodes"].get(owner, {})
     changes = node.get("presence_changes", 0)
