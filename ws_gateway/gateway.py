@@ -17,7 +17,8 @@ without awaiting. Deliveries from a server the topic is not subscribed at, or no
 than the last one from that server, are dropped and counted, so every socket sees a
 topic's messages in their owner's order, without duplicates. Presence diffs count only
 from the topic's owner (`Router.owner_of`): while a topic moves, both owners have every
-entry, and only one of them speaks (`presence` holds the rest of presence).
+entry, and only one of them speaks; and they skip the sockets still waiting for their
+`presence_state`, which will hold them (`ws_gateway.presence`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Protocol
 
 from app.clock import Clock, RunningLoop
@@ -43,7 +44,6 @@ NO_OWNER = "no topic server available"
 # hung topic server takes to be declared down with the default DPS_LINK_TIMEOUT.
 PRESENCE_LINGER = 3.0
 
-_NOBODY: set[Socket] = set()  # never changed
 # Called once a join is done: with None, or with the reason it failed.
 JoinDone = Callable[[str | None], None]
 
@@ -249,7 +249,7 @@ class Gateway:
             )
             return
         subs.owners[source] = seq
-        skip = _NOBODY
+        skip: Collection[Socket] = ()
         if presence:
             if source is not self.router.owner_of(topic):
                 counters.presence_diffs_dropped += 1

@@ -16,7 +16,7 @@ through the ordinary fan-out.
              reply, and only to the instance that asked). A topic has one query in flight
              at most: joiners that come meanwhile share the next one, sent when the answer
              comes. So states, as large as the topic's presence, cross the link at the pace
-             the gateway takes them in, never one per joiner. Until then the
+             the gateway takes them in, never one per joiner. Until its state is sent, a
              socket is `unsynced`: the gateway does not send it diffs, which its state,
              made after them, holds already; so a client sees its join reply, then its
              state, then diffs. A rejoin replaces the entry.
@@ -44,7 +44,7 @@ from __future__ import annotations
 import itertools
 import secrets
 from collections import deque
-from collections.abc import Callable, Container
+from collections.abc import Callable, Collection, Container
 from enum import Enum
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -61,7 +61,6 @@ if TYPE_CHECKING:
 
 PRESENCE_STATE = "presence_state"
 UNOWNED = "no topic server owns the topic"  # a query that could not be asked
-_NOBODY: set[Socket] = set()  # never changed
 RESERVED = frozenset({"phx_ref", "phx_ref_prev", "online_at"})  # the server's meta keys
 
 
@@ -124,7 +123,7 @@ class Synced(Enum):
 
     ASKED = "asked"  # the query is on its way
     SENT = "sent"
-    MISSING = "missing"  # the query failed, or there was no owner: asked again at a reroute
+    MISSING = "missing"  # failed, or no owner: asked again at a reroute, or `linger` later
 
 
 class Entry:
@@ -221,9 +220,9 @@ class LocalPresence:
         self._synced(topic, sock)
         self._untracked(self.router.listeners(topic), topic, entry, self.clock.time())
 
-    def waiting(self, topic: str) -> set[Socket]:
+    def waiting(self, topic: str) -> Collection[Socket]:
         """The sockets of `topic` whose `presence_state` has not been sent yet."""
-        return self.unsynced.get(topic, _NOBODY)
+        return self.unsynced.get(topic, ())
 
     def rerouted(self, topic: str, added: set[OwnerLink]) -> None:
         """`topic` is now also subscribed at `added`: tell them everything they must know."""
