@@ -1,4 +1,5 @@
-"""The `dps` command: serve (the default), or publish a message through a running server."""
+"""The `dps` command: serve (the default), publish a message through a running server, or
+print a topic's presence."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sys
 import urllib.error
 import urllib.request
 from importlib.metadata import version
+from urllib.parse import urlencode
 
 from app import settings as config
 from app.tools import loadtest, local_cluster
@@ -44,15 +46,24 @@ def main(argv: list[str] | None = None) -> int:
     publish.add_argument("topic")
     publish.add_argument("event")
     publish.add_argument("payload", help="a JSON object")
-    publish.add_argument("--url", default=DEFAULT_URL, help=f"a gateway (default {DEFAULT_URL})")
-    publish.add_argument(
-        "--api-key", default=os.environ.get("DPS_API_KEY"), help="default: $DPS_API_KEY"
+    presence = commands.add_parser(
+        "presence", help="print a topic's presence, from GET /api/presence"
     )
+    presence.add_argument("topic")
+    for command in (publish, presence):
+        command.add_argument(
+            "--url", default=DEFAULT_URL, help=f"a gateway (default {DEFAULT_URL})"
+        )
+        command.add_argument(
+            "--api-key", default=os.environ.get("DPS_API_KEY"), help="default: $DPS_API_KEY"
+        )
     local_cluster.add_parser(commands)
     loadtest.add_parser(commands)
     args = parser.parse_args(argv)
     if args.command == "publish":
         return _publish(args)
+    if args.command == "presence":
+        return _call(args, "/api/presence?" + urlencode({"topic": args.topic}))
     if args.command == "cluster":
         return local_cluster.run(args)
     if args.command == "loadtest":
@@ -83,11 +94,16 @@ def _publish(args: argparse.Namespace) -> int:
         print(f"payload is not valid JSON: {exc}", file=sys.stderr)
         return 2
     body = json.dumps({"topic": args.topic, "event": args.event, "payload": payload}).encode()
+    return _call(args, "/api/broadcast", body)
+
+
+def _call(args: argparse.Namespace, path: str, body: bytes | None = None) -> int:
+    """Call the gateway's API (a POST of `body`, or a GET) and print its answer."""
     request = urllib.request.Request(
-        args.url.rstrip("/") + "/api/broadcast",
+        args.url.rstrip("/") + path,
         data=body,
-        headers={"Content-Type": "application/json"},
-        method="POST",
+        headers={"Content-Type": "application/json"} if body is not None else {},
+        method="GET" if body is None else "POST",
     )
     if args.api_key:
         request.add_header("Authorization", f"Bearer {args.api_key}")

@@ -55,6 +55,13 @@ class Counters:
         "messages sent by this topic server to gateways, counted per message and gateway"
     )
     gateway_deliveries_dropped: int = _counter("messages a topic server could not send")
+    presence_diffs_dropped: int = _counter(
+        "presence diffs a gateway dropped: from a topic server not (yet) the topic's owner"
+    )
+    presence_changes: int = _counter("presence entries that joined or left on this topic server")
+    presence_diff_bytes: int = _counter(
+        "bytes of presence diffs a topic server sent to gateways, counted per gateway"
+    )
     link_overflows: int = _counter("node links closed because the peer stopped reading")
     history_trimmed: int = _counter(
         "messages dropped from histories: past their rule's size or ttl, or DPS_HISTORY_MAX_BYTES"

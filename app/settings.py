@@ -158,6 +158,19 @@ class Settings(BaseSettings):
     max_payload_depth: int = Field(
         64, ge=1, le=1000, description="nesting levels a published payload may have, 1 to 1000"
     )
+    presence_interval: float = Field(
+        0.05,
+        ge=0,
+        le=10,
+        description="seconds a topic's owner gathers presence changes into one diff per topic "
+        "(0: each turn of the event loop), 0 to 10",
+    )
+    max_presence_meta: int = Field(
+        1024,
+        ge=2,
+        le=65536,
+        description="bytes of the meta object a socket's presence may carry, 2 to 65536",
+    )
     handshake_timeout: float = Field(
         10.0,
         gt=0,

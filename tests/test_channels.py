@@ -33,7 +33,10 @@ from ws_gateway.channels import (
     Push,
     Replay,
     Reply,
+    Track,
+    UpdatePresence,
 )
+from ws_gateway.presence import Tracked
 from ws_gateway.serializers import V2, Message
 
 OK: dict[str, Any] = {}
@@ -574,17 +577,45 @@ DOCUMENTED = {
     "rate limited",
     "join failed",
 }
-FUZZ_RULES = '[[channel]]\ntopic = "open:*"\nevents = "any"\n[[channel]]\ntopic = "news:*"\npublish = "nobody"\n'
+FUZZ_RULES = (
+    '[[channel]]\ntopic = "open:*"\nevents = "any"\n[[channel]]\ntopic = "news:*"\n'
+    'publish = "nobody"\n[[channel]]\ntopic = "here:*"\nevents = "any"\npresence = true\n'
+)
 fuzz_topics = st.sampled_from(
-    ["open:1", "open:2", "open:3", "news:1", "else", "phoenix", "", "x" * 300, "open:\u202e"]
+    [
+        "open:1",
+        "open:2",
+        "open:3",
+        "news:1",
+        "here:1",
+        "else",
+        "phoenix",
+        "",
+        "x" * 300,
+        "open:\u202e",
+    ]
 )
 fuzz_events = st.sampled_from(
-    ["phx_join", "phx_leave", "heartbeat", "publish", "new_msg", "phx_close", "", "e" * 300]
+    [
+        "phx_join",
+        "phx_leave",
+        "heartbeat",
+        "publish",
+        "new_msg",
+        "phx_close",
+        "presence_update",
+        "presence_diff",
+        "",
+        "e" * 300,
+    ]
 )
 fuzz_payloads = st.one_of(
     json_values,
     st.binary(max_size=8),
     st.tuples(st.sampled_from(["ev", "", "phx_x", 3]), json_values).map(list),
+    st.fixed_dictionaries(
+        {"presence": st.fixed_dictionaries({}, optional={"key": json_values, "meta": json_values})}
+    ),
 )
 fuzz_messages = st.builds(
     Message,
@@ -623,7 +654,16 @@ def test_any_sequence_of_messages_gets_documented_answers(
                 assert action.status == "ok"
             elif isinstance(action, Publish):
                 assert message.topic in channels.joined and not message.topic.startswith("news:")
+                assert not (message.topic.startswith("here:") and action.event == "presence_diff")
+            elif isinstance(action, Track | UpdatePresence):  # presence topics only, joined
+                assert action.topic.startswith("here:") and action.topic in channels.joined
             assert not isinstance(action, AskJoin | AskPublish | Close)  # no hooks, no rate
+        tracks = [a for a in actions if isinstance(a, Track)]
+        assert len(tracks) == (
+            message.event == "phx_join"
+            and message.topic in channels.joined
+            and message.topic.startswith("here:")
+        )
         if message.topic == "phoenix" and message.event == "heartbeat":
             assert actions == [Reply(None, message.ref, "phoenix", "ok", OK)]
         elif message.event not in ("phx_join", "phx_leave") and not was_joined:
@@ -632,3 +672,121 @@ def test_any_sequence_of_messages_gets_documented_answers(
             ]
     channels.leave_all()
     assert channels.joined == {}
+
+
+# Presence.
+
+PRESENCE_RULES = """
+[[channel]]
+topic = "room:*"
+presence = true
+
+[[channel]]
+topic = "staff:*"
+join = "users"
+presence = true
+
+[[channel]]
+topic = "*"
+events = "any"
+"""
+
+
+def presence_channels(tmp_path: Path, user: str | None = None) -> Channels:
+    path = tmp_path / "channels.toml"
+    path.write_text(PRESENCE_RULES)
+    policy = Policy(rules.load(path), None, lambda: 0.0, Counters(), max_presence_meta=32)
+    return Channels(policy, user)
+
+
+def test_a_presence_join_tracks_right_after_its_ok_reply(tmp_path: Path) -> None:
+    channels = presence_channels(tmp_path)
+    payload = {"presence": {"key": "alice", "meta": {"tab": 1}}}
+    message = Message("1", "1", "room:1", "phx_join", payload, orjson.dumps(payload))
+    wanted = Tracked("alice", b'{"tab":1}')
+    assert join(channels, message) == [
+        Join("room:1", "1", message, None, tracked=wanted),
+        Reply("1", "1", "room:1", "ok", OK),
+        Track("room:1", "1", wanted),
+    ]
+    # A rejoin tracks again (the gateway replaces the entry), then closes the old instance.
+    rejoin = msg("2", "2", "room:1", "phx_join", {})
+    assert join(channels, rejoin)[1:] == [
+        Reply("2", "2", "room:1", "ok", OK),
+        Track("room:1", "2", Tracked(None, b"{}")),
+        Push("1", "1", "room:1", "phx_close", OK),
+    ]
+    # A join that fails tracks nothing.
+    assert join(channels, msg("3", "3", "room:2", "phx_join", {}), "no owner")[1:] == [
+        Reply("3", "3", "room:2", "error", {"reason": "join failed", "detail": "no owner"})
+    ]
+
+
+def test_the_users_key_wins_and_only_open_topics_take_the_clients(tmp_path: Path) -> None:
+    channels = presence_channels(tmp_path, "bob")
+    payload = {"presence": {"key": "alice"}}
+    [join_action] = channels.handle(msg("1", "1", "room:1", "phx_join", payload))
+    assert isinstance(join_action, Join) and join_action.tracked == Tracked("bob", b"{}")
+    anonymous = presence_channels(tmp_path)
+    [refused] = anonymous.handle(msg("1", "1", "staff:1", "phx_join", payload))
+    assert isinstance(refused, Reply) and refused.response == {"reason": "unauthorized"}
+
+
+def test_a_presence_join_it_cannot_track_is_refused(tmp_path: Path) -> None:
+    channels = presence_channels(tmp_path)
+    big = {"presence": {"meta": {"s": "x" * 40}}}
+    assert join(channels, msg("1", "1", "room:1", "phx_join", big)) == [
+        Reply(
+            "1",
+            "1",
+            "room:1",
+            "error",
+            {
+                "reason": "malformed payload",
+                "detail": "the presence meta is larger than 32 bytes (DPS_MAX_PRESENCE_META)",
+            },
+        )
+    ]
+    assert channels.joined == {}
+    # Without presence, the same payload is any join payload.
+    assert join(channels, msg("2", "2", "plain", "phx_join", big))[-1] == Reply(
+        "2", "2", "plain", "ok", OK
+    )
+
+
+def test_presence_update(tmp_path: Path) -> None:
+    channels = presence_channels(tmp_path)
+    join(channels, msg("1", "1", "room:1", "phx_join", {}))
+    assert channels.handle(msg("1", "2", "room:1", "presence_update", {"away": True})) == [
+        UpdatePresence("room:1", b'{"away":true}'),
+        Reply("1", "2", "room:1", "ok", OK),
+    ]
+    [bad] = channels.handle(msg("1", "3", "room:1", "presence_update", [1]))
+    assert bad == Reply(
+        "1",
+        "3",
+        "room:1",
+        "error",
+        {"reason": "malformed payload", "detail": "the presence meta must be a JSON object"},
+    )
+    join(channels, msg("5", "5", "plain", "phx_join", {}))
+    assert channels.handle(msg("5", "6", "plain", "presence_update", {})) == [
+        Reply(
+            "5",
+            "6",
+            "plain",
+            "error",
+            {"reason": "unknown event", "detail": "presence is not enabled on this topic"},
+        )
+    ]
+
+
+def test_clients_cannot_broadcast_the_servers_presence_events(tmp_path: Path) -> None:
+    channels = presence_channels(tmp_path)
+    join(channels, msg("1", "1", "room:1", "phx_join", {}))
+    join(channels, msg("2", "2", "plain", "phx_join", {}))
+    for event in ("presence_diff", "presence_state"):
+        [reply] = channels.handle(msg("1", "3", "room:1", event, {"joins": {}, "leaves": {}}))
+        assert reply == Reply("1", "3", "room:1", "error", {"reason": "unknown event"})
+        [publish] = channels.handle(msg("2", "3", "plain", event, {}))
+        assert isinstance(publish, Publish)  # another topic's events are its own

@@ -25,6 +25,7 @@ from tests.clock import FakeClock
 from tests.test_history import history
 from topic_server.server import TopicServer
 from ws_gateway.gateway import NO_OWNER, Gateway
+from ws_gateway.presence import Tracked
 from ws_gateway.serializers import V1, V2, Serializer
 
 
@@ -41,9 +42,17 @@ class FakeSocket:
     def send(self, data: bytes) -> None:
         self.sent.append(data)
 
+    def push(self, join_ref: str | None, ref: None, topic: str, event: str, payload: Any) -> None:
+        self.send(self.serializer.encode(join_ref, ref, topic, event, payload))
+
     def payloads(self) -> list[Any]:
-        # Frames here are short: a 2-byte header, then the message.
-        return [orjson.loads(data[2:]) if data[0] == 0x81 else data[2:] for data in self.sent]
+        """The messages sent: text as JSON, binary as bytes (unmasked server frames)."""
+        messages = []
+        for data in self.sent:
+            size = data[1] & 0x7F
+            body = data[2 + {126: 2, 127: 8}.get(size, 0) :]
+            messages.append(orjson.loads(body) if data[0] == 0x81 else body)
+        return messages
 
 
 def join(
@@ -63,13 +72,16 @@ def recover(
     return done
 
 
-def embedded(clock: Callable[[], float] = time.time) -> tuple[Gateway, TopicServer, SingleOwner]:
+def embedded(
+    clock: FakeClock | None = None, wall_clock: Callable[[], float] = time.time
+) -> tuple[Gateway, TopicServer, SingleOwner]:
     """A gateway and a topic server alone, over the in-memory link; the server's streams
-    start in epochs e1, e2, ... and its history reads the time from `clock`."""
+    start in epochs e1, e2, ... and its history reads the time from `wall_clock`."""
     counters = Counters()
     router = SingleOwner()
-    gateway = Gateway("gw", router, counters)
-    server = TopicServer("ts", counters, history(), clock=clock)
+    clock = clock or FakeClock()
+    gateway = Gateway("gw", router, counters, clock)
+    server = TopicServer("ts", counters, history(), clock=clock, wall_clock=wall_clock)
     router.link = MemoryLink(gateway, server)
     return gateway, server, router
 
@@ -334,7 +346,7 @@ def test_a_socket_that_leaves_while_recovering_is_not_subscribed_by_the_answer()
 
 def test_recovery_says_recovered_false_once_history_no_longer_covers_the_gap() -> None:
     clock = FakeClock(1000.0)
-    gateway, _, _ = embedded(clock.time)
+    gateway, _, _ = embedded(wall_clock=clock.time)
     for n in range(1, 6):
         gateway.publish("t", "ev", b'{"n":%d}' % n, False, lambda _: None, kept=KEPT)
     # history_size 3 keeps offsets 3, 4 and 5: after 2, all is there; after 1, not.
@@ -353,3 +365,84 @@ def test_recovery_says_recovered_false_once_history_no_longer_covers_the_gap() -
     # Unrecovered or not, the socket is subscribed: live messages follow.
     gateway.publish("t", "ev", b'{"n":6}', False, lambda _: None, kept=KEPT)
     assert trimmed.payloads() == [["1", "e1:6", "t", "ev", {"n": 6}]]
+
+
+def present(gateway: Gateway, sock: FakeSocket, topic: str, join_ref: str, key: str) -> None:
+    """Join and track, as a session does for a join to a presence topic."""
+    join(gateway, sock, topic, join_ref)
+    gateway.presence.track(sock, topic, join_ref, Tracked(key, b"{}"))  # type: ignore[arg-type]
+
+
+def presence_events(sock: FakeSocket) -> list[tuple[str, dict[str, Any]]]:
+    return [(frame[3], frame[4]) for frame in sock.payloads() if frame[3].startswith("presence_")]
+
+
+def metas(*keys: str) -> dict[str, Any]:
+    return {key: {"metas": [{"phx_ref": ANY, "online_at": ANY}]} for key in keys}
+
+
+class Anything:
+    def __eq__(self, other: object) -> bool:
+        return True
+
+
+ANY = Anything()
+
+
+def test_presence_over_the_in_memory_link() -> None:
+    clock = FakeClock()
+    gateway, server, _ = embedded(clock)
+    alice, bob = FakeSocket(), FakeSocket(V1)
+    present(gateway, alice, "t", "1", "alice")
+    present(gateway, bob, "t", "5", "bob")
+    assert alice.sent == bob.sent == []
+    # The end of the turn: the diff of both joins reached neither socket before its state,
+    # which holds it: each gets that state alone.
+    clock.advance(0)
+    assert presence_events(alice) == [("presence_state", metas("alice", "bob"))]
+    assert [frame["event"] for frame in bob.payloads()] == ["presence_state"]
+    assert bob.payloads()[0]["payload"] == metas("alice", "bob")
+    carol = FakeSocket()
+    present(gateway, carol, "t", "2", "carol")
+    clock.advance(0)
+    assert presence_events(alice)[1:] == [
+        ("presence_diff", {"joins": metas("carol"), "leaves": {}})
+    ]
+    assert presence_events(carol) == [("presence_state", metas("alice", "bob", "carol"))]
+    gateway.leave(bob, "t")  # type: ignore[arg-type]
+    clock.advance(0)
+    assert presence_events(alice)[-1] == ("presence_diff", {"joins": {}, "leaves": metas("bob")})
+    assert (server.counters.presence_changes, server.counters.presence_diff_bytes) == (4, ANY)
+    gateway.leave(alice, "t")  # type: ignore[arg-type]
+    gateway.leave(carol, "t")  # type: ignore[arg-type]
+    clock.advance(0)
+    assert len(server.presence) == 0 and server.presence_state("t") == b"{}"
+
+
+def test_a_gateway_that_is_gone_or_unsubscribed_has_no_presence_left() -> None:
+    clock = FakeClock()
+    gateway, server, router = embedded(clock)
+    present(gateway, FakeSocket(), "t", "1", "alice")
+    present(gateway, FakeSocket(), "u", "1", "alice")
+    assert router.link is not None
+    server.unsubscribe(router.link, "t")  # type: ignore[arg-type]
+    assert server.presence_state("t") == b"{}" and server.presence_state("u") != b"{}"
+    server.gateway_down(router.link)  # type: ignore[arg-type]
+    assert len(server.presence) == 0
+
+
+def test_presence_diffs_count_only_from_the_topics_owner() -> None:
+    """While a topic moves, both owners have every entry: the gateway hears one."""
+    gateway, _, router = embedded()
+    sock = FakeSocket()
+    join(gateway, sock, "t", "1")
+    owner = router.link
+    assert owner is not None
+    other = MemoryLink(gateway, TopicServer("other", Counters()))
+    gateway.topics["t"].owners[other] = 0  # listened to: a server the topic moves to
+    diff = b'{"joins":{},"leaves":{}}'
+    gateway.deliver(other, "t", 1, "presence_diff", diff, False, presence=True)
+    assert sock.sent == [] and gateway.counters.presence_diffs_dropped == 1
+    gateway.deliver(other, "t", 2, "news", b"{}", False)  # a message: from either
+    gateway.deliver(owner, "t", 3, "presence_diff", diff, False, presence=True)
+    assert [frame[3] for frame in sock.payloads()] == ["news", "presence_diff"]

@@ -273,6 +273,21 @@ def test_targets_get_the_socket_path_and_vsn() -> None:
         (["--reconnect-every", "-1"], "reconnect-every"),
         (["--reconnect-every", "5", "--scenario", "chat"], "reconnect-every"),
         (["--kill-owner-after", "1", "--scenario", "connect", "--local-cluster"], "kill-owner"),
+        (["--scenario", "churn"], "rate"),
+        (["--scenario", "churn", "--rate", "5", "--messages", "9"], "messages"),
+        (
+            [
+                "--scenario",
+                "churn",
+                "--rate",
+                "5",
+                "--protocol",
+                "socketio",
+                "--url",
+                "ws://[::1]:1",
+            ],
+            "protocol",
+        ),
     ],
 )
 def test_bad_values_are_refused_naming_the_option(argv: list[str], message: str) -> None:
@@ -584,6 +599,16 @@ def test_server_processes_count_with_their_descendants() -> None:
     assert cluster.rss_bytes([child.pid]) is None  # gone: no partial sum
 
 
+def test_churn_clients_join_with_a_presence_and_workers_share_the_rate() -> None:
+    phase = _phase("--scenario", "churn", "--subscribers", "5", "--rate", "30", "--procs", "3")
+    assert phase.duration == 5.0
+    specs, slots = connections(phase)
+    assert [(s.topics, s.slot, s.presence) for s in specs] == [((0,), -1, True)] * 5
+    assert slots == 1
+    assert [(len(p.conns), p.churn) for p in plans(phase, 0)] == [(2, 10.0), (2, 10.0), (1, 10.0)]
+    assert {p.churn for p in plans(_phase(), 0)} == {0.0}
+
+
 # -- the client protocol, fed bytes -------------------------------------------------------
 
 
@@ -730,6 +755,42 @@ def test_a_refused_handshake_is_a_failed_connection() -> None:
     session.data_received(b"HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\n\r\n")
     assert (tally.failed, tally.opened, dict(tally.errors)) == (1, 0, {"handshake_403": 1})
     assert transport.closed
+
+
+def presence_push(join_ref: str | None, event: str, payload: bytes) -> bytes:
+    head = orjson.dumps([join_ref, None, "loadtest:0", event])[:-1]
+    return server_frame(head + b"," + payload + b"]")
+
+
+def test_a_churn_client_leaves_and_joins_again_and_counts_presence_unparsed() -> None:
+    spec = ConnSpec(0, (0,), -1, 0, 0.0, presence=True)
+    session, tally, transport, settled = open_session(spec)
+    join = b'["1","1","loadtest:0","phx_join",{"presence":{"meta":{"status":"online"}}}]'
+    assert transport.take() == [(1, join)]
+    session.data_received(ok_reply("1"))
+    state = presence_push("1", "presence_state", b'{"k":{"metas":[{"phx_ref":"x"}]}}')
+    diff = presence_push(
+        None, "presence_diff", b'{"joins":{},"leaves":{"k":[' + b"x" * 70000 + b"]}}"
+    )
+    session.data_received(state + diff)
+    assert (tally.presence_states, tally.presence_diffs) == (1, 1)
+    assert tally.presence_state_bytes == len(state) - 2
+    assert tally.presence_diff_bytes == len(diff) - 10  # over 64 KiB: a 10-byte head
+    assert len(tally.states) == 0  # the first join's state is not a rejoin's
+    session.leave()
+    session.rejoin()
+    assert transport.take() == [
+        (1, b'["1","2","loadtest:0","phx_leave",{}]'),
+        (1, b'["3","3","loadtest:0","phx_join",{"presence":{"meta":{"status":"online"}}}]'),
+    ]
+    reply = orjson.dumps(["1", "2", "loadtest:0", "phx_reply", {"status": "ok", "response": {}}])
+    close = orjson.dumps(["1", "1", "loadtest:0", "phx_close", {}])
+    session.data_received(server_frame(reply) + server_frame(close) + ok_reply("3"))
+    session.data_received(presence_push("3", "presence_state", b"{}"))
+    assert (tally.leaves, tally.rejoins_sent, len(tally.rejoins), len(tally.states)) == (1, 1, 1, 1)
+    assert tally.states[0] >= tally.rejoins[0] > 0
+    assert tally.errors == {}
+    assert len(tally.joins) == 1 and settled == ["settled"]
 
 
 def test_a_closed_loop_publisher_keeps_its_window_and_stops_at_its_quota() -> None:
@@ -882,6 +943,30 @@ def test_connect_joins_from_source_addresses_and_reports_the_servers_memory(
     assert 0 < memory["rss_before_mb"] < memory["rss_held_mb"]
     assert memory["kb_per_connection"] > 0
     assert "KB per connection" in done.stdout
+
+
+def test_churn_against_a_server_with_presence(spawn: Callable[..., Server], tmp_path: Path) -> None:
+    channels = tmp_path / "channels.toml"
+    channels.write_text('[[channel]]\ntopic = "loadtest:*"\npresence = true\n')
+    server = spawn({"DPS_CHANNELS": str(channels)})
+    out = tmp_path / "report.json"
+    done = loadtest(
+        "--scenario", "churn", "--url", server.ws(), "--subscribers", "30", "--rate", "20",
+        "--duration", "1.5", "--procs", "2", "--server-pid", str(server.proc.pid),
+        "--json", str(out),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(out.read_text())
+    presence = report["presence"]
+    assert 25 <= presence["leaves"] <= 35 and 5 <= presence["rejoins_sent"] < presence["leaves"]
+    assert presence["presence_states"] == presence["rejoins_sent"]  # while churning
+    assert presence["presence_diffs"] > 0 and presence["presence_diff_bytes"] > 0
+    assert report["rejoin_latency_ms"]["samples"] == presence["rejoins_sent"]
+    assert report["presence_state_ms"]["samples"] == presence["rejoins_sent"]
+    [node] = report["nodes"].values()  # measured before the clients closed
+    assert node["presence_changes"] == presence["leaves"] + presence["rejoins_sent"]
+    assert report["errors"] == {} and report["server_cpu_s"] > 0
+    assert "presence_state ms" in done.stdout
 
 
 def test_connect_failures_exit_1_unless_max_loss_allows_them(

@@ -21,9 +21,13 @@ from app.link.codec import (
     LinkDeliver,
     LinkFrame,
     LinkPg,
+    LinkPresenceQuery,
+    LinkPresenceState,
     LinkPublish,
     LinkSubscribe,
+    LinkTrack,
     LinkUnsubscribe,
+    LinkUntrack,
 )
 from app.link.connection import LinkConnection
 from app.link.handshake import Identity
@@ -86,7 +90,8 @@ class Cluster:
 
     def __init__(self) -> None:
         self.counters = Counters()
-        self.server = TopicServer("ts-a", self.counters)
+        self.clock = FakeClock()
+        self.server = TopicServer("ts-a", self.counters, clock=self.clock)
         self.pg: list[Any] = []
         self.a = Gateway("gw-a", self.server, self.counters, self.pg)
         self.b = Gateway("gw-b", self.server, self.counters, self.pg)
@@ -194,11 +199,81 @@ async def test_a_frame_only_topic_servers_send_closes_the_link(
     assert caplog.messages == [f"closing link to gw-a: {reason}"]
 
 
+async def test_presence_tracks_are_merged_and_each_turn_is_one_diff_per_topic() -> None:
+    c = Cluster()
+    c.a.receive(codec.subscribe(1, "t"))
+    c.b.receive(codec.subscribe(1, "t"))
+    await c.a.sent(), await c.b.sent()
+    c.a.receive(
+        codec.track("t", "alice", "a1", None, b'{"phx_ref":"a1"}'),
+        codec.presence_query(2, "t"),
+    )
+    c.b.receive(codec.track("t", "bob", "b1", None, b'{"phx_ref":"b1"}'))
+    state = b'{"alice":{"metas":[{"phx_ref":"a1"}]}}'  # what gw-a had sent before it asked
+    assert frames(await c.a.sent()) == [LinkPresenceState(2, state)]
+    c.clock.advance(0)  # the end of the turn
+    to_a, to_b = frames(await c.a.sent()), frames(await c.b.sent())
+    assert to_a == to_b
+    [diff] = to_a
+    assert isinstance(diff, LinkDeliver) and diff.presence and diff.event == "presence_diff"
+    assert orjson.loads(diff.payload) == {
+        "joins": {"alice": {"metas": [{"phx_ref": "a1"}]}, "bob": {"metas": [{"phx_ref": "b1"}]}},
+        "leaves": {},
+    }
+    assert c.counters.presence_diff_bytes == 2 * len(diff.payload)
+    c.a.receive(codec.untrack("t", "alice", "a1"), codec.presence_query(3, "t"))
+    [answer] = frames(await c.a.sent())
+    assert answer == LinkPresenceState(3, b'{"bob":{"metas":[{"phx_ref":"b1"}]}}')
+    assert c.counters.presence_changes == 3
+
+
+async def test_presence_changes_gather_for_the_interval_into_one_diff() -> None:
+    c = Cluster()
+    c.server.interval = 0.05
+    c.a.receive(codec.subscribe(1, "t"))
+    await c.a.sent()
+    c.a.receive(codec.track("t", "k", "r1", None, b"{}"))
+    c.clock.advance(0.03)
+    c.a.receive(codec.track("t", "k", "r2", None, b"{}"), codec.untrack("t", "k", "r1"))
+    c.clock.advance(0.01)
+    assert await c.a.sent() == b""
+    c.clock.advance(0.01)  # 0.05 s after the first change
+    [diff] = frames(await c.a.sent())
+    assert isinstance(diff, LinkDeliver)
+    assert orjson.loads(diff.payload) == {
+        "joins": {"k": {"metas": [{}, {}]}},
+        "leaves": {"k": {"metas": [{}]}},
+    }
+    c.a.receive(codec.untrack("t", "k", "r2"))
+    c.clock.advance(0.05)
+    assert len(frames(await c.a.sent())) == 1
+
+
+async def test_a_gateway_link_that_goes_down_takes_its_presence_with_it() -> None:
+    node = TopicServerNode(SETTINGS, RING, FakeClock())
+    node.pg.start_scope(SCOPE)
+    writer = Writer()
+    link = LinkConnection(GATEWAY, writer, 1 << 20, node.overflowed)
+    node.link_up(link)
+    link.receive(codec.subscribe(1, "t") + codec.track("t", "k", "r", None, b"{}"))
+    assert node.gauges()["presences"][0] == 1
+    node.link_down(link)
+    assert node.server.presence_state("t") == b"{}" and node.gauges()["presences"][0] == 0
+
+
 # Whatever a gateway sends: a real topic server node behind the link.
 
 RING = RingConfig({"ts-a": Declared("ts-a", 1, None)}, 160, Path("ring.toml"))
 GATEWAY = Identity("gw-a", Role.GATEWAY, "inc-g")
-SERVER_TAKES = (LinkPublish, LinkSubscribe, LinkUnsubscribe, LinkPg)
+SERVER_TAKES = (
+    LinkPublish,
+    LinkSubscribe,
+    LinkUnsubscribe,
+    LinkTrack,
+    LinkUntrack,
+    LinkPresenceQuery,
+    LinkPg,
+)
 
 
 SETTINGS = Settings(app=Role.TOPIC_SERVER, node="ts-a", cluster_secret=secrets.token_urlsafe())

@@ -24,9 +24,13 @@ from app.link.codec import (
     LinkDeliver,
     LinkFrame,
     LinkPg,
+    LinkPresenceQuery,
+    LinkPresenceState,
     LinkPublish,
     LinkSubscribe,
+    LinkTrack,
     LinkUnsubscribe,
+    LinkUntrack,
 )
 from app.link.connection import LinkConnection
 from app.link.handshake import Identity
@@ -184,6 +188,33 @@ async def test_a_closed_link_answers_at_once_and_sends_nothing() -> None:
     assert await f.sent() == []
 
 
+async def test_presence_goes_out_and_each_query_gets_one_answer() -> None:
+    f = Fixture()
+    f.owner.track("t", "alice", "r2", b"{}", "r1")
+    f.owner.untrack("t", "bob", "r3")
+    f.owner.presence("t", f.record("q1"))
+    f.owner.presence("u", f.record("q2"))
+    f.owner.presence("v", f.record("q3"))
+    assert await f.sent() == [
+        LinkTrack("t", "alice", "r2", "r1", b"{}"),
+        LinkUntrack("t", "bob", "r3"),
+        LinkPresenceQuery(1, "t"),
+        LinkPresenceQuery(2, "u"),
+        LinkPresenceQuery(3, "v"),
+    ]
+    f.link.receive(codec.presence_state(2, b'{"k":{}}') + codec.presence_state(2, b"{}"))
+    assert f.outcomes == [("q2", b'{"k":{}}')]
+    f.clock.advance(TIMEOUT)
+    f.owner.presence("w", f.record("q4"))
+    f.owner.expire(TIMEOUT)
+    f.owner.fail_all()
+    assert f.outcomes[1:] == [("q1", TIMED_OUT), ("q3", TIMED_OUT), ("q4", WENT_DOWN)]
+    assert f.counters.publish_errors == 0
+    f.link.close(1000, "gone")
+    f.owner.presence("t", f.record("q5"))
+    assert f.outcomes[-1] == ("q5", UNREACHABLE)
+
+
 async def test_deliveries_and_pg_frames_go_to_their_handlers() -> None:
     f = Fixture()
     f.link.receive(
@@ -207,7 +238,7 @@ async def test_a_frame_only_gateways_send_closes_the_link(caplog: pytest.LogCapt
 # only server, with a V2 socket joined to "t" and a V1 socket to "u".
 
 RING = RingConfig({"ts-a": Declared("ts-a", 1, None)}, 160, Path("ring.toml"))
-GATEWAY_TAKES = (LinkAck, LinkDeliver, LinkPg)
+GATEWAY_TAKES = (LinkAck, LinkDeliver, LinkPresenceState, LinkPg)
 
 
 SETTINGS = Settings(

@@ -64,7 +64,14 @@ class TopicServerNode(LinkHub):
         self.peers: dict[str, RemotePeer] = {}  # the other topic servers, by name
         self.history = History(settings.history_max_bytes, self.counters)
         self.replication = Replication(self.history, self.successor, self.peers.get, self.first)
-        self.server = TopicServer(self.local.name, self.counters, self.history, self.replication)
+        self.server = TopicServer(
+            self.local.name,
+            self.counters,
+            self.history,
+            self.replication,
+            clock,
+            settings.presence_interval,
+        )
         self.gateways: dict[LinkConnection, RemoteGateway] = {}
         self._without_me = Ring(ring, ())  # the ring of the peers: where copies go
         self._with_me = Ring(ring, (self.local.name,))  # where gateways send topics

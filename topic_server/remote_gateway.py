@@ -4,9 +4,10 @@ Subscribe and unsubscribe frames update the server's table; a publish is sequenc
 acknowledged on this link, and delivered as one deliver frame to every gateway with
 subscribers (this one included when it has some), the frame bytes shared by all. On a
 topic with history, the acknowledgement (or the refusal) comes once the message is copied
-(`topic_server.replication`), and a gateway can ask what came after a position. A frame
-only topic servers send (ack, deliver) closes the link: the peer does not follow the
-protocol.
+(`topic_server.replication`), and a gateway can ask what came after a position. Track and
+untrack frames update the server's presence; a presence query is answered on this link at
+once, after everything the gateway sent before it. A frame only topic servers send (ack,
+deliver, presence state) closes the link: the peer does not follow the protocol.
 """
 
 from __future__ import annotations
@@ -20,12 +21,15 @@ from app.link.codec import (
     LinkFrame,
     LinkFrameError,
     LinkPg,
+    LinkPresenceQuery,
     LinkPublish,
     LinkPublishKept,
     LinkRecover,
     LinkResubscribe,
     LinkSubscribe,
+    LinkTrack,
     LinkUnsubscribe,
+    LinkUntrack,
 )
 from app.link.connection import LinkConnection
 from app.link.interface import Accepted, Delivery, Kept, Outcome, Recovery
@@ -86,6 +90,12 @@ class RemoteGateway:
             self.server.recover(frame.topic, (frame.epoch, frame.offset), frame.limit, answer)
         elif isinstance(frame, LinkUnsubscribe):
             self.server.unsubscribe(self, frame.topic)
+        elif isinstance(frame, LinkTrack):
+            self.server.track(self, frame.topic, frame.key, frame.ref, frame.meta, frame.prev)
+        elif isinstance(frame, LinkUntrack):
+            self.server.untrack(self, frame.topic, frame.key, frame.ref)
+        elif isinstance(frame, LinkPresenceQuery):
+            self.link.send(codec.presence_state(frame.id, self.server.presence_state(frame.topic)))
         elif isinstance(frame, LinkPg):
             self.on_pg(self.link, frame.frame)
         else:  # a topic server's frame: the peer is broken, and the link closes

@@ -1,6 +1,8 @@
 """The HTTP API of a gateway, for backends: `POST /api/broadcast` publishes, as Phoenix
 apps call `Endpoint.broadcast` (the answer waits for the topic's owner to accept the
-message), and `GET /api/history` reads what a topic with history keeps.
+message); `GET /api/history` reads what a topic with history keeps; `GET
+/api/presence?topic=...` answers with the topic's presence, as its owner has it. All need
+`Authorization: Bearer <DPS_API_KEY>` when DPS_API_KEY is set.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from app.settings import Settings
 from ws_gateway import payloads
 from ws_gateway.access.policy import Policy
 from ws_gateway.channels import MAX_OFFSET, event_problem, payload_bytes, topic_problem
-from ws_gateway.gateway import Gateway
+from ws_gateway.gateway import NO_OWNER, Gateway
 
 HISTORY_LIMIT = 10_000  # messages one /api/history answer holds at most
 
@@ -146,3 +148,31 @@ async def history(request: Request) -> Response:
         "messages": messages,
     }
     return Response(orjson.dumps(body), media_type="application/json")
+
+
+async def presence(request: Request) -> Response:
+    settings: Settings = request.app.state.settings
+    if not authorized(request, settings.api_key):
+        return unauthorized("DPS_API_KEY")
+    topic = request.query_params.get("topic")
+    if topic is None:
+        return _error(400, "topic is missing: GET /api/presence?topic=...")
+    problem = topic_problem(topic)
+    if problem is not None:
+        return _error(400, problem)
+    policy: Policy = request.app.state.policy
+    rule = policy.rules.match(topic)
+    if rule is None or not rule.presence:
+        return _error(
+            404, "no presence on this topic: its channel rule does not say presence = true"
+        )
+    gateway: Gateway = request.app.state.gateway
+    owner = gateway.router.owner_of(topic)
+    if owner is None:
+        return _error(503, NO_OWNER)
+    answer: asyncio.Future[bytes | str] = asyncio.get_running_loop().create_future()
+    owner.presence(topic, answer.set_result)
+    state = await answer
+    if isinstance(state, str):
+        return _error(503, state)
+    return Response(state, media_type="application/json")

@@ -24,6 +24,8 @@ publish) or for the application's hooks (ask). It never does I/O; time comes fro
                                                         the hook, or error "unauthorized"
     E T object, E allowed by the     joined as J        the same, broadcast as event E
     rule's `events`
+    presence_update T object         joined as J        replace the socket's presence meta,
+                                                        ok reply (error: T has no presence)
     any push, join_ref neither J     joined as J        dropped without reply (stale)
     nor null
     any other push to T              unjoined           error "unmatched topic", join_ref null
@@ -37,6 +39,12 @@ gateway cannot do it (the topic's owner refused or never acknowledged the subscr
 
 A V2 join whose join_ref is null (handy when typing frames by hand) and every V1 join take
 the join's own ref as the instance's join_ref, as Phoenix does for V1.
+
+On a topic whose rule says `presence = true`, a join says what to track (`Join.tracked`,
+from its payload's `presence`, see `ws_gateway.presence`; a join whose presence is not
+acceptable is refused) and, once done, tracks it right after the ok reply (`Track`); the
+gateway then pushes `presence_state`. Clients may not broadcast `presence_state` nor
+`presence_diff` there: those events are the server's.
 """
 
 from __future__ import annotations
@@ -54,6 +62,7 @@ from ws_gateway.access.policy import Policy
 from ws_gateway.access.rules import PUBLISH, JoinMode, PublishMode, Rule
 from ws_gateway.access.tokens import TokenError
 from ws_gateway.limits import Bucket
+from ws_gateway.presence import Tracked, meta_of, tracked
 from ws_gateway.serializers import Message
 from ws_gateway.serializers.protocol import MAX_FIELD_BYTES
 
@@ -62,6 +71,8 @@ UNAUTHORIZED = "unauthorized"
 RATE_LIMITED = "rate limited"
 POLICY_VIOLATION = 1008
 MAX_OFFSET = 2**63  # history offsets are below it (link frames carry them as u64)
+PRESENCE_UPDATE = "presence_update"
+PRESENCE_EVENTS = frozenset({"presence_state", "presence_diff"})  # the server's, on presence topics
 
 
 class Channel(NamedTuple):
@@ -93,7 +104,8 @@ class Join(NamedTuple):
     """Subscribe the socket to `topic` as instance `join_ref`, for the join `msg`; `replaced`
     is the join_ref of the instance this one replaces, if it replaces one. `positions`: its
     broadcasts carry their positions; `recover`: the position the client saw, from which
-    what it missed comes first (at most the rule's history size)."""
+    what it missed comes first (at most the rule's history size); `tracked`, what to track
+    once joined, on a presence topic."""
 
     topic: str
     join_ref: str | None
@@ -101,6 +113,7 @@ class Join(NamedTuple):
     replaced: tuple[str | None] | None
     positions: bool = False
     recover: tuple[Position, int] | None = None
+    tracked: Tracked | None = None
 
 
 class Replay(NamedTuple):
@@ -110,6 +123,21 @@ class Replay(NamedTuple):
     join_ref: str | None
     epoch: str
     entries: tuple[Entry, ...]
+
+
+class Track(NamedTuple):
+    """Track the socket's presence on `topic`, which it has just joined as `join_ref`."""
+
+    topic: str
+    join_ref: str | None
+    tracked: Tracked
+
+
+class UpdatePresence(NamedTuple):
+    """Replace the meta of the socket's presence on `topic`."""
+
+    topic: str
+    meta: bytes
 
 
 class Leave(NamedTuple):
@@ -150,7 +178,19 @@ class AskPublish(NamedTuple):
     publish: Publish
 
 
-Action = Reply | Push | Join | Leave | Publish | AskJoin | AskPublish | Close | Replay
+Action = (
+    Reply
+    | Push
+    | Join
+    | Leave
+    | Publish
+    | AskJoin
+    | AskPublish
+    | Close
+    | Replay
+    | Track
+    | UpdatePresence
+)
 
 EMPTY: dict[str, Any] = {}
 
@@ -245,8 +285,10 @@ class Channels:
                 Push(current, current, topic, "phx_close", EMPTY),
             ]
         rule = channel.rule
-        broadcast = rule.allows(event) and not event.startswith("phx_")
-        if not broadcast:
+        if event == PRESENCE_UPDATE:
+            return self._update_presence(current, msg, rule)
+        reserved = event.startswith("phx_") or (rule.presence and event in PRESENCE_EVENTS)
+        if reserved or not rule.allows(event):
             return [Reply(current, msg.ref, topic, "error", error("unknown event"))]
         limited = self._rate_limited(current, msg, publish=True)
         if limited is not None:
@@ -276,6 +318,9 @@ class Channels:
                 del self.joined[join.topic]
             failed = error("join failed", outcome)
             actions = [Reply(msg.join_ref, msg.ref, join.topic, "error", failed)]
+        ok = outcome is None or isinstance(outcome, Recovery)
+        if ok and join.tracked is not None:  # its presence_state comes after what it missed
+            actions.append(Track(join.topic, join.join_ref, join.tracked))
         if join.replaced is not None:
             (old,) = join.replaced
             actions.append(Push(old, old, join.topic, "phx_close", EMPTY))
@@ -382,6 +427,9 @@ class Channels:
                 return [
                     Reply(msg.join_ref, msg.ref, topic, "error", error("malformed payload", detail))
                 ]
+        wanted = self._tracked(msg, rule) if rule.presence else None
+        if isinstance(wanted, str):
+            return self._refuse_join(msg, error("malformed payload", wanted))
         old = self.joined.get(topic)
         join_ref = msg.join_ref if msg.join_ref is not None else msg.ref
         self.joined[topic] = Channel(join_ref, rule)
@@ -391,7 +439,14 @@ class Channels:
         positions = params.get("positions") is True or "recover" in params
         limit = rule.kept.size if rule.kept is not None else 0
         recovery = None if since is None else (since, limit)
-        return [Join(topic, join_ref, msg, replaced, positions, recovery)]
+        return [Join(topic, join_ref, msg, replaced, positions, recovery, wanted)]
+
+    def _tracked(self, msg: Message, rule: Rule) -> Tracked | str:
+        """What the join `msg` to a presence topic tracks; a client's own key only where
+        anyone may join."""
+        policy, own_key = self.policy, rule.join is JoinMode.ANYONE
+        depth = policy.max_payload_depth
+        return tracked(msg.payload, msg.raw, self.user, own_key, policy.max_presence_meta, depth)
 
     def _refuse_join(self, msg: Message, response: dict[str, str]) -> list[Action]:
         self.policy.counters.joins_refused += 1
@@ -404,6 +459,20 @@ class Channels:
             reply,
             Push(old.join_ref, old.join_ref, msg.topic, "phx_close", EMPTY),
         ]
+
+    def _update_presence(self, join_ref: str | None, msg: Message, rule: Rule) -> list[Action]:
+        topic = msg.topic
+        if not rule.presence:
+            refusal = error("unknown event", "presence is not enabled on this topic")
+            return [Reply(join_ref, msg.ref, topic, "error", refusal)]
+        limited = self._rate_limited(join_ref, msg, publish=True)
+        if limited is not None:
+            return limited
+        policy = self.policy
+        meta = meta_of(msg.payload, msg.raw, policy.max_presence_meta, policy.max_payload_depth)
+        if isinstance(meta, str):
+            return [_malformed(join_ref, msg, meta)]
+        return [UpdatePresence(topic, meta), Reply(join_ref, msg.ref, topic, "ok", EMPTY)]
 
     # Publishes.
 

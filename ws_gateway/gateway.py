@@ -15,7 +15,10 @@ no longer a subscriber: the client gets an error reply, never a join that receiv
 A deliver is fanned out here, the frame built once per lane and written to each socket
 without awaiting. Deliveries from a server the topic is not subscribed at, or not newer
 than the last one from that server, are dropped and counted, so every socket sees a
-topic's messages in their owner's order, without duplicates.
+topic's messages in their owner's order, without duplicates. Presence diffs count only
+from the topic's owner (`Router.owner_of`): while a topic moves, both owners have every
+entry, and only one of them speaks; and they skip the sockets still waiting for their
+`presence_state`, which will hold them (`ws_gateway.presence`).
 
 On a topic with history, messages also have positions. The gateway remembers the last one
 it delivered: a delivery at or before it is dropped (a message heard from two owners during
@@ -30,13 +33,16 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Collection
 from functools import partial
 from typing import Protocol
 
+from app.clock import Clock, RunningLoop
 from app.counters import Counters
 from app.link.interface import Kept, OnOutcome, Outcome, OwnerLink, Position, Recovery
 from app.throttled_log import ThrottledLog
+from ws_gateway.presence import LocalPresence
 from ws_gateway.serializers import Broadcast, Lane
 from ws_gateway.socket import Outbox, Socket
 
@@ -44,6 +50,9 @@ log = logging.getLogger("dps.gateway")
 
 NO_OWNER = "no topic server available"
 UNRECOVERED = Recovery(False, "", 0, ())
+# Seconds a socket's presence is remembered after it left (see `presence`): longer than a
+# hung topic server takes to be declared down with the default DPS_LINK_TIMEOUT.
+PRESENCE_LINGER = 3.0
 
 # Called once a join is done: with None (or the Recovery, for a join that recovers), or
 # with the reason it failed.
@@ -108,14 +117,33 @@ class Subscribers:
 
 
 class Gateway:
-    __slots__ = ("_ids", "counters", "name", "outbox", "router", "skipped", "stale", "topics")
+    __slots__ = (
+        "_ids",
+        "counters",
+        "name",
+        "outbox",
+        "presence",
+        "router",
+        "skipped",
+        "stale",
+        "topics",
+    )
 
-    def __init__(self, name: str, router: Router, counters: Counters) -> None:
+    def __init__(
+        self,
+        name: str,
+        router: Router,
+        counters: Counters,
+        clock: Clock | None = None,
+        presence_linger: float = PRESENCE_LINGER,
+    ) -> None:
         self._ids = itertools.count(1)
         self.name = name
         self.router = router
         self.counters = counters
         self.topics: dict[str, Subscribers] = {}
+        clock = clock or RunningLoop()
+        self.presence = LocalPresence(router, clock, time.time, presence_linger)
         self.outbox = Outbox()
         self.stale = ThrottledLog(log, logging.WARNING)
         self.skipped = ThrottledLog(log, logging.INFO)
@@ -214,6 +242,7 @@ class Gateway:
         done(problem if problem is not None else recovery)
 
     def leave(self, sock: Socket, topic: str) -> None:
+        self.presence.untrack(sock, topic)
         subs = self.topics.get(topic)
         if subs is None:
             return
@@ -232,9 +261,13 @@ class Gateway:
             for link in subs.owners.keys() - wanted:
                 del subs.owners[link]
                 link.unsubscribe(topic)
-            for link in wanted - subs.owners.keys():
+            added = wanted - subs.owners.keys()
+            for link in added:
                 subs.owners[link] = 0
                 link.subscribe(topic, _ignore, subs.position)
+            if added:
+                self.presence.rerouted(topic, added)
+        self.presence.reroute_left(self.topics)
 
     def gauges(self) -> dict[str, tuple[float, str]]:
         c = self.counters
@@ -284,6 +317,7 @@ class Gateway:
         binary: bool,
         exclude: int = 0,
         position: Position | None = None,
+        presence: bool = False,
     ) -> None:
         """Fan one message from `source` out to this gateway's subscribers of `topic`."""
         counters = self.counters
@@ -311,6 +345,12 @@ class Gateway:
                 return
             subs.position = position
             ref = f"{position[0]}:{position[1]}"
+        skip: Collection[Socket] = ()
+        if presence:
+            if source is not self.router.owner_of(topic):
+                counters.presence_diffs_dropped += 1
+                return
+            skip = self.presence.waiting(topic)  # their presence_state will hold this diff
         broadcast = Broadcast(topic, event, payload, binary, ref)
         for (serializer, join_ref, positions), sockets in subs.lanes.items():
             data = serializer.fastlane(broadcast, join_ref, positions)
@@ -318,10 +358,10 @@ class Gateway:
                 counters.v1_binary_skipped += len(sockets)
                 self.skipped("binary message on %r not sent to %d V1 sockets", topic, len(sockets))
                 continue
-            if exclude:
+            if exclude or skip:
                 sent = 0
                 for sock in sockets:
-                    if sock.id != exclude:
+                    if sock.id != exclude and sock not in skip:
                         sock.send(data)
                         sent += 1
                 counters.socket_deliveries += sent

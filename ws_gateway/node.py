@@ -75,7 +75,9 @@ class GatewayNode(LinkHub):
         self.metrics = Metrics(self.counters, self.gauges)
         self.options = LinkOptions.of(settings)
         self.router = ClusterRouter(ring, settings.handover, self._rerouted, clock)
-        self.gateway = Gateway(self.local.name, self.router, self.counters)
+        # A socket that left is remembered until a hung topic server is surely declared down.
+        linger = 2 * settings.link_timeout
+        self.gateway = Gateway(self.local.name, self.router, self.counters, clock, linger)
         self.policy = Policy.of(settings, self.counters, time.time)
         self.owners: dict[str, RemoteOwner] = {}  # the newest link to each topic server
         self.by_link: dict[LinkConnection, RemoteOwner] = {}
@@ -163,9 +165,12 @@ class GatewayNode(LinkHub):
     def _deliver(self, source: RemoteOwner, frame: LinkDeliver | LinkDeliverKept) -> None:
         self.metrics.delivery_latency.observe(max(0.0, time.time() - frame.sent_at))
         f = frame
-        position = (f.epoch, f.offset) if isinstance(f, LinkDeliverKept) else None
+        if isinstance(f, LinkDeliverKept):
+            position, presence = (f.epoch, f.offset), False
+        else:
+            position, presence = None, f.presence
         self.gateway.deliver(
-            source, f.topic, f.seq, f.event, f.payload, f.binary, f.exclude, position
+            source, f.topic, f.seq, f.event, f.payload, f.binary, f.exclude, position, presence
         )
 
     async def _expire(self) -> None:

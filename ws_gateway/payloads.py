@@ -9,7 +9,9 @@ payload are cut out of the validated frame instead:
   the four short fields before it (the hot path);
 - `member`: the value of one member of an object (V1 frames, `/api/broadcast` bodies,
   hook answers), with the standard library's JSON scanner;
-- `envelope_body`: the object of a `publish` payload `[event, object]`.
+- `envelope_body`: the object of a `publish` payload `[event, object]`;
+- `without`: an object without some of its members (presence metas, whose `phx_ref` and
+  `online_at` are the server's).
 
 Each of them is given bytes that are valid JSON and returns the exact bytes of the value.
 `too_deep` bounds nesting (DPS_MAX_PAYLOAD_DEPTH): counting brackets answers at once for
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterator
 from typing import Any
 
 _STRING = rb'"(?:[^"\\]|\\.)*"'
@@ -73,25 +75,40 @@ def _skip(text: str, i: int) -> int:
     return i
 
 
+def _members(text: str) -> Iterator[tuple[str, int, int, int]]:
+    """For each member of the valid JSON object `text` (none if it is another value): its
+    name, and where the member starts, its value starts and its value ends."""
+    i = _skip(text, 0)
+    if text[i : i + 1] != "{":
+        return
+    i = _skip(text, i + 1)
+    while text[i : i + 1] == '"':
+        begin = i
+        name, i = _scan(text, i)
+        start = _skip(text, _skip(text, i) + 1)  # past the colon
+        _, i = _scan(text, start)
+        yield name, begin, start, i
+        i = _skip(text, i)
+        if text[i : i + 1] == ",":
+            i = _skip(text, i + 1)
+
+
 def member(data: bytes, key: str) -> bytes | None:
     """The bytes of the value of `key` in the valid JSON object `data` (the last, if the key
     repeats, as parsers keep it), or None when it has none."""
     text = data.decode()
-    i = _skip(text, 0)
-    if text[i : i + 1] != "{":
-        return None
-    i = _skip(text, i + 1)
     found = None
-    while text[i : i + 1] == '"':
-        name, i = _scan(text, i)
-        start = _skip(text, _skip(text, i) + 1)  # past the colon
-        _, i = _scan(text, start)
+    for name, _, start, end in _members(text):
         if name == key:
-            found = (start, i)
-        i = _skip(text, i)
-        if text[i : i + 1] == ",":
-            i = _skip(text, i + 1)
+            found = (start, end)
     return None if found is None else text[found[0] : found[1]].encode()
+
+
+def without(data: bytes, keys: Collection[str]) -> bytes:
+    """The valid JSON object `data` without its members named in `keys`."""
+    text = data.decode()
+    kept = [text[begin:end] for name, begin, _, end in _members(text) if name not in keys]
+    return ("{" + ",".join(kept) + "}").encode()
 
 
 def too_deep(raw: bytes | None, value: Any, limit: int) -> bool:

@@ -1,19 +1,19 @@
 """A gateway's link to one topic server, over the network.
 
-Subscriptions, publishes and recoveries go out as link frames; acknowledgements,
-refusals, deliveries and recovered messages come back. Every publish and every
-subscription gets exactly one answer: the owner's ack or refusal, or, if none comes within
-the publish timeout or the link goes down first, an error; a recovery gets the owner's
-answer, or an unrecovered one. A publish is never left without a reply. A frame only
-gateways send (subscribe, unsubscribe, publish) closes the link: the peer does not follow
-the protocol.
+Subscriptions, publishes, recoveries, presence tracks and queries go out as link frames;
+acknowledgements, refusals, deliveries, recovered messages and presence states come back.
+Every publish, subscription and presence query gets exactly one answer: the owner's ack,
+refusal or state, or, if none comes within the publish timeout or the link goes down
+first, an error; a recovery gets the owner's answer, or an unrecovered one. A publish is
+never left without a reply. A frame only gateways send closes the link: the peer does not
+follow the protocol.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from itertools import count
-from typing import Any
+from typing import Any, TypeVar
 
 from app.counters import Counters
 from app.link import codec
@@ -25,11 +25,20 @@ from app.link.codec import (
     LinkFrame,
     LinkFrameError,
     LinkPg,
+    LinkPresenceState,
     LinkRecovered,
     LinkRefused,
 )
 from app.link.connection import LinkConnection
-from app.link.interface import Accepted, Kept, OnOutcome, OnRecovery, Position, Recovery
+from app.link.interface import (
+    Accepted,
+    Kept,
+    OnOutcome,
+    OnPresence,
+    OnRecovery,
+    Position,
+    Recovery,
+)
 
 UNREACHABLE = "topic server unreachable"
 TIMED_OUT = "no answer from the topic server in time"
@@ -50,6 +59,7 @@ class RemoteOwner:
         "on_deliver",
         "on_pg",
         "pending",
+        "querying",
         "recovering",
         "subscribing",
     )
@@ -76,6 +86,7 @@ class RemoteOwner:
         self.pending: dict[int, tuple[OnOutcome, float]] = {}  # publishes
         self.subscribing: dict[int, tuple[OnOutcome, float]] = {}
         self.recovering: dict[int, tuple[OnRecovery, float]] = {}
+        self.querying: dict[int, tuple[OnPresence, float]] = {}  # presence queries
         self._ids = count(1)
         link.on_frame = self.on_frame
 
@@ -128,6 +139,20 @@ class RemoteOwner:
         epoch, offset = since
         self.link.send(codec.recover(id, limit, offset, topic, epoch))
 
+    def track(self, topic: str, key: str, ref: str, meta: bytes, prev: str | None) -> None:
+        self.link.send(codec.track(topic, key, ref, prev, meta))
+
+    def untrack(self, topic: str, key: str, ref: str) -> None:
+        self.link.send(codec.untrack(topic, key, ref))
+
+    def presence(self, topic: str, on_presence: OnPresence) -> None:
+        if self.link.closed:
+            on_presence(UNREACHABLE)
+            return
+        id = next(self._ids)
+        self.querying[id] = (on_presence, self.now())
+        self.link.send(codec.presence_query(id, topic))
+
     def on_frame(self, frame: LinkFrame) -> None:
         if isinstance(frame, LinkDeliver | LinkDeliverKept):
             self.on_deliver(self, frame)
@@ -155,6 +180,10 @@ class RemoteOwner:
                 entry = self.subscribing.pop(frame.id, None)
                 if entry is not None:
                     entry[0](Accepted(self.owner, 0))
+        elif isinstance(frame, LinkPresenceState):
+            query = self.querying.pop(frame.id, None)
+            if query is not None:
+                query[0](frame.state)
         elif isinstance(frame, LinkPg):
             self.on_pg(self.link, frame.frame)
         else:  # a gateway's frame: the peer is broken, and the link closes
@@ -167,20 +196,28 @@ class RemoteOwner:
         _expire(self.subscribing, deadline)
         for id in [id for id, (_, sent) in self.recovering.items() if sent <= deadline]:
             self.recovering.pop(id)[0](NOTHING)
+        _expire(self.querying, deadline)
 
     def fail_all(self) -> None:
         """The link is gone: every request still waiting gets an error."""
         pending, self.pending = self.pending, {}
         subscribing, self.subscribing = self.subscribing, {}
         recovering, self.recovering = self.recovering, {}
+        querying, self.querying = self.querying, {}
         self.counters.publish_errors += len(pending)
         for on_outcome, _ in [*pending.values(), *subscribing.values()]:
             on_outcome(WENT_DOWN)
         for done, _ in recovering.values():
             done(NOTHING)
+        for on_presence, _ in querying.values():
+            on_presence(WENT_DOWN)
 
 
-def _expire(waiting: dict[int, tuple[OnOutcome, float]], deadline: float) -> int:
+# A request's callback: each takes the reason it failed.
+Callback = TypeVar("Callback", OnOutcome, OnPresence)
+
+
+def _expire(waiting: dict[int, tuple[Callback, float]], deadline: float) -> int:
     """Fail the requests sent at or before `deadline`; how many."""
     expired = []
     for id, (_, sent) in waiting.items():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
-from ws_gateway.api import broadcast, history
+from ws_gateway.api import broadcast, history, presence
 from ws_gateway.endpoint import socket_endpoint
 
 SOCKET_PATH = "/socket/websocket"
@@ -13,4 +13,5 @@ ROUTES: list[BaseRoute] = [
     WebSocketRoute(SOCKET_PATH, socket_endpoint),
     Route("/api/broadcast", broadcast, methods=["POST"]),
     Route("/api/history", history, methods=["GET"]),
+    Route("/api/presence", presence, methods=["GET"]),
 ]

@@ -39,6 +39,8 @@ from ws_gateway.channels import (
     Push,
     Replay,
     Reply,
+    Track,
+    UpdatePresence,
     error,
 )
 from ws_gateway.gateway import Gateway
@@ -129,6 +131,10 @@ class ClientSession:
                 self._join(action)
             case Leave(topic):
                 gateway.leave(sock, topic)
+            case Track(topic, join_ref, tracked):
+                gateway.presence.track(sock, topic, join_ref, tracked)
+            case UpdatePresence(topic, meta):
+                gateway.presence.update(sock, topic, meta)
             case Publish(join_ref, ref, topic, event, payload, binary, echo, kept):
 
                 def reply(outcome: Outcome) -> None:

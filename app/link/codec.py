@@ -12,6 +12,10 @@ gateways enforce for everything clients send.
     A  ack           id:u64  seq:u64     (of a publish, or of a subscribe with seq 0)
     D  deliver       seq:u64  sent_at:f64  exclude:u64  topic  event  flags:u8
                      payload:u32+bytes
+    T  track         topic  key  ref  prev  meta:u32+bytes
+    X  untrack       topic  key  ref
+    Q  presence query  id:u64  topic
+    R  presence state  id:u64  state:u32+bytes
     G  pg            frame:u32+bytes (a pg protocol frame as JSON)
 
 Topics with history (`topic_server.history`) have frames of their own, so that the others
@@ -35,18 +39,28 @@ entry is `offset:u64 at:f64 event flags:u8 payload:u32+bytes`.
                         entry...  (a takeover's answer: the stream; or, with a holder, the
                         server to ask instead; epoch "" and no holder: there is none)
 
-`flags` is 1 for a binary payload (raw bytes rather than a JSON object), else 0. `sent_at`
-is the topic server's wall clock when it sequenced the message (a finite number), for the
-gateways' delivery latency histogram. `exclude` names a socket of the publishing gateway
-that must not receive the message (a publisher on a topic without echo), 0 for none: the
-owner sends it only to that gateway. The deliver frame of a message is otherwise encoded once and
-the same bytes are queued to every gateway that wants it.
+In a publish, `flags` is 1 for a binary payload (raw bytes rather than a JSON object), else
+0; a deliver adds 2 for a presence diff (see `topic_server.presence`), so that a gateway
+listening to two owners of a topic during a handover can keep only its publishing owner's
+diffs. `sent_at` is the topic server's wall clock when it sequenced the message (a finite
+number), for the gateways' delivery latency histogram. `exclude` names a socket of the
+publishing gateway that must not receive the message (a publisher on a topic without
+echo), 0 for none: the owner sends it only to that gateway. The deliver frame of a message
+is otherwise encoded once and the same bytes are queued to every gateway that wants it.
+
+Presence: `track` (gateway -> owner) adds the entry `ref` of one of the gateway's sockets
+to a topic's presence, under `key` (at most 255 bytes, like every name) with its `meta` (a
+JSON object, its `phx_ref` in it), in place of the entry `prev` ("" for none); `untrack`
+removes one, naming its key so that an owner that never had it can still report it gone.
+A presence `query` (gateway -> owner) asks for a topic's whole presence; its answer
+(owner -> gateway), `state`, is the JSON object of a `presence_state`, sent once every frame
+the gateway sent before the query has been applied.
 
 `decode` accepts exactly what the builders make: a batch of one frame or more, each
-complete, of a known kind, with UTF-8 names, flags 0 or 1, a finite `sent_at`, and pg
-frames that are JSON orjson can read (at most 1024 levels deep). Anything else is a
-`LinkFrameError`, and the link closes. What a pg frame says is pg's to judge
-(`app.pg.wire`).
+complete, of a known kind, with UTF-8 names, flags of known bits only (0 or 1 but in a
+deliver), finite times, and pg frames that are JSON orjson can read (at most 1024 levels
+deep). Anything else is a `LinkFrameError`, and the link closes. What a pg frame says is
+pg's to judge (`app.pg.wire`).
 """
 
 from __future__ import annotations
@@ -60,6 +74,7 @@ from typing import Any, NamedTuple
 import orjson
 
 BINARY = 1
+PRESENCE = 2  # a deliver's flag: the payload is a presence diff
 
 
 class LinkClose(IntEnum):
@@ -122,6 +137,31 @@ class LinkDeliver(NamedTuple):
     event: str
     binary: bool
     payload: bytes
+    presence: bool = False
+
+
+class LinkTrack(NamedTuple):
+    topic: str
+    key: str
+    ref: str
+    prev: str | None
+    meta: bytes
+
+
+class LinkUntrack(NamedTuple):
+    topic: str
+    key: str
+    ref: str
+
+
+class LinkPresenceQuery(NamedTuple):
+    id: int
+    topic: str
+
+
+class LinkPresenceState(NamedTuple):
+    id: int
+    state: bytes
 
 
 class LinkPg(NamedTuple):
@@ -237,6 +277,10 @@ LinkFrame = (
     | LinkPublish
     | LinkAck
     | LinkDeliver
+    | LinkTrack
+    | LinkUntrack
+    | LinkPresenceQuery
+    | LinkPresenceState
     | LinkPg
     | LinkPublishKept
     | LinkDeliverKept
@@ -265,14 +309,12 @@ def unsubscribe(topic: str) -> bytes:
     return b"U" + _short(topic)
 
 
-def _message(topic: str, event: str, binary: bool, payload: bytes) -> bytes:
-    return (
-        _short(topic)
-        + _short(event)
-        + (b"\x01" if binary else b"\x00")
-        + _U32.pack(len(payload))
-        + payload
-    )
+def _long(data: bytes) -> bytes:
+    return _U32.pack(len(data)) + data
+
+
+def _message(topic: str, event: str, flags: int, payload: bytes) -> bytes:
+    return _short(topic) + _short(event) + _U8.pack(flags) + _long(payload)
 
 
 def publish(id: int, exclude: int, topic: str, event: str, binary: bool, payload: bytes) -> bytes:
@@ -284,24 +326,45 @@ def ack(id: int, seq: int) -> bytes:
 
 
 def deliver(
-    seq: int, sent_at: float, exclude: int, topic: str, event: str, binary: bool, payload: bytes
+    seq: int,
+    sent_at: float,
+    exclude: int,
+    topic: str,
+    event: str,
+    binary: bool,
+    payload: bytes,
+    presence: bool = False,
 ) -> bytes:
     head = _DELIVER_HEAD.pack(b"D", seq, sent_at, exclude)
-    return head + _message(topic, event, binary, payload)
+    return head + _message(topic, event, binary | (PRESENCE if presence else 0), payload)
+
+
+def track(topic: str, key: str, ref: str, prev: str | None, meta: bytes) -> bytes:
+    return b"T" + _short(topic) + _short(key) + _short(ref) + _short(prev or "") + _long(meta)
+
+
+def untrack(topic: str, key: str, ref: str) -> bytes:
+    return b"X" + _short(topic) + _short(key) + _short(ref)
+
+
+def presence_query(id: int, topic: str) -> bytes:
+    return _ID.pack(b"Q", id) + _short(topic)
+
+
+def presence_state(id: int, state: bytes) -> bytes:
+    return _ID.pack(b"R", id) + _long(state)
 
 
 def pg(frame: Any) -> bytes:
-    data = orjson.dumps(frame)
-    return b"G" + _U32.pack(len(data)) + data
+    return b"G" + _long(orjson.dumps(frame))
 
 
 def _entry(entry: Entry) -> bytes:
     return (
         _ENTRY_HEAD.pack(entry.offset, entry.at)
         + _short(entry.event)
-        + (b"\x01" if entry.binary else b"\x00")
-        + _U32.pack(len(entry.payload))
-        + entry.payload
+        + _U8.pack(entry.binary)
+        + _long(entry.payload)
     )
 
 
@@ -415,12 +478,16 @@ class _Reader:
     def short(self) -> str:
         return self.take(self.data[self.pos] + 1 if self.pos < len(self.data) else 1)[1:].decode()
 
-    def flags(self) -> bool:
-        """Whether the payload that follows is binary."""
+    def flags(self, known: int = BINARY) -> int:
+        """The flags byte that comes next, with only `known` bits."""
         flags: int = self.unpack(_U8)[0]
-        if flags > BINARY:
+        if flags & ~known:
             raise LinkFrameError(f"unknown flags {flags:#04x}")
-        return flags == BINARY
+        return flags
+
+    def long(self) -> bytes:
+        (size,) = self.unpack(_U32)
+        return self.take(size)
 
     def time(self, value: float) -> float:
         if not math.isfinite(value):
@@ -430,9 +497,8 @@ class _Reader:
     def entry(self) -> Entry:
         offset, at = self.unpack(_ENTRY_HEAD)
         event = self.short()
-        binary = self.flags()
-        (size,) = self.unpack(_U32)
-        return Entry(offset, self.time(at), event, binary, self.take(size))
+        binary = self.flags() == BINARY
+        return Entry(offset, self.time(at), event, binary, self.long())
 
     def entries(self) -> tuple[Entry, ...]:
         (count,) = self.unpack(_U32)
@@ -441,11 +507,11 @@ class _Reader:
         return tuple(self.entry() for _ in range(count))
 
     def message(self) -> tuple[str, str, bool, bytes]:
+        """Topic, event, whether the payload is binary, and the payload."""
         topic = self.short()
         event = self.short()
-        binary = self.flags()
-        (size,) = self.unpack(_U32)
-        return topic, event, binary, self.take(size)
+        binary = self.flags() == BINARY
+        return topic, event, binary, self.long()
 
 
 def decode(batch: bytes) -> Iterator[LinkFrame]:
@@ -461,11 +527,28 @@ def decode(batch: bytes) -> Iterator[LinkFrame]:
                 _, seq, sent_at, exclude = reader.unpack(_DELIVER_HEAD)
                 if not math.isfinite(sent_at):
                     raise LinkFrameError(f"sent_at {sent_at} is not a time")
-                topic, event, binary, payload = reader.message()
-                yield LinkDeliver(seq, sent_at, exclude, topic, event, binary, payload)
+                topic, event = reader.short(), reader.short()
+                flags = reader.flags(BINARY | PRESENCE)
+                binary, presence = bool(flags & BINARY), bool(flags & PRESENCE)
+                yield LinkDeliver(
+                    seq, sent_at, exclude, topic, event, binary, reader.long(), presence
+                )
             elif kind == b"P":
                 _, id, exclude = reader.unpack(_PUBLISH_HEAD)
                 yield LinkPublish(id, exclude, *reader.message())
+            elif kind == b"T":
+                reader.pos += 1
+                topic, key, ref, prev = (reader.short() for _ in range(4))
+                yield LinkTrack(topic, key, ref, prev or None, reader.long())
+            elif kind == b"X":
+                reader.pos += 1
+                yield LinkUntrack(reader.short(), reader.short(), reader.short())
+            elif kind == b"Q":
+                _, id = reader.unpack(_ID)
+                yield LinkPresenceQuery(id, reader.short())
+            elif kind == b"R":
+                _, id = reader.unpack(_ID)
+                yield LinkPresenceState(id, reader.long())
             elif kind == b"A":
                 _, id, seq = reader.unpack(_ACK)
                 yield LinkAck(id, seq)
@@ -477,8 +560,7 @@ def decode(batch: bytes) -> Iterator[LinkFrame]:
                 yield LinkUnsubscribe(reader.short())
             elif kind == b"G":
                 reader.pos += 1
-                (size,) = reader.unpack(_U32)
-                yield LinkPg(orjson.loads(reader.take(size)))
+                yield LinkPg(orjson.loads(reader.long()))
             else:
                 yield _decode_kept(kind, reader)
     except (UnicodeDecodeError, orjson.JSONDecodeError) as exc:

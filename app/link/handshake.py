@@ -48,7 +48,7 @@ import orjson
 from app.link.codec import LinkClose
 from app.settings import Role
 
-VERSION = 3  # of the handshake and of the frames of app.link.codec
+VERSION = 4  # of the handshake and of the frames of app.link.codec
 
 _NONCE = re.compile(r"[0-9a-f]{32}")
 _MAC = re.compile(r"[0-9a-f]{64}")

@@ -9,6 +9,9 @@ owner -> gateway (acknowledgement, deliver), one deliver per message and gateway
 Topics with history (`Kept`) add positions: each message of such a topic has one, its
 stream's epoch and its offset (`Position`); a subscription can ask for what came after a
 position (`since`), and a gateway can ask the owner what a client missed (`recover`).
+Presence takes the same path: a gateway tells the owner about its own sockets (track,
+untrack), the owner delivers each topic's presence diffs like messages (marked
+`presence`), and answers presence queries (a joiner's `presence_state`, `/api/presence`).
 """
 
 from __future__ import annotations
@@ -56,6 +59,8 @@ Outcome = Accepted | str
 OnOutcome = Callable[[Outcome], None]
 # Called exactly once per recovery request (an empty, unrecovered one if the link went down).
 OnRecovery = Callable[[Recovery], None]
+# Called exactly once per presence query: the topic's presence as JSON, or why it failed.
+OnPresence = Callable[[bytes | str], None]
 
 
 class OwnerLink(Protocol):
@@ -91,12 +96,32 @@ class OwnerLink(Protocol):
         """What came after `since` (at most `limit` messages)."""
         ...
 
+    def track(self, topic: str, key: str, ref: str, meta: bytes, prev: str | None) -> None:
+        """Add this gateway's presence entry `ref` (in place of `prev`, if not None)."""
+        ...
+
+    def untrack(self, topic: str, key: str, ref: str) -> None: ...
+
+    def presence(self, topic: str, on_presence: OnPresence) -> None:
+        """Ask for the topic's presence, as it is once everything sent before is applied."""
+        ...
+
 
 class Delivery:
     """One sequenced message on its way to gateways. Its link frame is encoded once, on
     first use, and the same bytes go to every gateway linked over the network."""
 
-    __slots__ = ("_frame", "binary", "event", "payload", "position", "sent_at", "seq", "topic")
+    __slots__ = (
+        "_frame",
+        "binary",
+        "event",
+        "payload",
+        "position",
+        "presence",
+        "sent_at",
+        "seq",
+        "topic",
+    )
 
     def __init__(
         self,
@@ -107,6 +132,7 @@ class Delivery:
         binary: bool,
         sent_at: float,
         position: Position | None = None,
+        presence: bool = False,
     ) -> None:
         self.topic = topic
         self.seq = seq
@@ -115,6 +141,7 @@ class Delivery:
         self.binary = binary
         self.sent_at = sent_at
         self.position = position
+        self.presence = presence  # a presence diff (never kept, so without a position)
         self._frame: bytes | None = None
 
     @property
@@ -127,7 +154,14 @@ class Delivery:
         """The frame for the publishing gateway, naming the socket to skip."""
         if self.position is None:
             return codec.deliver(
-                self.seq, self.sent_at, exclude, self.topic, self.event, self.binary, self.payload
+                self.seq,
+                self.sent_at,
+                exclude,
+                self.topic,
+                self.event,
+                self.binary,
+                self.payload,
+                self.presence,
             )
         epoch, offset = self.position
         return codec.deliver_kept(
@@ -198,6 +232,16 @@ class Sequencer(Protocol):
 
     def recover(self, topic: str, since: Position, limit: int, done: OnRecovery) -> None: ...
 
+    def track(
+        self, gateway: GatewayLink, topic: str, key: str, ref: str, meta: bytes, prev: str | None
+    ) -> None: ...
+
+    def untrack(self, gateway: GatewayLink, topic: str, key: str, ref: str) -> None: ...
+
+    def presence_state(self, topic: str) -> bytes:
+        """The topic's presence, the JSON object of a `presence_state`."""
+        ...
+
 
 class Recipient(Protocol):
     """What a gateway offers the links of its topic servers: where deliveries go."""
@@ -215,4 +259,5 @@ class Recipient(Protocol):
         binary: bool,
         exclude: int = 0,
         position: Position | None = None,
+        presence: bool = False,
     ) -> None: ...

@@ -11,6 +11,7 @@ from app.link.interface import (
     Delivery,
     Kept,
     OnOutcome,
+    OnPresence,
     OnRecovery,
     Position,
     Recipient,
@@ -57,6 +58,15 @@ class MemoryLink:
     def recover(self, topic: str, since: Position, limit: int, done: OnRecovery) -> None:
         self._server.recover(topic, since, limit, done)
 
+    def track(self, topic: str, key: str, ref: str, meta: bytes, prev: str | None) -> None:
+        self._server.track(self, topic, key, ref, meta, prev)
+
+    def untrack(self, topic: str, key: str, ref: str) -> None:
+        self._server.untrack(self, topic, key, ref)
+
+    def presence(self, topic: str, on_presence: OnPresence) -> None:
+        on_presence(self._server.presence_state(topic))
+
     # GatewayLink: the topic server's side.
     @property
     def gateway(self) -> str:
@@ -64,5 +74,6 @@ class MemoryLink:
 
     def deliver(self, delivery: Delivery, exclude: int = 0) -> None:
         d = delivery
-        g = self._gateway
-        g.deliver(self, d.topic, d.seq, d.event, d.payload, d.binary, exclude, d.position)
+        self._gateway.deliver(
+            self, d.topic, d.seq, d.event, d.payload, d.binary, exclude, d.position, d.presence
+        )

@@ -48,7 +48,9 @@ class EmbeddedNode:
         self.gateway = Gateway(self.name, router, self.counters)
         self.policy = Policy.of(settings, self.counters, time.time)
         history = History(settings.history_max_bytes, self.counters)
-        self.server = TopicServer(self.name, self.counters, history)  # alone: no copies
+        self.server = TopicServer(  # alone: no copies
+            self.name, self.counters, history, interval=settings.presence_interval
+        )
         router.link = MemoryLink(self.gateway, self.server)
         self._trimmer: asyncio.TimerHandle | None = None
 

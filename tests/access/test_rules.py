@@ -22,6 +22,7 @@ def test_the_shipped_rules_let_anyone_join_and_publish_everywhere() -> None:
     rule = shipped.match("topics:matrix")
     assert rule is not None
     assert (rule.join, rule.publish, rule.echo) == (JoinMode.ANYONE, PublishMode.MEMBERS, True)
+    assert not rule.presence
     assert rule.allows("publish") and not rule.allows("new_msg")
     assert not shipped.uses_hooks()
 
@@ -39,6 +40,7 @@ def test_first_match_decides(tmp_path: Path) -> None:
         join = "users"
         publish = "hook"
         echo = false
+        presence = true
         [[channel]]
         topic = "user:{sub}:inbox*"
         join = "token"
@@ -50,7 +52,8 @@ def test_first_match_decides(tmp_path: Path) -> None:
     )
     lobby, room, inbox, user = found.rules
     assert found.match("room:lobby") is lobby and lobby.events is None
-    assert found.match("room:42") is room and not room.echo
+    assert found.match("room:42") is room and not room.echo and room.presence
+    assert not lobby.presence
     assert found.match("room:") is room
     assert found.match("rooms:42") is None
     assert found.match("user:alice") is user and user.owner("user:alice") == "alice"
@@ -72,6 +75,7 @@ def test_first_match_decides(tmp_path: Path) -> None:
         ('[[channel]]\ntopic = "a"\njoin = "everyone"', "join must be one of 'anyone', 'users'"),
         ('[[channel]]\ntopic = "a"\npublish = "all"', "publish must be one of 'members'"),
         ('[[channel]]\ntopic = "a"\necho = "no"', "echo must be true or false"),
+        ('[[channel]]\ntopic = "a"\npresence = 1', "presence must be true or false"),
         ('[[channel]]\ntopic = "a"\nevents = "some"', 'events must be "publish", "any" or'),
         ('[[channel]]\ntopic = "a"\nevents = ["phx_join"]', "'phx_join' is not an event"),
         ('[[channel]]\ntopic = "a*b"', "* only at its end"),

@@ -6,7 +6,13 @@
 // client appends /websocket and the query string). Options: vsn=2.0.0|1.0.0, topic=...,
 // timeout=<ms> (the whole run; default 20000), token=... (scenarios "auth", "params",
 // "refused"), tokens=t1,t2,... (scenario "refresh": the `params` function hands them out
-// in turn), count=N (scenario "recover": the messages to wait for).
+// in turn), count=N (scenario "recover": the messages to wait for), name=..., key=...,
+// meta=<JSON> (scenario "presence").
+//
+// Scenario "presence" is driven by the test: one client (named `name`) joins `topic` with
+// {presence: {key, meta}}, keeps phoenix.js's `Presence` for it, and prints its list() at
+// every onSync; it reads commands from stdin, one JSON object a line: {"do": "update",
+// "meta": {...}} pushes presence_update, {"do": "leave"} leaves, {"do": "quit"} ends.
 //
 // Every observed event is printed as one JSON object per line on stdout, with the client
 // ("a" or "b") it happened on:
@@ -19,6 +25,7 @@
 //   {"client":"a","event":"leave","join_ref":"3","ref":"9"}  a leave was sent with that ref
 //   {"client":"a","event":"message","name":"greet","join_ref":"3","payload":{...}}
 //   {"client":"a","event":"channel_close"} / {"client":"a","event":"channel_error"}
+//   {"client":"a","event":"sync","list":[{"key":"alice","metas":[...]}, ...]}  (presence)
 //   {"event":"wait","for":"..."}                         the script now waits for the test
 //   {"event":"done"}                                     the scenario finished (exit 0)
 //   {"event":"failure","reason":"..."}                   it did not (exit 1, or 2 on timeout)
@@ -26,7 +33,7 @@
 // it needs to know to go on; the Python test asserts on the lines.
 "use strict"
 
-const { Socket } = require("phoenix")
+const { Presence, Socket } = require("phoenix")
 const WebSocket = require("ws")
 
 const [scenarioName, url, ...rest] = process.argv.slice(2)
@@ -351,6 +358,45 @@ const scenarios = {
     await until("greet on a", () => a.received("greet") > 0)
     await a.disconnect()
   },
+}
+
+// Commands from the test, one JSON object a line on stdin: a function that resolves to the
+// next one, in order.
+function stdinCommands() {
+  const commands = []
+  let wake = () => {}
+  require("readline")
+    .createInterface({ input: process.stdin })
+    .on("line", (line) => {
+      commands.push(JSON.parse(line))
+      wake()
+    })
+  return async () => {
+    while (commands.length === 0) await new Promise((resolve) => (wake = resolve))
+    return commands.shift()
+  }
+}
+
+scenarios.presence = async function presence() {
+  const nextCommand = stdinCommands()
+  const name = opts.name || "a"
+  const params = { presence: { key: opts.key, meta: JSON.parse(opts.meta || "{}") } }
+  const fast = { reconnectAfterMs: () => 100, rejoinAfterMs: () => 100 }
+  const c = new Client(name, fast, params)
+  const tracked = new Presence(c.channel)
+  tracked.onSync(() =>
+    c.note({ event: "sync", list: tracked.list((key, { metas }) => ({ key, metas })) }),
+  )
+  c.connect()
+  await c.join()
+  for (;;) {
+    const command = await nextCommand()
+    if (command.do === "update") await c.push("presence_update", command.meta)
+    else if (command.do === "leave") await c.leave()
+    else if (command.do === "quit") break
+    else fail(`unknown command ${JSON.stringify(command)}`)
+  }
+  await c.disconnect()
 }
 
 const scenario = scenarios[scenarioName]

@@ -103,6 +103,12 @@ class NodeClient:
         assert self.lines and self.lines[-1] == {"event": "done"}, self.transcript()
         return self.lines
 
+    async def command(self, **command: Any) -> None:
+        """A command for an interactive scenario ("presence"), on the script's stdin."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(command).encode() + b"\n")
+        await self.proc.stdin.drain()
+
     def of(self, client: str, event: str, **fields: Any) -> list[Line]:
         """The lines of `client` with this event and these field values, in order."""
         return [
@@ -116,15 +122,16 @@ class NodeClient:
 
 @contextlib.asynccontextmanager
 async def node_client(
-    tmp_path: Path, scenario: str, server: Server, **options: str
+    tmp_path: Path, scenario: str, server: Server, stdin: bool = False, **options: str
 ) -> AsyncIterator[NodeClient]:
-    """Run phoenix_client.js `scenario` against `server`; killed by PID if still running."""
+    """Run phoenix_client.js `scenario` against `server` (with a pipe to its stdin for
+    `NodeClient.command`); killed by PID if still running."""
     require_node()
     args = [f"{k}={v}" for k, v in {"timeout": str(SCRIPT_TIMEOUT_MS), **options}.items()]
     url = f"ws://127.0.0.1:{server.port}/socket"
-    stderr = tmp_path / f"node-{scenario}.stderr"
+    stderr = tmp_path / f"node-{scenario}-{options.get('name', '')}.stderr"
     argv = [str(NODE), str(SCRIPT), scenario, url, *args]
-    async with child_process(argv, stderr, cwd=CLIENTS) as proc:
+    async with child_process(argv, stderr, cwd=CLIENTS, stdin=stdin) as proc:
         yield NodeClient(proc, stderr)
 
 

@@ -7,8 +7,8 @@ else must fail the handshake with PROTOCOL_ERROR.
 Batches: `link_frames` are frames of every kind with any field values the builders
 take; `encode` builds one. `broken_batches` are well-formed frames followed by one that
 is not exactly well-formed (truncated, a size beyond the batch, an unknown kind, flags
-other than 0 and 1, bad UTF-8, a non-finite time, a pg frame that is not JSON orjson
-reads), which `decode` must refuse after yielding the frames before it. `any_batches`
+of unknown bits, bad UTF-8, a non-finite time, a pg frame that is not JSON orjson reads),
+which `decode` must refuse after yielding the frames before it. `any_batches`
 mixes well-formed frames with arbitrary bytes.
 """
 
@@ -26,9 +26,13 @@ from app.link.codec import (
     LinkDeliver,
     LinkFrame,
     LinkPg,
+    LinkPresenceQuery,
+    LinkPresenceState,
     LinkPublish,
     LinkSubscribe,
+    LinkTrack,
     LinkUnsubscribe,
+    LinkUntrack,
 )
 from app.link.handshake import VERSION, Identity
 from tests.pg.frames import ORJSON_DEPTH, json_values, nested_json, pg_frames, well_formed
@@ -84,13 +88,18 @@ names = st.one_of(st.sampled_from(["t", "u"]), st.text(max_size=20))  # 80 bytes
 u64 = st.integers(0, 2**64 - 1)
 times = st.floats(allow_nan=False, allow_infinity=False)
 payloads = st.binary(max_size=40)
+refs = st.text(min_size=1, max_size=20)  # a replaced ref of "" is no ref: None
 
 link_frames: st.SearchStrategy[LinkFrame] = st.one_of(
     st.builds(LinkSubscribe, u64, names),
     st.builds(LinkUnsubscribe, names),
     st.builds(LinkPublish, u64, u64, names, names, st.booleans(), payloads),
     st.builds(LinkAck, u64, u64),
-    st.builds(LinkDeliver, u64, times, u64, names, names, st.booleans(), payloads),
+    st.builds(LinkDeliver, u64, times, u64, names, names, st.booleans(), payloads, st.booleans()),
+    st.builds(LinkTrack, names, names, refs, st.none() | refs, payloads),
+    st.builds(LinkUntrack, names, names, refs),
+    st.builds(LinkPresenceQuery, u64, names),
+    st.builds(LinkPresenceState, u64, payloads),
     st.builds(LinkPg, json_values | well_formed("dps")),
 )
 
@@ -105,8 +114,16 @@ def encode(frame: LinkFrame) -> bytes:
             return codec.publish(id, exclude, topic, event, binary, payload)
         case LinkAck(id, seq):
             return codec.ack(id, seq)
-        case LinkDeliver(seq, sent_at, exclude, topic, event, binary, payload):
-            return codec.deliver(seq, sent_at, exclude, topic, event, binary, payload)
+        case LinkDeliver(seq, sent_at, exclude, topic, event, binary, payload, presence):
+            return codec.deliver(seq, sent_at, exclude, topic, event, binary, payload, presence)
+        case LinkTrack(topic, key, ref, prev, meta):
+            return codec.track(topic, key, ref, prev, meta)
+        case LinkUntrack(topic, key, ref):
+            return codec.untrack(topic, key, ref)
+        case LinkPresenceQuery(id, topic):
+            return codec.presence_query(id, topic)
+        case LinkPresenceState(id, state):
+            return codec.presence_state(id, state)
         case LinkPg(value):
             return codec.pg(value)
     raise AssertionError(frame)
@@ -114,7 +131,7 @@ def encode(frame: LinkFrame) -> bytes:
 
 batches = st.lists(link_frames, min_size=1, max_size=6)
 
-KINDS = b"SUPADG"
+KINDS = b"SUPADTXQRG"
 BAD_UTF8 = [b"\xff", b"\xc3", b"\xed\xa0\x80", b"\xc0\x80", b"ok\xe2\x82"]
 NOT_JSON = [
     b"",
@@ -142,9 +159,14 @@ def broken_frames(draw: st.DrawFn) -> bytes:
         return bytes([kind]) + draw(st.binary(max_size=20))
     if how == "flags":
         payload = draw(payloads)
-        frame = codec.publish(draw(u64), draw(u64), draw(names), draw(names), False, payload)
+        if draw(st.booleans()):
+            frame = codec.publish(draw(u64), draw(u64), draw(names), draw(names), False, payload)
+            flags = draw(st.integers(2, 255))
+        else:
+            frame = codec.deliver(draw(u64), 0.0, draw(u64), draw(names), "e", False, payload)
+            flags = draw(st.integers(4, 255))
         flags_at = len(frame) - len(payload) - 4 - 1  # before the payload and its size
-        return frame[:flags_at] + bytes([draw(st.integers(2, 255))]) + frame[flags_at + 1 :]
+        return frame[:flags_at] + bytes([flags]) + frame[flags_at + 1 :]
     if how == "utf-8":
         bad = draw(st.sampled_from(BAD_UTF8))
         return b"S" + struct.pack("!Q", draw(u64)) + _short(bad)
@@ -163,10 +185,16 @@ def cut_frames(draw: st.DrawFn) -> bytes:
     if isinstance(frame, LinkAck) or draw(st.booleans()):
         return data[: draw(st.integers(1, len(data) - 1))]
     match frame:
-        case LinkSubscribe() | LinkUnsubscribe():
+        case LinkSubscribe() | LinkUnsubscribe() | LinkPresenceQuery():
             size_at, size, limit = len(data) - len(frame.topic.encode()) - 1, 1, 255
+        case LinkUntrack():
+            size_at, size, limit = len(data) - len(frame.ref.encode()) - 1, 1, 255
         case LinkPublish() | LinkDeliver():
             size_at, size, limit = len(data) - len(frame.payload) - 4, 4, 2**32 - 1
+        case LinkTrack():
+            size_at, size, limit = len(data) - len(frame.meta) - 4, 4, 2**32 - 1
+        case LinkPresenceState():
+            size_at, size, limit = len(data) - len(frame.state) - 4, 4, 2**32 - 1
         case _:  # a pg frame
             size_at, size, limit = 1, 4, 2**32 - 1
     declared = int.from_bytes(data[size_at : size_at + size], "big")

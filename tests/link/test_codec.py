@@ -15,9 +15,13 @@ from app.link.codec import (
     LinkFrame,
     LinkFrameError,
     LinkPg,
+    LinkPresenceQuery,
+    LinkPresenceState,
     LinkPublish,
     LinkSubscribe,
+    LinkTrack,
     LinkUnsubscribe,
+    LinkUntrack,
 )
 from tests.link.inputs import any_batches, batches, broken_batches, encode
 
@@ -31,6 +35,12 @@ def test_a_batch_decodes_to_its_frames_in_order() -> None:
             codec.deliver(9, 1.5, 42, "rooms:é", "publish", True, b"\x00\xff"),
             codec.pg(["sync", "dps", 1, [["g", [1, 2]]]]),
             codec.unsubscribe("rooms:é"),
+            codec.deliver(10, 2.5, 0, "rooms:é", "presence_diff", False, b"{}", presence=True),
+            codec.track("rooms:é", "alice", "r2", "r1", b'{"phx_ref":"r2"}'),
+            codec.track("rooms:é", "bob", "r3", None, b"{}"),
+            codec.untrack("rooms:é", "alice", "r2"),
+            codec.presence_query(11, "rooms:é"),
+            codec.presence_state(11, b'{"bob":{"metas":[{}]}}'),
         ]
     )
     assert list(codec.decode(batch)) == [
@@ -40,6 +50,12 @@ def test_a_batch_decodes_to_its_frames_in_order() -> None:
         LinkDeliver(9, 1.5, 42, "rooms:é", "publish", True, b"\x00\xff"),
         LinkPg(["sync", "dps", 1, [["g", [1, 2]]]]),
         LinkUnsubscribe("rooms:é"),
+        LinkDeliver(10, 2.5, 0, "rooms:é", "presence_diff", False, b"{}", True),
+        LinkTrack("rooms:é", "alice", "r2", "r1", b'{"phx_ref":"r2"}'),
+        LinkTrack("rooms:é", "bob", "r3", None, b"{}"),
+        LinkUntrack("rooms:é", "alice", "r2"),
+        LinkPresenceQuery(11, "rooms:é"),
+        LinkPresenceState(11, b'{"bob":{"metas":[{}]}}'),
     ]
 
 
@@ -68,6 +84,13 @@ def test_empty_and_large_payloads() -> None:
             "unknown flags 0x02",
         ),
         (codec.deliver(1, float("inf"), 0, "t", "e", False, b"{}"), "sent_at inf is not a time"),
+        (
+            codec.deliver(1, 0.0, 0, "t", "e", False, b"{}").replace(
+                b"\x00\x00\x00\x00\x02{}", b"\x04\x00\x00\x00\x02{}"
+            ),
+            "unknown flags 0x04",
+        ),
+        (codec.track("t", "k", "r", None, b"{}")[:-1], "frame truncated"),
         (
             b"G" + struct.pack("!I", 2050) + b"[" * 1025 + b"]" * 1025,
             "undecodable frame: depth limit exceeded",

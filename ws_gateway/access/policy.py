@@ -34,6 +34,7 @@ log = logging.getLogger("dps.gateway")
 
 MAX_CHANNELS = 100  # Phoenix's limit of channels per socket
 MAX_PAYLOAD_DEPTH = 64
+MAX_PRESENCE_META = 1024
 BEARER = "base64url.bearer.phx."
 
 
@@ -60,6 +61,7 @@ class Policy:
         "join_rate",
         "max_channels",
         "max_payload_depth",
+        "max_presence_meta",
         "origins",
         "publish_rate",
         "rules",
@@ -79,6 +81,7 @@ class Policy:
         hook_connect: bool = False,
         max_channels: int = MAX_CHANNELS,
         max_payload_depth: int = MAX_PAYLOAD_DEPTH,
+        max_presence_meta: int = MAX_PRESENCE_META,
         publish_rate: tuple[float, int] = (20.0, 20),
         join_rate: tuple[float, int] = (10.0, 100),
         frames_per_turn: int = 16,
@@ -93,6 +96,7 @@ class Policy:
         self.hook_connect = hook_connect
         self.max_channels = max_channels
         self.max_payload_depth = max_payload_depth
+        self.max_presence_meta = max_presence_meta  # bytes of a presence meta
         self.publish_rate = publish_rate  # (per second, burst), per socket
         self.join_rate = join_rate
         self.frames_per_turn = frames_per_turn  # of one socket, per turn of the event loop
@@ -134,6 +138,7 @@ class Policy:
             hook_connect=settings.hook_connect,
             max_channels=settings.max_channels,
             max_payload_depth=settings.max_payload_depth,
+            max_presence_meta=settings.max_presence_meta,
             publish_rate=(settings.publish_rate, settings.publish_burst),
             join_rate=(settings.join_rate, settings.join_burst),
             frames_per_turn=settings.frames_per_turn,

@@ -21,6 +21,8 @@ decides for it, and a topic that matches no rule cannot be joined.
               keep the topic's last `history_size` messages (1 to 100000; 100 when only
               the ttl is given) for `history_ttl` seconds (up to 30 days; 3600 when only
               the size is given): clients recover what they missed (`topic_server.history`)
+    presence  false (the default); true: sockets joined to the topic are tracked, and
+              receive `presence_state` and `presence_diff` (see `ws_gateway.presence`)
 
 `load` refuses, with one line naming the file, the rule and the problem: a file that
 does not parse, an unknown key or value, a topic no client can join, and a rule that can
@@ -73,6 +75,7 @@ class Rule:
     echo: bool
     pattern: re.Pattern[str]
     kept: Kept | None = None  # the history rule; None: no history
+    presence: bool = False
 
     def matches(self, topic: str) -> bool:
         """Whether this rule decides for `topic` (whoever asks)."""
@@ -129,7 +132,7 @@ def locate(setting: Path | None) -> Path:
     return here if here.is_file() else DEFAULT
 
 
-KEYS = {"topic", "join", "publish", "events", "echo", "history_size", "history_ttl"}
+KEYS = {"topic", "join", "publish", "events", "echo", "presence", "history_size", "history_ttl"}
 HISTORY_SIZE = (100, 100_000)  # the default, and the most
 HISTORY_TTL = (3600.0, 30 * 86400.0)
 
@@ -177,11 +180,16 @@ def _rule(table: dict[str, Any]) -> Rule:
         raise ValueError("topic must be a non-empty string")
     join = _choice(table, "join", JoinMode, JoinMode.ANYONE)
     publish = _choice(table, "publish", PublishMode, PublishMode.MEMBERS)
-    echo = table.get("echo", True)
-    if not isinstance(echo, bool):
-        raise ValueError("echo must be true or false")
+    echo, presence = _flag(table, "echo", True), _flag(table, "presence", False)
     events = _events(table.get("events", PUBLISH))
-    return Rule(topic, join, publish, events, echo, _pattern(topic), _kept(table))
+    return Rule(topic, join, publish, events, echo, _pattern(topic), _kept(table), presence)
+
+
+def _flag(table: dict[str, Any], key: str, default: bool) -> bool:
+    value = table.get(key, default)
+    if not isinstance(value, bool):
+        raise ValueError(f"{key} must be true or false")
+    return value
 
 
 def _kept(table: dict[str, Any]) -> Kept | None:

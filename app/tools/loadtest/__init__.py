@@ -19,6 +19,14 @@ Scenarios (`--scenario`, fanout by default):
   `--topics` (spread over the `--url`s as fanout's subscribers are), hold them idle
   (heartbeats only) for `--duration` seconds (5 by default), close them. Reports the rate
   of sockets connected and joined, and failures.
+- churn (presence): `--subscribers` sockets join topic i % `--topics` with a presence
+  (`{"presence": {"meta": {"status": "online"}}}`, each socket its own key), then for
+  `--duration` seconds (5 by default) `--rate` of them a second leave and each joins
+  again a second later; nobody publishes. Reports the rejoins' latency to their ok reply
+  (`rejoin_latency_ms`) and to their `presence_state` (`presence_state_ms`), and what the
+  clients received of presence while churning. Against a topic without presence, the same
+  joins and leaves, and no presence events. The nodes' counters and the servers' CPU are
+  read when the churn stops, before the clients close.
 
 Recovery (fanout only): with `--reconnect-every S`, each subscriber drops its socket (an
 abort, as a network failure does) at a random moment of every S seconds of publishing,
@@ -83,14 +91,17 @@ bad arguments; 130 when interrupted.
 
 After the run: a summary table; with each `--url`'s `/cluster` (and any `--node URL`), the
 nodes' counter deltas and deliver frames per publish (Δgateway_deliveries_sent/Δpublishes).
-`--json FILE` writes the report: `scenario`, `subscribers`, `publishers`, `topics`,
-`connections` (planned, opened, failed, dropped, per_s), `subscriptions`, `messages`
+`--json FILE` writes the report: `scenario`, `subscribers`, `publishers`, `topics`, `rate`,
+`duration`, `connections` (planned, opened, failed, dropped, per_s), `subscriptions`, `messages`
 (published), `acked`, `unacknowledged`, `expected` (deliveries of acknowledged messages),
 `delivered`, `unique`, `lost`, `duplicates`, `out_of_order`, `reconnect_every`,
 `reconnects` (rejoins answered), `recovered` (messages replayed to them),
 `recoveries_failed`, `killed` (`node`, `pid`, `topic`, `after_s`, or null), `publish_s`,
 `deliveries_per_s`, `latency_ms`, `ack_latency_ms`, `join_latency_ms` (rejoins included),
-`connect_latency_ms` (each p50, p90, p99, p999, max, samples), `errors` (kind -> count),
+`connect_latency_ms`, `rejoin_latency_ms`, `presence_state_ms` (each p50, p90, p99, p999,
+max, samples), `presence` (leaves, rejoins_sent, presence_states, presence_state_bytes,
+presence_diffs, presence_diff_bytes: counts of the clients while churning), `errors` (kind
+-> count),
 `client_cpu_s` (user+sys of every client process), `client_cpu`,
 `server_cpu_s` and `server_cpu_us_per_delivery`, `server_memory` (`rss_before_mb` when the
 phase started, `rss_held_mb` once every connection was open and joined, and
@@ -132,7 +143,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-DESCRIPTION = "Load-test a DPS server on loopback: fan-out, chat and connection scenarios."
+DESCRIPTION = (
+    "Load-test a DPS server on loopback: fan-out, chat, connection and presence churn scenarios."
+)
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

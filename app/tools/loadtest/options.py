@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-SCENARIOS = ("fanout", "chat", "connect")
+SCENARIOS = ("fanout", "chat", "connect", "churn")
 PROTOCOLS = ("phoenix", "socketio")
 WINDOW_UNTIL = ("ack", "echo")
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -148,7 +148,7 @@ PHASE_OPTIONS: dict[str, tuple[type, Any]] = {
     "kill_owner_after": (float, None),
 }
 DEFAULT_MESSAGES = 1000
-DEFAULT_HOLD = 5.0  # seconds the connect scenario holds its connections without --duration
+DEFAULT_HOLD = 5.0  # seconds of connect (holding) or churn without --duration
 # The local cluster's channel rules: the load test's topics keep history, so that
 # subscribers that reconnect can recover what they missed.
 HISTORY_CHANNELS = Path(__file__).with_name("channels.toml")
@@ -195,7 +195,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--rate",
         type=float,
         metavar="MSG_S",
-        help="total messages/s; 0 = as fast as --window allows [0]",
+        help="total messages/s; 0 = as fast as --window allows (churn: leaves/s) [0]",
     )
     add("--window", type=int, metavar="N", help="publishes in flight per publisher [16]")
     add(
@@ -209,7 +209,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--messages", type=int, metavar="N", help=f"messages in all [{DEFAULT_MESSAGES}]"
     )
     amount.add_argument(
-        "--duration", type=float, metavar="S", help="seconds to publish (connect: to hold) instead"
+        "--duration",
+        type=float,
+        metavar="S",
+        help="seconds to publish (connect: to hold; churn: to churn) instead",
     )
     add("--payload-bytes", type=int, metavar="N", help="size of each published JSON object [100]")
     add("--procs", type=int, metavar="N", help="client processes [1]")
@@ -422,7 +425,7 @@ def _build(name: str, scenario: str, v: dict[str, Any]) -> Phase:
     nodes += [parse_target(url, "--node").cluster_url for url in v["node"]]
     messages, duration = v["messages"], v["duration"]
     if messages is None and duration is None:
-        if scenario == "connect":
+        if scenario in ("connect", "churn"):
             duration = DEFAULT_HOLD
         else:
             messages = DEFAULT_MESSAGES
@@ -503,7 +506,7 @@ def parse_target(text: str, option: str, protocol: str = "phoenix") -> Target:
 def validate(phase: Phase) -> Phase:
     """Refuse values that make no sense; return the phase unchanged."""
     where = f"{phase.name} ({phase.scenario})"
-    fanout = phase.scenario == "fanout"
+    fanout, churn = phase.scenario == "fanout", phase.scenario == "churn"
     least_subscribers = 0 if fanout else 1
     one_topic_each = phase.protocol != "socketio" or not fanout or phase.topics <= phase.publishers
     # Recovery and positions are Phoenix joins; fan-out's subscribers are the sockets that
@@ -516,6 +519,9 @@ def validate(phase: Phase) -> Phase:
         (phase.topics >= 1, "topics", ">= 1"),
         (phase.publishers >= 1 or not fanout, "publishers", ">= 1"),
         (phase.rate >= 0 and math.isfinite(phase.rate), "rate", ">= 0"),
+        (phase.rate > 0 or not churn, "rate", "> 0 with churn: leaves per second"),
+        (phase.duration is not None or not churn, "messages", "none with churn"),
+        (phase.protocol == "phoenix" or not churn, "protocol", "phoenix with churn"),
         (phase.window >= 1, "window", ">= 1"),
         (phase.messages is None or phase.messages >= 0, "messages", ">= 0"),
         (phase.duration is None or 0 < phase.duration <= 86400, "duration", "0 < s <= 86400"),

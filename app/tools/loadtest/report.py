@@ -108,7 +108,22 @@ def summary(report: dict[str, Any]) -> Table:
         ("subscriptions", f"{report['subscriptions']:,} joined"),
         ("join latency ms", _ms(report["join_latency_ms"])),
     ]
-    if report["scenario"] != "connect":
+    if report["scenario"] == "churn":
+        presence = report["presence"]
+        rows += [
+            ("subscriptions", f"{report['subscriptions']:,} joined"),
+            ("join latency ms", _ms(report["join_latency_ms"])),
+            ("churn", f"{presence['leaves']:,} leaves, {presence['rejoins_sent']:,} joins again"),
+            ("rejoin latency ms", _ms(report["rejoin_latency_ms"])),
+            ("presence_state ms", _ms(report["presence_state_ms"])),
+            (
+                "presence received",
+                f"{presence['presence_states']:,} states ({presence['presence_state_bytes']:,} "
+                f"bytes), {presence['presence_diffs']:,} diffs "
+                f"({presence['presence_diff_bytes']:,} bytes)",
+            ),
+        ]
+    elif report["scenario"] != "connect":
         rows += [
             (
                 "messages",
@@ -166,7 +181,9 @@ def summary(report: dict[str, Any]) -> Table:
     if report["deliver_frames_per_publish"] is not None:
         rows.append(("deliver frames/publish", f"{report['deliver_frames_per_publish']}"))
     for node, deltas in report["nodes"].items():
-        shown = ("publishes", "gateway_deliveries_sent", "socket_deliveries")
+        shown: tuple[str, ...] = ("publishes", "gateway_deliveries_sent", "socket_deliveries")
+        if report["scenario"] == "churn":
+            shown = ("presence_changes", "presence_diff_bytes", "socket_deliveries")
         rows.append((f"Δ {node}", ", ".join(f"{k} {deltas.get(k, 0):,}" for k in shown)))
     cpu = report["client_cpu"]
     rows.append(

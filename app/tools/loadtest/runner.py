@@ -1,8 +1,9 @@
 """The parent process: forks the workers of each phase, steps them together, reports.
 
 Each phase forks `--procs` workers (see `worker` for the steps and messages), reads the
-nodes' counters once every worker is connected and again once all have finished, and merges
-the workers' results into the phase's report. Every wait is bounded; a worker that does not
+nodes' counters once every worker is connected and again once all have finished (churn:
+once they have stopped churning, before they close), and merges the workers' results into
+the phase's report. Every wait is bounded; a worker that does not
 answer in time is stopped by its PID and counted as `worker_lost`. Ctrl-C stops every worker
 and still reports what was measured until then (exit status 130).
 
@@ -104,6 +105,11 @@ class PhaseRun:
                     "published", None if budget is None else budget + phase.phase_timeout
                 )
                 self.kill_at = None  # publishing is over: too late to kill during it
+                if phase.scenario == "churn":
+                    # Measured before the clients close: every socket leaving at once is
+                    # not what the churn costs.
+                    after = self._counters()
+                    cpu.append(cluster.cpu_seconds(self.pids))
                 sent = stats.sum_lists((p[0] for p in published.values()), phase.topics)
                 everyone = [record for p in published.values() for record in p[1]]
                 unconfirmed = tally.by_topic(everyone)
@@ -111,8 +117,9 @@ class PhaseRun:
                 self.step = "drain"
                 self._broadcast(("drain", acked, unconfirmed))
                 results = self._gather("result", phase.drain + 5)
-            after = self._counters()
-            cpu.append(cluster.cpu_seconds(self.pids))
+            if len(cpu) == 1:
+                after = self._counters()
+                cpu.append(cluster.cpu_seconds(self.pids))
         except KeyboardInterrupt:
             interrupted = True
             self.step = "stopping"

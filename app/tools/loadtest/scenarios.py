@@ -5,6 +5,8 @@
              publisher also receives its own topics, as every DPS subscriber does.
     chat     client i joins room i % T and publishes to it; slot i // T in its room.
     connect  client i joins topic i % T, and holds its connection idle (heartbeats only).
+    churn    client i joins topic i % T with a presence (`PRESENCE_JOIN`), then clients
+             leave and join again (see `worker`); nobody publishes.
 
 Subscriber (or chat or connect client) i joins topic i % T through target
 (i // T) % len(targets), so that every topic's subscribers are spread over all the gateways
@@ -12,7 +14,7 @@ Subscriber (or chat or connect client) i joins topic i % T through target
 multiple of the gateways);
 publisher p goes to target p % len(targets). Connection c goes to worker process c % procs.
 `--messages` is the total, split evenly over the publishers; `--rate` is the total, each
-publisher sending rate / publishers.
+publisher sending rate / publishers (churn: leaves per second, each worker its share).
 
 The busiest topic (the one whose owner `--kill-owner-after` kills) is the one expected to
 carry the most deliveries: the sockets joined to it times its share of the messages (a
@@ -27,6 +29,9 @@ from dataclasses import dataclass
 from app.tools.loadtest.options import Phase
 
 EVENT = "load"
+# A churn client's join payload: a meta for the server to track on presence topics (each
+# socket its own key), ignored on others.
+PRESENCE_JOIN = b'{"presence":{"meta":{"status":"online"}}}'
 
 
 def topic_name(index: int) -> str:
@@ -41,6 +46,7 @@ class ConnSpec:
     quota: int | None  # messages to publish; None: until the duration ends
     rate: float  # messages/s, 0: closed loop
     offset: float = 0.0  # fraction of a message interval: publishers at a rate take turns
+    presence: bool = False  # joins with PRESENCE_JOIN
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +58,7 @@ class Plan:
     conns: tuple[ConnSpec, ...]
     slots: int  # publisher slots per topic
     epoch_ns: int  # the run's time zero on the monotonic clock
+    churn: float = 0.0  # leaves per second, this worker's share (churn)
 
 
 def _quota(phase: Phase, index: int, count: int) -> int | None:
@@ -66,6 +73,12 @@ def connections(phase: Phase) -> tuple[list[ConnSpec], int]:
     if phase.scenario == "connect":
         specs = [
             ConnSpec((i // topics) % targets, (i % topics,), -1, 0, 0.0)
+            for i in range(phase.subscribers)
+        ]
+        return specs, 1
+    if phase.scenario == "churn":
+        specs = [
+            ConnSpec((i // topics) % targets, (i % topics,), -1, 0, 0.0, presence=True)
             for i in range(phase.subscribers)
         ]
         return specs, 1
@@ -102,7 +115,8 @@ def connections(phase: Phase) -> tuple[list[ConnSpec], int]:
 def plans(phase: Phase, epoch_ns: int) -> list[Plan]:
     specs, slots = connections(phase)
     procs = min(phase.procs, max(1, len(specs)))
-    return [Plan(phase, w, tuple(specs[w::procs]), slots, epoch_ns) for w in range(procs)]
+    churn = phase.rate / procs if phase.scenario == "churn" else 0.0
+    return [Plan(phase, w, tuple(specs[w::procs]), slots, epoch_ns, churn) for w in range(procs)]
 
 
 def busiest_topic(phase: Phase) -> int:

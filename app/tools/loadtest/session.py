@@ -2,7 +2,9 @@
 
 Deliveries are the hot path: a message is recognised by the marker its publisher put in the
 object (`"m":"<slot>:<seq>:<sent_ns>"`, found with `bytes.find`) and never JSON-decoded.
-Everything else (join, publish and heartbeat replies, phx_error, phx_close) is rare and is
+Presence events (`presence_state`, `presence_diff`) are recognised by the head of the frame
+and counted, never decoded either: a state is as large as the topic's presence. Everything
+else (join, leave, publish and heartbeat replies, phx_error, phx_close) is rare and is
 decoded. A socket joined to several topics (a fan-out publisher) finds the delivery's topic
 after the `,null,"` that follows its join_ref.
 
@@ -21,12 +23,17 @@ session takes its subscription over (`resume`: that position) and rejoins with
 and the offset it recovered up to, and the deliveries up to that offset are the replay
 (counted as recovered), before live ones.
 
+A churn client (one topic, `ConnSpec.presence`) joins with a presence and is made to
+`leave` and `rejoin` by its worker; a rejoin's latency is measured to its ok reply
+(`Tally.rejoins`) and to its `presence_state` (`Tally.states`).
+
 The frames are Phoenix V2's; `socketio.SocketIOSession` overrides the few methods that
 build and read frames to speak Socket.IO instead.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -34,13 +41,15 @@ from typing import Any
 import orjson
 
 from app.tools.loadtest.options import Target
-from app.tools.loadtest.scenarios import EVENT, ConnSpec, topic_name
+from app.tools.loadtest.scenarios import EVENT, PRESENCE_JOIN, ConnSpec, topic_name
 from app.tools.loadtest.tally import Tally
 from app.tools.loadtest.websocket import ClientState, WebSocketClient
 
 MARK = b'"m":"'
 TOPIC_AFTER_REFS = b',null,"'
 QUOTE = ord('"')
+# A presence push's head: its join_ref, then the event.
+PRESENCE_HEAD = re.compile(rb'\[(?:null|"([^"]*)"),null,"(?:[^"\\]|\\.)*","presence_(state|diff)",')
 
 
 class LoadSession(WebSocketClient):
@@ -76,6 +85,7 @@ class LoadSession(WebSocketClient):
             topic_name(t).encode(): s for t, s in zip(spec.topics, self.subs, strict=True)
         }
         self.join_refs: dict[int, tuple[int, int]] = {}  # ref -> (sub, sent ns)
+        self.join_payload = PRESENCE_JOIN if spec.presence else b"{}"
         self.beats: dict[int, int] = {}  # heartbeat ref -> sent ns
         # A subscriber that reconnects (one topic).
         self.positions = positions
@@ -84,6 +94,13 @@ class LoadSession(WebSocketClient):
         self.position_at = 0  # where a delivery's position starts: after `["<join_ref>",`
         self.replay_until = 0  # the offset a rejoin recovered up to, until it has arrived
         self.handed_over = False  # dropped, its subscription taken over by a new session
+        # Churn (one topic): the current instance, and what leaves and rejoins wait for.
+        self.join_ref = b""
+        self.topic_json = b""
+        self.leaving: dict[int, bytes] = {}  # leave ref -> the join_ref it closes
+        self.left: set[bytes] = set()  # join_refs whose phx_close is due
+        self.rejoining: dict[int, int] = {}  # join ref -> sent ns
+        self.stateless: dict[bytes, int] = {}  # join_ref -> sent ns, until presence_state
         # The publisher.
         self.pending: dict[int, tuple[int, int, int]] = {}  # ref -> (sent ns, topic i, seq)
         self.echo = echo
@@ -106,7 +123,7 @@ class LoadSession(WebSocketClient):
 
     def _join_payload(self) -> bytes:
         if not self.positions:
-            return b"{}"
+            return self.join_payload
         if self.position is None:
             return b'{"recover":null}'
         epoch, _, offset = self.position.rpartition(b":")
@@ -137,6 +154,7 @@ class LoadSession(WebSocketClient):
             self.tally.open[sub] = 1
             self.position_at = len(b'["",') + len(jr)
             self.send_text(self._join_frame(jr, name))
+            self.join_ref, self.topic_json = jr, name
             head, mid = self._publish_prefix(jr, name)
             self.heads.append(head)
             self.mids.append(mid)
@@ -196,7 +214,11 @@ class LoadSession(WebSocketClient):
     def on_message(self, buf: bytes, start: int, end: int) -> None:
         i = buf.find(MARK, start, end)
         if i < 0:
-            self._control(buf[start:end])
+            presence = PRESENCE_HEAD.match(buf, start, end)
+            if presence is None:
+                self._control(buf[start:end])
+            else:
+                self._presence(presence.group(1), presence.group(2), end - start)
             return
         i += 5
         slot, seq_text, sent = buf[i : buf.find(b'"', i, end)].split(b":")
@@ -235,12 +257,28 @@ class LoadSession(WebSocketClient):
             else:
                 self.replay_until = 0
 
+    def _presence(self, join_ref: bytes | None, kind: bytes, size: int) -> None:
+        tally = self.tally
+        tally.presence_at = self.now
+        if kind == b"diff":
+            tally.presence_diffs += 1
+            tally.presence_diff_bytes += size
+            return
+        tally.presence_states += 1
+        tally.presence_state_bytes += size
+        sent = self.stateless.pop(join_ref or b"", None)
+        if sent is not None:
+            tally.states.append(self.now - sent)
+
     def _control(self, frame: bytes) -> None:
         tally = self.tally
         try:
-            _, ref_text, _, event, payload = orjson.loads(frame)[:5]
+            join_ref, ref_text, _, event, payload = orjson.loads(frame)[:5]
         except (orjson.JSONDecodeError, ValueError, TypeError):
             tally.errors["bad_frame"] += 1
+            return
+        if event == "phx_close" and isinstance(join_ref, str) and join_ref.encode() in self.left:
+            self.left.discard(join_ref.encode())  # the end of an instance this client left
             return
         if event != "phx_reply":
             tally.errors[f"{event}"] += 1  # phx_error, phx_close, an unexpected push
@@ -277,6 +315,17 @@ class LoadSession(WebSocketClient):
             if self.spec.rate == 0:
                 self._refill(self.now)
             return
+        if self.leaving.pop(ref, None) is not None:
+            if not ok:
+                tally.errors[f"leave_error: {reason}"] += 1
+            return
+        sent = self.rejoining.pop(ref, None)
+        if sent is not None:
+            if ok:
+                tally.rejoins.append(self.now - sent)
+            else:
+                tally.errors[f"join_error: {reason}"] += 1
+            return
         join = self.join_refs.pop(ref, None)
         if join is not None:
             sub, sent = join
@@ -291,6 +340,23 @@ class LoadSession(WebSocketClient):
             tally.errors["unexpected_reply"] += 1
         elif not ok:
             tally.errors["heartbeat_error"] += 1
+
+    # Churn.
+    def leave(self) -> None:
+        """Leave the topic (of a one-topic client)."""
+        ref = self._ref()
+        self.leaving[ref] = self.join_ref
+        self.left.add(self.join_ref)
+        self.tally.leaves += 1
+        self.send_text(b'["%s","%d",%s,"phx_leave",{}]' % (self.join_ref, ref, self.topic_json))
+
+    def rejoin(self) -> None:
+        """Join the topic again, as a new instance."""
+        ref = self._ref()
+        self.join_ref = b"%d" % ref
+        self.rejoining[ref] = self.stateless[self.join_ref] = time.monotonic_ns()
+        self.tally.rejoins_sent += 1
+        self.send_text(self._join_frame(self.join_ref, self.topic_json))
 
     # Sending.
     def heartbeat(self, now: int) -> None:

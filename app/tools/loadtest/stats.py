@@ -16,6 +16,15 @@ from typing import Any
 from app.tools.loadtest.options import Phase
 
 PERMILLES = (("p50", 500), ("p90", 900), ("p99", 990), ("p999", 999))  # exact integers
+# What a worker counts of presence and churn (`Tally`'s attributes of the same names).
+PRESENCE_COUNTS = (
+    "leaves",
+    "rejoins_sent",
+    "presence_states",
+    "presence_state_bytes",
+    "presence_diffs",
+    "presence_diff_bytes",
+)
 
 
 @dataclass(slots=True)
@@ -45,6 +54,9 @@ class WorkerResult:
     acks: array[int] = field(default_factory=lambda: array("q"))
     joins: array[int] = field(default_factory=lambda: array("q"))
     connects: array[int] = field(default_factory=lambda: array("q"))
+    rejoins: array[int] = field(default_factory=lambda: array("q"))
+    states: array[int] = field(default_factory=lambda: array("q"))
+    presence: dict[str, int] = field(default_factory=dict)  # counts, see PRESENCE_COUNTS
     timeline: array[int] = field(default_factory=lambda: array("q"))
     errors: dict[str, int] = field(default_factory=dict)
     cpu_user_s: float = 0.0  # the whole process's life
@@ -171,6 +183,7 @@ def build_report(
         "publishers": phase.publishers if phase.scenario == "fanout" else phase.subscribers,
         "topics": phase.topics,
         "rate": phase.rate,
+        "duration": phase.duration,
         "window": phase.window,
         "payload_bytes": phase.payload_bytes,
         "connections": {
@@ -201,6 +214,9 @@ def build_report(
         "ack_latency_ms": percentiles(_chain(r.acks for r in results)),
         "join_latency_ms": percentiles(_chain(r.joins for r in results)),
         "connect_latency_ms": percentiles(_chain(r.connects for r in results)),
+        "rejoin_latency_ms": percentiles(_chain(r.rejoins for r in results)),
+        "presence_state_ms": percentiles(_chain(r.states for r in results)),
+        "presence": {key: sum(r.presence.get(key, 0) for r in results) for key in PRESENCE_COUNTS},
         "errors": dict(sorted(errors.items())),
         "client_cpu_s": round(sum(r.cpu_s for r in results) + parent_cpu_s, 3),
         "client_cpu": {

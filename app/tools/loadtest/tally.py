@@ -25,6 +25,9 @@ Subscribers that reconnect (`--reconnect-every`) keep their subscription's count
 sockets: the messages replayed after a rejoin count as `recovered` (and as deliveries like
 any other, so a replayed message already seen is a duplicate); a rejoin whose recovery
 failed counts in `recoveries_failed`.
+
+Presence events are only counted, with their bytes; a churn client's rejoins are timed to
+their ok reply (`rejoins`) and to their `presence_state` (`states`).
 Latencies are nanoseconds in `array('q')`; past `MAX_SAMPLES` every other sample is dropped
 and only every 2nd (4th, ...) later delivery is sampled, so memory stays bounded and the
 samples stay spread over the whole run.
@@ -61,6 +64,15 @@ class Tally:
         self.acks = array("q")
         self.joins = array("q")
         self.connects = array("q")
+        self.rejoins = array("q")
+        self.states = array("q")
+        self.leaves = 0
+        self.rejoins_sent = 0
+        self.presence_states = 0
+        self.presence_state_bytes = 0
+        self.presence_diffs = 0
+        self.presence_diff_bytes = 0
+        self.presence_at = 0  # when the last presence event came (monotonic ns)
         self.opened = 0
         self.failed = 0
         self.dropped = 0  # open connections that ended without our asking
@@ -71,6 +83,12 @@ class Tally:
         self.recovered = 0  # messages replayed after those rejoins
         self.recoveries_failed = 0  # rejoins answered recovered: false
         self.errors: Counter[str] = Counter()
+
+    def churn_starts(self) -> None:
+        """What the clients received of presence counts from now on: the joins before the
+        churn (each joiner's state, a diff to everyone present per join) are its set-up."""
+        self.presence_states = self.presence_state_bytes = 0
+        self.presence_diffs = self.presence_diff_bytes = 0
 
     def observe(self, sub: int, slot: int, seq: int) -> None:
         """Account one delivery's sequence number (the session inlines the in-order case)."""

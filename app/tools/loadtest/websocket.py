@@ -6,6 +6,10 @@ a window on the receive buffer, not copied and not decoded, so a subclass can re
 with `bytes.find` alone. Server-to-client frames are unmasked (a masked one is a protocol
 error); every frame this client sends is masked with a fresh random key, as the RFC requires.
 
+A frame whose body has not all arrived waits as a list of chunks, joined once it is whole
+(`held`), so that a large message (a presence_state of a busy topic) costs one copy, not
+one per chunk.
+
 States: CONNECTING (TCP) -> HANDSHAKE (request sent) -> OPEN -> CLOSED. A connection that
 never reaches OPEN ends with `on_failed(kind)`; an open one ends with `on_closed(code)`,
 where `code` is the server's close code, or None when the TCP connection just dropped.
@@ -66,6 +70,9 @@ class WebSocketClient(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.key = base64.b64encode(os.urandom(16))
         self.buf = b""
+        self.held: list[bytes] | None = None  # the chunks of an incomplete frame so far
+        self.have = 0  # bytes in `held`
+        self.need = 0  # bytes the incomplete frame has in all
         self.fragments: list[bytes] = []
         self.fragment_opcode = 0
         self.close_sent = False
@@ -103,7 +110,13 @@ class WebSocketClient(asyncio.Protocol):
             self.on_closed(None)
 
     def data_received(self, data: bytes) -> None:
-        if self.buf:
+        if self.held is not None:
+            self.held.append(data)
+            self.have += len(data)
+            if self.have < self.need:
+                return
+            data, self.held = b"".join(self.held), None
+        elif self.buf:
             data = self.buf + data
         if self.state is not ClientState.OPEN:
             rest = self._handshake(data)
@@ -130,7 +143,9 @@ class WebSocketClient(asyncio.Protocol):
                 self._fail_open(PROTOCOL_ERROR, "masked server frame")
                 return
             if end > size:
-                break
+                self.held, self.have, self.need = [data[pos:]], size - pos, end - pos
+                self.buf = b""
+                return
             b0 = data[pos]
             if b0 == 0x81 or b0 == 0x82:
                 self.on_message(data, start, end)

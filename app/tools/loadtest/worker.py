@@ -11,6 +11,11 @@ publish only once every subscriber of every worker has joined:
     ("progress", ...)       4 times a second, all along
                                           ("stop",)              at any point: finish now
 
+In a churn phase, a worker is ready once its clients have joined and no presence event has
+come for a second; "go" starts the churn instead of publishing: for `--duration` seconds,
+this worker's share of `--rate` times a second, its longest-present client leaves the topic,
+and comes back (joins again) AWAY_S later; "published" follows, with nothing published.
+
 Every step has a time limit (`--phase-timeout` to connect and join; the publishing budget
 plus `--phase-timeout`, or `--phase-timeout` without any acknowledgement; `--drain` for the
 deliveries); what has not happened by then is counted (connect_timeout, join_timeout,
@@ -37,6 +42,7 @@ import socket
 import sys
 import time
 import traceback
+from collections import deque
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -46,7 +52,7 @@ from app.tools.loadtest.reconnect import Reconnects
 from app.tools.loadtest.scenarios import Plan
 from app.tools.loadtest.session import LoadSession
 from app.tools.loadtest.socketio import SocketIOSession
-from app.tools.loadtest.stats import WorkerResult
+from app.tools.loadtest.stats import PRESENCE_COUNTS, WorkerResult
 from app.tools.loadtest.tally import Tally, Unconfirmed, by_topic
 from app.tools.loadtest.websocket import ClientState
 
@@ -56,6 +62,8 @@ POLL_S = 0.02
 PROGRESS_S = 0.25
 CLOSE_S = 2.0
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)  # <linux/in.h>
+AWAY_NS = 1_000_000_000  # how long a churn client stays away before it joins again
+QUIET_NS = 1_000_000_000  # without presence events for this long, a churn's set-up is over
 
 
 def main(plan: Plan, pipe: Connection) -> None:
@@ -130,13 +138,18 @@ class Worker:
         tasks = [loop.create_task(self._progress()), loop.create_task(self._heartbeats())]
         try:
             await self._connect()
+            if self.phase.scenario == "churn":
+                await self._settle_presence()
             self._send("ready", self.tally.opened, self.tally.failed)
             command = await self._command()
             self.measured = (time.monotonic(), sum(_cpu()))
             if command[0] == "go" and self.phase.scenario == "connect":
                 await self._until(command[1] + int((self.phase.duration or 0) * 1e9))
             elif command[0] == "go":
-                await self._publish(command[1])
+                if self.phase.scenario == "churn":
+                    await self._churn(command[1])
+                else:
+                    await self._publish(command[1])
                 self._send("published", (self._sent_per_topic(), self.tally.unconfirmed))
                 command = await self._command()
                 if command[0] == "drain":
@@ -205,6 +218,16 @@ class Worker:
             return None
         return sources[(self.plan.worker + started * self.phase.procs) % len(sources)]
 
+    async def _settle_presence(self) -> None:
+        """Until no presence event came for QUIET_NS: the joins' states and diffs, as many
+        as joins squared, are the churn's set-up, not what it measures."""
+        deadline = time.monotonic() + self.phase.phase_timeout
+        while not self._late(deadline):
+            quiet_for = time.monotonic_ns() - self.tally.presence_at
+            if quiet_for >= QUIET_NS:
+                return
+            await asyncio.sleep((QUIET_NS - quiet_for) / 1e9)
+
     async def _open(self, session: LoadSession, deadline: float, source: str | None) -> None:
         target = session.target
         try:
@@ -255,6 +278,29 @@ class Worker:
         for session in publishers:
             session.stop_publishing()
             session.unacknowledged("ack_timeout")
+
+    async def _churn(self, start_ns: int) -> None:
+        """Leaves at this worker's rate, each client back AWAY_NS later, for the duration."""
+        present = deque(s for s in self.sessions if s.state is ClientState.OPEN and s.join_ref)
+        away: deque[tuple[int, LoadSession]] = deque()
+        await self._until(start_ns)
+        self.tally.churn_starts()
+        self.result.publish_start_ns = start_ns
+        end_ns = start_ns + int((self.phase.duration or 0) * 1e9)
+        interval_ns = int(1e9 / self.plan.churn)
+        due = start_ns
+        while due < end_ns and not self.stopped.is_set():
+            await self._until(due)  # at once for the first
+            now = time.monotonic_ns()
+            while away and away[0][0] <= now:
+                session = away.popleft()[1]
+                session.rejoin()
+                present.append(session)
+            if present:
+                session = present.popleft()
+                session.leave()
+                away.append((now + AWAY_NS, session))
+            due += interval_ns
 
     async def _pace(self, publishers: list[LoadSession], start_ns: int) -> None:
         """At a rate: wake each publisher when its next message is due (a heap of times)."""
@@ -430,6 +476,8 @@ class Worker:
         result.last_delivery_ns = tally.last_delivery_ns
         result.latencies, result.acks = tally.latencies, tally.acks
         result.joins, result.connects = tally.joins, tally.connects
+        result.rejoins, result.states = tally.rejoins, tally.states
+        result.presence = {key: getattr(tally, key) for key in PRESENCE_COUNTS}
         result.timeline = tally.timeline
         result.errors = dict(tally.errors)
         result.cpu_user_s, result.cpu_sys_s = _cpu()
