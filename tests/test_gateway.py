@@ -331,6 +331,22 @@ def test_a_recovering_join_gets_nothing_live_until_its_recovery_is_answered() ->
     assert late.sent[0] is live.sent[1]  # one lane: both asked for positions
 
 
+def test_a_recovering_join_fails_without_an_owner_to_answer_it() -> None:
+    """recovered: false would tell the client its history is gone; it is only out of reach,
+    so the join fails and the client joins again later."""
+    gateway = Gateway("gw", SingleOwner(), Counters())  # not linked to a topic server yet
+    assert recover(gateway, FakeSocket(), "t", ("e1", 4), 3) == [NO_OWNER]
+    assert gateway.topics == {}
+    gateway, owner = slow_gateway()
+    sock = FakeSocket()
+    done: list[str | Recovery | None] = []
+    gateway.join(sock, "t", "1", done.append, recover=(("e1", 1), 3))  # type: ignore[arg-type]
+    owner.acks[0](Accepted("ts-slow", 0))
+    owner.recoveries[0][3]("the topic server went down before answering")
+    assert done == ["the topic server went down before answering"]
+    assert (gateway.topics, owner.unsubscribed) == ({}, ["t"])
+
+
 def test_a_socket_that_leaves_while_recovering_is_not_subscribed_by_the_answer() -> None:
     gateway, owner = slow_gateway()
     sock = FakeSocket()

@@ -31,8 +31,8 @@ from app.link.interface import (
     GatewayLink,
     Kept,
     OnOutcome,
-    OnRecovery,
     Position,
+    Recovery,
 )
 from topic_server.history import History
 from topic_server.presence import PresenceTable
@@ -160,7 +160,9 @@ class TopicServer:
         """Drop what is past its history rule's ttl (a periodic sweep's work)."""
         self.history.trim(self.wall_clock())
 
-    def recover(self, topic: str, since: Position, limit: int, done: OnRecovery) -> None:
+    def recover(
+        self, topic: str, since: Position, limit: int, done: Callable[[Recovery], None]
+    ) -> None:
         """What came after `since` (taking the topic over first if this server, which the
         gateways take for its owner, holds no stream of it yet), up to the last message
         that went on: those still waiting for their copy are delivered once it is made,

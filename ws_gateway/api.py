@@ -125,9 +125,11 @@ async def history(request: Request) -> Response:
     if since is None or limit is None or limit < 1:
         return _error(400, f"since must be an offset >= 0, limit from 1 to {HISTORY_LIMIT}")
     gateway: Gateway = request.app.state.gateway
-    read: asyncio.Future[Recovery] = asyncio.get_running_loop().create_future()
+    read: asyncio.Future[Recovery | str] = asyncio.get_running_loop().create_future()
     gateway.recover(topic, ("", since), limit, read.set_result)
     found = await read
+    if isinstance(found, str):
+        return _error(503, found)
     messages = [
         {
             "offset": entry.offset,

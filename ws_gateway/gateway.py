@@ -40,7 +40,15 @@ from typing import Protocol
 
 from app.clock import Clock, RunningLoop
 from app.counters import Counters
-from app.link.interface import Kept, OnOutcome, Outcome, OwnerLink, Position, Recovery
+from app.link.interface import (
+    Kept,
+    OnOutcome,
+    OnRecovery,
+    Outcome,
+    OwnerLink,
+    Position,
+    Recovery,
+)
 from app.throttled_log import ThrottledLog
 from ws_gateway.presence import LocalPresence
 from ws_gateway.serializers import Broadcast, Lane
@@ -49,7 +57,6 @@ from ws_gateway.socket import Outbox, Socket
 log = logging.getLogger("dps.gateway")
 
 NO_OWNER = "no topic server available"
-UNRECOVERED = Recovery(False, "", 0, ())
 # Seconds a socket's presence is remembered after it left (see `presence`): longer than a
 # hung topic server takes to be declared down with the default DPS_LINK_TIMEOUT.
 PRESENCE_LINGER = 3.0
@@ -216,30 +223,24 @@ class Gateway:
         problem: str | Recovery | None,
     ) -> None:
         owner = self.router.owner_of(topic)
-        if problem is not None or owner is None:
-            self._recovered(sock, topic, lane, UNRECOVERED, problem, done)
+        if owner is None or problem is not None:
+            # Without an owner, nobody knows what the client missed: the join fails, and the
+            # client joins again (phoenix.js does, after a pause) once the gateway has linked.
+            self._recovered(sock, topic, lane, NO_OWNER if problem is None else problem, done)
             return
-        owner.recover(
-            topic, since, limit, lambda r: self._recovered(sock, topic, lane, r, None, done)
-        )
+        owner.recover(topic, since, limit, lambda r: self._recovered(sock, topic, lane, r, done))
 
     def _recovered(
-        self,
-        sock: Socket,
-        topic: str,
-        lane: Lane,
-        recovery: Recovery,
-        problem: str | Recovery | None,
-        done: JoinDone,
+        self, sock: Socket, topic: str, lane: Lane, outcome: str | Recovery, done: JoinDone
     ) -> None:
         subs = self.topics.get(topic)
         if subs is not None and sock in subs.recovering:
             subs.recovering.discard(sock)
-            if problem is None:
+            if isinstance(outcome, Recovery):
                 subs.add(sock, lane)
             elif not subs:
                 self.leave(sock, topic)
-        done(problem if problem is not None else recovery)
+        done(outcome)
 
     def leave(self, sock: Socket, topic: str) -> None:
         self.presence.untrack(sock, topic)
@@ -297,13 +298,11 @@ class Gateway:
             return
         owner.publish(topic, event, payload, binary, on_outcome, exclude, kept)
 
-    def recover(
-        self, topic: str, since: Position, limit: int, done: Callable[[Recovery], None]
-    ) -> None:
+    def recover(self, topic: str, since: Position, limit: int, done: OnRecovery) -> None:
         """What came after `since` on `topic` (for `/api/history`), from its owner."""
         owner = self.router.owner_of(topic)
         if owner is None:
-            done(UNRECOVERED)
+            done(NO_OWNER)
             return
         owner.recover(topic, since, limit, done)
 

@@ -43,7 +43,6 @@ from app.link.interface import (
 UNREACHABLE = "topic server unreachable"
 TIMED_OUT = "no answer from the topic server in time"
 WENT_DOWN = "the topic server went down before answering"
-NOTHING = Recovery(False, "", 0, ())  # what a recovery gets when the owner cannot answer
 
 Deliveries = Callable[["RemoteOwner", LinkDeliver | LinkDeliverKept], None]
 
@@ -132,7 +131,7 @@ class RemoteOwner:
 
     def recover(self, topic: str, since: Position, limit: int, done: OnRecovery) -> None:
         if self.link.closed:
-            done(NOTHING)
+            done(UNREACHABLE)
             return
         id = next(self._ids)
         self.recovering[id] = (done, self.now())
@@ -194,8 +193,7 @@ class RemoteOwner:
         deadline = self.now() - timeout
         self.counters.publish_errors += _expire(self.pending, deadline)
         _expire(self.subscribing, deadline)
-        for id in [id for id, (_, sent) in self.recovering.items() if sent <= deadline]:
-            self.recovering.pop(id)[0](NOTHING)
+        _expire(self.recovering, deadline)
         _expire(self.querying, deadline)
 
     def fail_all(self) -> None:
@@ -207,14 +205,12 @@ class RemoteOwner:
         self.counters.publish_errors += len(pending)
         for on_outcome, _ in [*pending.values(), *subscribing.values()]:
             on_outcome(WENT_DOWN)
-        for done, _ in recovering.values():
-            done(NOTHING)
-        for on_presence, _ in querying.values():
-            on_presence(WENT_DOWN)
+        for fail, _ in [*recovering.values(), *querying.values()]:
+            fail(WENT_DOWN)
 
 
 # A request's callback: each takes the reason it failed.
-Callback = TypeVar("Callback", OnOutcome, OnPresence)
+Callback = TypeVar("Callback", OnOutcome, OnPresence, OnRecovery)
 
 
 def _expire(waiting: dict[int, tuple[Callback, float]], deadline: float) -> int:

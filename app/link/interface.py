@@ -57,8 +57,9 @@ class Recovery(NamedTuple):
 Outcome = Accepted | str
 # Called exactly once per request, with its outcome.
 OnOutcome = Callable[[Outcome], None]
-# Called exactly once per recovery request (an empty, unrecovered one if the link went down).
-OnRecovery = Callable[[Recovery], None]
+# Called exactly once per recovery request: with what the owner answered, or why it could
+# not (a history that is gone is an answer, `recovered` false; an owner out of reach is not).
+OnRecovery = Callable[[Recovery | str], None]
 # Called exactly once per presence query: the topic's presence as JSON, or why it failed.
 OnPresence = Callable[[bytes | str], None]
 
@@ -230,7 +231,11 @@ class Sequencer(Protocol):
         the topic's successor, and delivered (or with why it was refused)."""
         ...
 
-    def recover(self, topic: str, since: Position, limit: int, done: OnRecovery) -> None: ...
+    def recover(
+        self, topic: str, since: Position, limit: int, done: Callable[[Recovery], None]
+    ) -> None:
+        """What came after `since`: the topic server itself always has an answer."""
+        ...
 
     def track(
         self, gateway: GatewayLink, topic: str, key: str, ref: str, meta: bytes, prev: str | None
