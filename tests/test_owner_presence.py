@@ -132,6 +132,22 @@ def test_a_ref_that_joins_and_leaves_in_one_turn_is_in_both_lists() -> None:
     assert sync_diff({}, payload) == {}
 
 
+def test_a_ref_that_leaves_and_joins_again_in_one_turn_is_only_joined() -> None:
+    """A gateway that leaves the topic at this owner and comes back within a turn (a ring
+    move back and forth) re-tracks its entries: every client ends with them."""
+    table: PresenceTable[str] = PresenceTable()
+    table.track("gw", "t", "k", "r1", meta("r1"))
+    before = orjson.loads(table.state("t"))
+    table.take_diffs()
+    table.drop("gw", "t")
+    mid_turn = orjson.loads(table.state("t"))
+    table.track("gw", "t", "k", "r1", meta("r1"))
+    [(_, payload)] = diff(table)
+    assert payload == {"joins": {"k": {"metas": [{"phx_ref": "r1"}]}}, "leaves": {}}
+    for state in (before, mid_turn):
+        assert sync_diff(sync_state({}, state), payload) == {"k": {"metas": [{"phx_ref": "r1"}]}}
+
+
 def test_a_track_it_already_has_changes_nothing() -> None:
     table: PresenceTable[str] = PresenceTable()
     table.track("gw", "t", "k", "r1", meta("r1"))

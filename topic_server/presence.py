@@ -23,7 +23,10 @@ order. `take_diffs` hands out one diff per changed topic, the JSON object of a
 `presence_diff`, whatever the number of changes: a mass disconnect is one diff per topic.
 A ref that joins and leaves within one turn is in both lists: phoenix.js applies a diff's
 joins before its leaves, so the diff still takes the ref out for a client whose
-`presence_state` was served mid-turn, with the ref in it.
+`presence_state` was served mid-turn, with the ref in it. A ref that leaves and joins again
+within one turn (its gateway left the topic at this owner and came back, as a ring move
+back and forth does) is only in the joins: in both lists it would end up taken out, though
+it is there; a join of a ref a client has already changes nothing for it.
 
 Invariants: `_gateways[g][topic]` holds exactly the refs of g's entries in `topic`, and
 `_topics[topic].keys` exactly its entries by key; an empty topic, key or gateway holds no
@@ -78,14 +81,24 @@ class _Diff:
     __slots__ = ("joins", "leaves")
 
     def __init__(self) -> None:
-        self.joins: dict[str, list[bytes]] = {}
-        self.leaves: dict[str, list[bytes]] = {}
+        # key -> ref -> meta, in the order they came
+        self.joins: dict[str, dict[str, bytes]] = {}
+        self.leaves: dict[str, dict[str, bytes]] = {}
+
+    def joined(self, key: str, ref: str, meta: bytes) -> None:
+        left = self.leaves.get(key)
+        if left is not None and left.pop(ref, None) is not None and not left:
+            del self.leaves[key]
+        self.joins.setdefault(key, {})[ref] = meta
+
+    def left(self, key: str, ref: str, meta: bytes) -> None:
+        self.leaves.setdefault(key, {})[ref] = meta
 
     def encode(self) -> bytes:
         return orjson.dumps(
             {
-                "joins": {key: _metas(metas) for key, metas in self.joins.items()},
-                "leaves": {key: _metas(metas) for key, metas in self.leaves.items()},
+                "joins": {key: _metas(metas.values()) for key, metas in self.joins.items()},
+                "leaves": {key: _metas(metas.values()) for key, metas in self.leaves.items()},
             }
         )
 
@@ -129,13 +142,13 @@ class PresenceTable(Generic[G]):
         metas.metas[ref] = meta
         metas.encoded = place.state = None
         self._gateways.setdefault(gateway, {}).setdefault(topic, set()).add(ref)
-        self._diff(topic).joins.setdefault(key, []).append(meta)
+        self._diff(topic).joined(key, ref, meta)
 
     def untrack(self, gateway: G, topic: str, key: str, ref: str) -> None:
         place = self._topics.get(topic)
         entry = None if place is None else place.entries.get(ref)
         if entry is None:
-            self._left(topic, key, orjson.dumps({"phx_ref": ref}))
+            self._diff(topic).left(key, ref, orjson.dumps({"phx_ref": ref}))
         elif entry.gateway == gateway:
             self._remove(topic, ref)
 
@@ -178,10 +191,7 @@ class PresenceTable(Generic[G]):
             del mine[topic]
             if not mine:
                 del self._gateways[entry.gateway]
-        self._left(topic, entry.key, entry.meta)
-
-    def _left(self, topic: str, key: str, meta: bytes) -> None:
-        self._diff(topic).leaves.setdefault(key, []).append(meta)
+        self._diff(topic).left(entry.key, ref, entry.meta)
 
     def _diff(self, topic: str) -> _Diff:
         self.changes += 1
