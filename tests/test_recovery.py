@@ -225,6 +225,43 @@ async def test_a_gap_trimmed_by_size_is_not_recovered(server: Server) -> None:
             ]
 
 
+async def test_a_client_without_a_position_gets_everything_kept(server: Server) -> None:
+    """Epoch "": a page just opened (the demo chat) gets what the topic keeps, trimmed or
+    not, then the live messages; a topic that has kept nothing answers no position."""
+    nothing = {"recover": {"epoch": "", "offset": 0}}
+    async with connect(server.ws()) as first:
+        assert await join(first, "kept:fresh", nothing) == {
+            "recovered": False,
+            "epoch": "",
+            "offset": 0,
+        }
+        await first.expect_silence()
+    topic = "kept:opened"  # history_size = 3
+    async with connect(server.ws()) as publisher:
+        await publisher.join(topic)
+        for n in (1, 2):
+            await publish(publisher, topic, n)
+        epoch = await epoch_of(server, topic)
+        async with connect(server.ws()) as opened:
+            reply = {"recovered": True, "epoch": epoch, "offset": 2}
+            assert await join(opened, topic, nothing) == reply
+            assert [await opened.recv() for _ in (1, 2)] == [
+                event(f"{epoch}:{n}", topic, n) for n in (1, 2)
+            ]
+            await publish(publisher, topic, 3)
+            assert await opened.recv() == event(f"{epoch}:3", topic, 3)
+            await opened.expect_silence()
+        for n in (4, 5):  # 1 and 2 are trimmed
+            await publish(publisher, topic, n)
+        async with connect(server.ws()) as reloaded:
+            reply = {"recovered": False, "epoch": epoch, "offset": 5}
+            assert await join(reloaded, topic, nothing) == reply
+            assert [await reloaded.recv() for _ in (3, 4, 5)] == [
+                event(f"{epoch}:{n}", topic, n) for n in (3, 4, 5)
+            ]
+            await reloaded.expect_silence()
+
+
 async def test_a_gap_trimmed_by_age_is_not_recovered(server: Server) -> None:
     topic = "brief:room"  # history_ttl = 1
     epoch = await away(server, topic, missed=1)

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from app.link.interface import Kept
+from tests.support import ROOT
 from ws_gateway.access import rules
 from ws_gateway.access.rules import JoinMode, PublishMode, RulesError
 
@@ -19,12 +21,26 @@ def load(tmp_path: Path, text: str) -> rules.Rules:
 
 def test_the_shipped_rules_let_anyone_join_and_publish_everywhere() -> None:
     shipped = rules.load(rules.DEFAULT)
-    rule = shipped.match("topics:matrix")
-    assert rule is not None
-    assert (rule.join, rule.publish, rule.echo) == (JoinMode.ANYONE, PublishMode.MEMBERS, True)
-    assert not rule.presence
-    assert rule.allows("publish") and not rule.allows("new_msg")
+    for topic in ("topics:matrix", "room:lobby", "chat:lobby"):
+        rule = shipped.match(topic)
+        assert rule is not None
+        assert (rule.join, rule.publish, rule.echo) == (JoinMode.ANYONE, PublishMode.MEMBERS, True)
+        assert rule.allows("publish") and not rule.allows("new_msg")
     assert not shipped.uses_hooks()
+
+
+def test_the_shipped_rules_keep_history_and_presence_for_the_demo_chat_only() -> None:
+    shipped = rules.load(rules.DEFAULT)
+    chat, other = shipped.match("chat:lobby"), shipped.match("room:lobby")
+    assert chat is not None and other is not None
+    assert chat.presence and chat.kept == Kept(100, 3600.0)
+    assert not other.presence and other.kept is None
+
+
+def test_the_readme_shows_the_shipped_rules() -> None:
+    rules_text = rules.DEFAULT.read_text()
+    shown = rules_text[rules_text.index("[[channel]]") :]
+    assert f"```toml\n{shown}```" in (ROOT / "README.md").read_text()
 
 
 def test_first_match_decides(tmp_path: Path) -> None:

@@ -1,15 +1,23 @@
-// The demo chat: a name, rooms (topics room:<name>) and messages, through the official
+// The demo chat: a name, rooms (topics chat:<room>) and messages, through the official
 // phoenix client and the gateway that served this page.
 //
 // Messages go out as DPS's `publish` envelope, ["message", {name, body, at}], which the
-// default channel rules let every member of a topic send. Two features come from the
-// server when it has them, and cost nothing when it has not:
+// shipped channel rules let every member of a `chat:` topic send. Those rules also keep
+// each room's recent messages and its presence; with rules that keep neither, the page
+// works without them:
 // - who is in a room: phoenix's Presence, fed by the presence_state and presence_diff
-//   events of a channel whose rule keeps presence;
-// - no message missed: a broadcast may carry its position "epoch:offset" in the ref slot;
-//   the page keeps the last one per room in localStorage and asks, when it (re)joins, to
-//   recover from there ({"recover": {"epoch", "offset"}}, or {"positions": true} the first
-//   time). A server that knows none of this ignores those keys and sends no positions.
+//   events of a channel whose rule keeps presence; the page is tracked under its name;
+// - the recent messages: every join asks to recover ({"recover": {"epoch", "offset"}}).
+//   The first join of a room, when the page opens (or reloads), names no position (epoch
+//   ""), and the server replays everything the room still keeps; a rejoin after a
+//   reconnect names the position of the last message the page got (each broadcast
+//   carries it, "epoch:offset", in the ref slot), and the server replays what came after
+//   it. Either comes in the join itself, before any live message: no gap, no overlap.
+//   When the room no longer keeps what the page missed ({"recovered": false}), the page
+//   says so where messages are missing.
+// A reloaded page asks for everything kept rather than recovering from a position saved
+// before the reload: the messages it showed went with the reload, so "what came after the
+// last one seen" would leave them out.
 
 import { Presence, Socket } from "./vendor/phoenix-1.8.16/phoenix.mjs"
 
@@ -37,24 +45,16 @@ const saved = {
   set current(value) {
     localStorage.setItem("dps.demo.current", value)
   },
-  position(topic) {
-    return JSON.parse(localStorage.getItem(`dps.demo.position.${topic}`) ?? "null")
-  },
-  keepPosition(topic, position) {
-    const last = this.position(topic)
-    if (last === null || last.epoch !== position.epoch || position.offset > last.offset)
-      localStorage.setItem(`dps.demo.position.${topic}`, JSON.stringify(position))
-  },
 }
 
-// "epoch:offset" in a broadcast's ref slot; null for a plain broadcast (ref null).
+// "epoch:offset" in a broadcast's ref slot; null for a plain broadcast (ref null). The
+// epoch stays a string, whatever it looks like: the server wants it back as one.
 function positionOf(ref) {
   const colon = typeof ref === "string" ? ref.lastIndexOf(":") : -1
   if (colon < 1) return null
-  const epoch = ref.slice(0, colon)
   const offset = Number(ref.slice(colon + 1))
-  if (!Number.isSafeInteger(offset)) return null
-  return { epoch: /^\d+$/.test(epoch) ? Number(epoch) : epoch, offset }
+  if (!Number.isSafeInteger(offset) || offset < 1) return null
+  return { epoch: ref.slice(0, colon), offset }
 }
 
 function hue(name) {
@@ -64,8 +64,13 @@ function hue(name) {
 }
 
 const socket = new Socket("/socket")
-const rooms = new Map() // room name -> {topic, channel, presence, messages, positions, ...}
+const rooms = new Map() // room name -> {topic, channel, presence, messages, position, ...}
 let current = null
+
+// The recover of a first join: no position yet, so everything the room still keeps.
+const EVERYTHING_KEPT = { epoch: "", offset: 0 }
+const EARLIER_GONE = "Earlier messages are no longer kept."
+const MISSED = "Messages sent while this page was disconnected may be missing: the room no longer keeps them."
 
 function connection(state, text) {
   $("connection").dataset.state = state
@@ -75,30 +80,30 @@ socket.onOpen(() => connection("open", `connected to ${location.host}`))
 socket.onError(() => connection("closed", "disconnected: reconnecting…"))
 socket.onClose(() => connection("closed", "disconnected: reconnecting…"))
 
-function joinParams(topic) {
-  const position = saved.position(topic)
-  const params = { name: saved.name }
-  if (position === null) params.positions = true
-  else params.recover = position
-  return params
+function joinParams(room) {
+  room.asked = room.position ?? EVERYTHING_KEPT
+  return { recover: room.asked, presence: { key: saved.name, meta: { name: saved.name } } }
 }
 
 function join(name) {
   if (rooms.has(name)) return rooms.get(name)
-  const topic = `room:${name}`
-  // A function, so that every rejoin (after a reconnect) recovers from the latest position.
-  const channel = socket.channel(topic, () => joinParams(topic))
+  const topic = `chat:${name}`
   const room = {
     name,
     topic,
-    channel,
-    presence: new Presence(channel),
+    channel: null,
+    presence: null,
     hasPresence: false,
-    messages: [],
-    positions: new Set(),
+    messages: [], // {key, name, body, at} or {gap}, oldest first
+    shown: new Set(), // the positions ("epoch:offset") of the messages kept in `messages`
+    position: null, // the last message's {epoch, offset}
+    asked: null, // the recover the latest join sent
     unread: 0,
     state: "joining…",
   }
+  // A function, so that every rejoin (after a reconnect) recovers from the latest position.
+  const channel = (room.channel = socket.channel(topic, () => joinParams(room)))
+  room.presence = new Presence(channel)
   rooms.set(name, room)
   channel.on("message", (payload, ref) => received(room, payload, ref))
   room.presence.onSync(() => {
@@ -111,13 +116,30 @@ function join(name) {
   }
   channel
     .join()
-    .receive("ok", () => joined("joined"))
+    .receive("ok", (reply) => {
+      answered(room, reply)
+      joined("joined")
+    })
     .receive("error", ({ reason }) => joined(`not joined: ${reason}`))
     .receive("timeout", () => joined("no answer to the join yet: retrying"))
   channel.onError(() => joined("rejoining…"))
   saved.rooms = [...rooms.keys()]
   renderRooms()
   return room
+}
+
+// The join's ok reply, {recovered, epoch, offset}; what it recovered comes right after it.
+function answered(room, { recovered, epoch, offset }) {
+  if (recovered !== false) return
+  if (room.asked.epoch === "") {
+    // A first join gets everything the room keeps, which no longer goes back to its first
+    // message (or, epoch "", the room keeps nothing: no history, or none yet).
+    if (epoch !== "" && room.messages.length === 0) add(room, { gap: EARLIER_GONE })
+    return
+  }
+  add(room, { gap: MISSED })
+  // Recover from the room's current position next time; a reply with epoch "" names none.
+  if (epoch !== "") room.position = { epoch, offset }
 }
 
 function leave(room) {
@@ -130,16 +152,21 @@ function leave(room) {
 
 function received(room, payload, ref) {
   const position = positionOf(ref)
-  if (position !== null) {
-    const key = `${position.epoch}:${position.offset}`
-    if (room.positions.has(key)) return // recovered again after a rejoin: shown already
-    room.positions.add(key)
-    saved.keepPosition(room.topic, position)
+  const key = position && `${position.epoch}:${position.offset}`
+  if (key !== null) {
+    if (room.shown.has(key)) return // replayed again by a rejoin: shown already
+    room.shown.add(key)
+    room.position = position
   }
-  room.messages.push({ name: String(payload.name ?? "?"), body: String(payload.body ?? ""), at: payload.at })
-  if (room.messages.length > KEEP) room.messages.splice(0, room.messages.length - KEEP)
-  if (room === current) appendMessage(room.messages[room.messages.length - 1])
-  else {
+  add(room, { key, name: String(payload.name ?? "?"), body: String(payload.body ?? ""), at: payload.at })
+}
+
+function add(room, item) {
+  room.messages.push(item)
+  for (const dropped of room.messages.splice(0, Math.max(0, room.messages.length - KEEP)))
+    room.shown.delete(dropped.key)
+  if (room === current) appendMessage(item)
+  else if (item.gap === undefined) {
     room.unread += 1
     renderRooms()
   }
@@ -203,21 +230,26 @@ function renderRoom() {
 
 function appendMessage(message) {
   const item = document.createElement("li")
-  item.dataset.from = message.name
-  if (message.name === saved.name) item.className = "mine"
-  const who = document.createElement("span")
-  who.className = "who"
-  who.style.color = `hsl(${hue(message.name)} 60% 35%)`
-  who.textContent = message.name
-  const body = document.createElement("span")
-  body.className = "body"
-  body.textContent = message.body
-  item.append(who, body)
-  if (typeof message.at === "number") {
-    const time = document.createElement("time")
-    time.dateTime = new Date(message.at).toISOString()
-    time.textContent = new Date(message.at).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })
-    item.append(time)
+  if (message.gap !== undefined) {
+    item.className = "gap"
+    item.textContent = message.gap
+  } else {
+    item.dataset.from = message.name
+    if (message.name === saved.name) item.className = "mine"
+    const who = document.createElement("span")
+    who.className = "who"
+    who.style.color = `hsl(${hue(message.name)} 60% 35%)`
+    who.textContent = message.name
+    const body = document.createElement("span")
+    body.className = "body"
+    body.textContent = message.body
+    item.append(who, body)
+    if (typeof message.at === "number") {
+      const time = document.createElement("time")
+      time.dateTime = new Date(message.at).toISOString()
+      time.textContent = new Date(message.at).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })
+      item.append(time)
+    }
   }
   const list = $("messages")
   const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40
