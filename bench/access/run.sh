@@ -12,17 +12,7 @@ mkdir -p "$results"
 # The chatters publish as fast as the server answers: lift the per-socket publish rate.
 export DPS_PUBLISH_RATE=1000000 DPS_PUBLISH_BURST=1000000
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-pids=()
-trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done' EXIT
-
-wait_ready() {
-  for _ in $(seq 300); do
-    curl -fs "$1" >/dev/null 2>&1 && return 0
-    sleep 0.1
-  done
-  echo "$1 did not answer" >&2
-  exit 1
-}
+. bench/lib.sh
 
 "$py" bench/access/hook_server.py 4900 &
 pids+=($!)

@@ -27,22 +27,7 @@ redis_port=${REDIS_PORT:-6379}
 export REDIS_URL=redis://127.0.0.1:$redis_port
 targets=(--url "ws://127.0.0.1:$base" --url "ws://127.0.0.1:$((base + 1))")
 targets+=(--node "http://127.0.0.1:$((base + 1000))" --node "http://127.0.0.1:$((base + 1001))")
-pids=()
-stop_all() {
-  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do kill "${pids[i]}" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  pids=()
-}
-trap stop_all EXIT
-
-wait_ready() {
-  for _ in $(seq 300); do
-    curl -fs "$1" >/dev/null 2>&1 && return 0
-    sleep 0.1
-  done
-  echo "$1 did not answer" >&2
-  exit 1
-}
+. bench/lib.sh
 
 owner=$(.venv/bin/python -c '
 from pathlib import Path
