@@ -22,14 +22,26 @@ from hypothesis import strategies as st
 
 from app.link import codec
 from app.link.codec import (
+    Entry,
+    LinkAccepted,
     LinkAck,
+    LinkCopy,
     LinkDeliver,
+    LinkDeliverKept,
     LinkFrame,
     LinkPg,
     LinkPresenceQuery,
     LinkPresenceState,
     LinkPublish,
+    LinkPublishKept,
+    LinkRecover,
+    LinkRecovered,
+    LinkRefused,
+    LinkResubscribe,
+    LinkStream,
     LinkSubscribe,
+    LinkTaken,
+    LinkTakeover,
     LinkTrack,
     LinkUnsubscribe,
     LinkUntrack,
@@ -89,6 +101,9 @@ u64 = st.integers(0, 2**64 - 1)
 times = st.floats(allow_nan=False, allow_infinity=False)
 payloads = st.binary(max_size=40)
 refs = st.text(min_size=1, max_size=20)  # a replaced ref of "" is no ref: None
+u32 = st.integers(0, 2**32 - 1)
+entries = st.builds(Entry, u64, times, names, st.booleans(), payloads)
+entry_lists = st.lists(entries, max_size=3).map(tuple)
 
 link_frames: st.SearchStrategy[LinkFrame] = st.one_of(
     st.builds(LinkSubscribe, u64, names),
@@ -101,6 +116,17 @@ link_frames: st.SearchStrategy[LinkFrame] = st.one_of(
     st.builds(LinkPresenceQuery, u64, names),
     st.builds(LinkPresenceState, u64, payloads),
     st.builds(LinkPg, json_values | well_formed("dps")),
+    st.builds(LinkPublishKept, u64, u64, u32, times, names, names, st.booleans(), payloads),
+    st.builds(LinkDeliverKept, u64, times, u64, u64, names, names, names, st.booleans(), payloads),
+    st.builds(LinkAccepted, u64, u64, u64, names),
+    st.builds(LinkRefused, u64, names),
+    st.builds(LinkResubscribe, u64, names, names, u64),
+    st.builds(LinkRecover, u64, u32, u64, names, names),
+    st.builds(LinkRecovered, u64, st.booleans(), u64, names, entry_lists),
+    st.builds(LinkCopy, u64, u32, times, names, names, entries),
+    st.builds(LinkStream, u64, u64, u32, times, names, names, entry_lists),
+    st.builds(LinkTakeover, u64, names),
+    st.builds(LinkTaken, u64, u64, u32, times, names, names, names, entry_lists),
 )
 
 
@@ -126,12 +152,36 @@ def encode(frame: LinkFrame) -> bytes:
             return codec.presence_state(id, state)
         case LinkPg(value):
             return codec.pg(value)
+        case LinkPublishKept(id, exclude, size, ttl, topic, event, binary, payload):
+            return codec.publish_kept(id, exclude, size, ttl, topic, event, binary, payload)
+        case LinkDeliverKept(seq, sent_at, exclude, offset, epoch, topic, event, binary, payload):
+            return codec.deliver_kept(
+                seq, sent_at, exclude, offset, epoch, topic, event, binary, payload
+            )
+        case LinkAccepted(id, seq, offset, epoch):
+            return codec.accepted(id, seq, offset, epoch)
+        case LinkRefused(id, reason):
+            return codec.refused(id, reason)
+        case LinkResubscribe(id, topic, epoch, offset):
+            return codec.resubscribe(id, topic, epoch, offset)
+        case LinkRecover(id, limit, offset, topic, epoch):
+            return codec.recover(id, limit, offset, topic, epoch)
+        case LinkRecovered(id, ok, last, epoch, found):
+            return codec.recovered(id, ok, last, epoch, found)
+        case LinkCopy(id, size, ttl, topic, epoch, entry):
+            return codec.copy(id, size, ttl, topic, epoch, entry)
+        case LinkStream(id, last, size, ttl, topic, epoch, found):
+            return codec.stream(id, last, size, ttl, topic, epoch, found)
+        case LinkTakeover(id, topic):
+            return codec.takeover(id, topic)
+        case LinkTaken(id, last, size, ttl, topic, epoch, holder, found):
+            return codec.taken(id, topic, epoch, last, size, ttl, found, holder)
     raise AssertionError(frame)
 
 
 batches = st.lists(link_frames, min_size=1, max_size=6)
 
-KINDS = b"SUPADTXQRG"
+KINDS = b"SUPADTXQRGpdcesryhwot"
 BAD_UTF8 = [b"\xff", b"\xc3", b"\xed\xa0\x80", b"\xc0\x80", b"ok\xe2\x82"]
 NOT_JSON = [
     b"",
@@ -195,8 +245,10 @@ def cut_frames(draw: st.DrawFn) -> bytes:
             size_at, size, limit = len(data) - len(frame.meta) - 4, 4, 2**32 - 1
         case LinkPresenceState():
             size_at, size, limit = len(data) - len(frame.state) - 4, 4, 2**32 - 1
-        case _:  # a pg frame
+        case LinkPg():
             size_at, size, limit = 1, 4, 2**32 - 1
+        case _:  # a frame of topics with history: cut short
+            return data[: draw(st.integers(1, len(data) - 1))]
     declared = int.from_bytes(data[size_at : size_at + size], "big")
     if declared == limit:
         return data[:-1]
