@@ -261,13 +261,15 @@ class Owner:
 
 class Wire:
     """A gateway's link to one owner (an `OwnerLink`): calls queued in order, applied when
-    delivered, lost if the owner dies first (its queries then fail, as `fail_all` does)."""
+    delivered, lost if the owner dies first (its queries then fail, as `fail_all` does);
+    once down, a query fails at once, as `RemoteOwner.presence` does on a closed link."""
 
     def __init__(self, owner: Owner, gateway: str) -> None:
         self.owner = owner
         self.gateway = gateway
         self.queue: list[Callable[[], None]] = []
         self.asking: list[Callable[[bytes | str], None]] = []
+        self.closed = False
 
     def track(self, topic: str, key: str, ref: str, meta: bytes, prev: str | None) -> None:
         table, gateway = self.owner.table, self.gateway
@@ -282,6 +284,9 @@ class Wire:
         self.queue.append(lambda: table.drop(gateway, topic))
 
     def presence(self, topic: str, on_presence: Callable[[bytes | str], None]) -> None:
+        if self.closed:
+            on_presence("topic server unreachable")
+            return
         table = self.owner.table
 
         def answer() -> None:
@@ -296,7 +301,9 @@ class Wire:
         for call in queue:
             call()
 
-    def lose(self) -> None:
+    def down(self) -> None:
+        """The link is gone: what is still on its way is lost, its queries fail."""
+        self.closed = True
         self.queue = []
         asking, self.asking = self.asking, []
         for on_presence in asking:
@@ -468,10 +475,11 @@ class PresenceModel(RuleBasedStateMachine):
         lost; every gateway re-subscribes its topics at the next owner."""
         for gateway in self.gateways.values():
             assert gateway.router.wire is not None
-            if lose_in_flight:
-                gateway.router.wire.lose()
-            else:
+            if not lose_in_flight:
                 gateway.router.wire.deliver()
+            # Then the link goes down, failing what was sent meanwhile (a query the answers
+            # above made), before the gateway reroutes, as `GatewayNode.down` does.
+            gateway.router.wire.down()
         if not lose_in_flight:
             self.end_of_turn()
         self.owner = Owner(f"ts-{next(self.owners)}")
