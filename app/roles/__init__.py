@@ -29,7 +29,9 @@ from app.link.listener import link_endpoint
 from app.roles.embedded import EmbeddedNode
 from app.served import capacity
 from app.served import tls as client_tls
+from app.served.detached import DetachedWebSocket
 from app.served.http import ServedHttp
+from app.served.keepalive import KeepAlive
 from app.served.websocket import ServedWebSocket
 from app.settings import ConfigError, Role, Settings, SettingsError
 from topic_server.node import TopicServerNode
@@ -108,13 +110,20 @@ def serve(settings: Settings) -> int:
             capacity.RESERVE,
             limits.descriptors,
         )
-    idle = None if links or not settings.idle_timeout else settings.idle_timeout
+    keepalive: KeepAlive[DetachedWebSocket] = KeepAlive(
+        RunningLoop(),
+        node.counters,
+        ping_interval=settings.link_timeout / 4 if links else settings.ping_interval,
+        ping_timeout=settings.link_timeout if links else settings.ping_interval,
+        idle_timeout=None if links or not settings.idle_timeout else settings.idle_timeout,
+    )
     config = uvicorn.Config(
         app,
-        ws=ServedWebSocket.configured(idle, node.counters),
+        ws=ServedWebSocket.configured(keepalive),
         ws_max_size=settings.link_queue if links else settings.max_frame_bytes,
-        ws_ping_interval=settings.link_timeout / 4 if links else settings.ping_interval,
-        ws_ping_timeout=settings.link_timeout if links else settings.ping_interval,
+        # Served sockets are detached as soon as they are accepted; their keep-alive is
+        # `keepalive`'s, not uvicorn's.
+        ws_ping_interval=None,
         ws_per_message_deflate=False,
         loop="uvloop",
         http=ServedHttp.configured(settings.handshake_timeout, limits.connections, node.counters),
