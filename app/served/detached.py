@@ -95,7 +95,7 @@ class DetachedWebSocket(asyncio.Protocol):
         self.conn = conn  # websockets' protocol, past its handshake
         self.client = client
         self.connections = connections  # the server's open connections, this one among them
-        self.receiver: Receiver | None = None  # None once closed
+        self.receiver: Receiver | None = None  # None until started, and once closed
         self.close_sent = False
         self.closer: Timer | None = None  # aborts a closing handshake that takes too long
         self.due: int | None = None  # its slot in `keepalive.deadlines`
