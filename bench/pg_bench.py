@@ -38,6 +38,7 @@ import uvloop
 from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
 
+from app.counters import Counters
 from app.link.codec import LinkFrame, LinkPg
 from app.link.connection import LinkConnection, LinkOptions
 from app.link.dialer import LINK_PATH, Dialer
@@ -45,6 +46,7 @@ from app.link.handshake import Identity
 from app.link.hub import LinkHub
 from app.link.listener import link_endpoint
 from app.pg import Member, Node, NodeId, new_incarnation, wire
+from app.served.keepalive import KeepAlive
 from app.served.websocket import ServedWebSocket
 from app.settings import Role
 
@@ -234,9 +236,11 @@ async def child(name: str, role: str, members: int, groups: int, deadline: float
         app = Starlette(routes=[WebSocketRoute(LINK_PATH, endpoint)])
         sock = socket.create_server(("127.0.0.1", 0))
         port = sock.getsockname()[1]
+        keepalive = KeepAlive(loop, Counters(), options.ping_interval, options.ping_timeout)
         config = uvicorn.Config(
-            app, ws=ServedWebSocket, ws_max_size=options.queue_limit, log_level="warning",
-            ws_per_message_deflate=False, lifespan="off",
+            app, ws=ServedWebSocket.configured(keepalive), ws_max_size=options.queue_limit,
+            log_level="warning", ws_per_message_deflate=False, ws_ping_interval=None,
+            lifespan="off",
         )  # fmt: skip
         background.append(loop.create_task(uvicorn.Server(config).serve(sockets=[sock])))
     print(f"ready {port}", flush=True)

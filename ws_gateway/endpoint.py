@@ -16,6 +16,7 @@ import logging
 from starlette.responses import Response
 from starlette.websockets import WebSocket
 
+from app.served.detached import DetachedWebSocket
 from app.served.websocket import EXTENSION, ServedWebSocket
 from app.throttled_log import ThrottledLog
 from ws_gateway.access.policy import Admitted, Policy, Refused
@@ -59,15 +60,20 @@ async def socket_endpoint(websocket: WebSocket) -> None:
         return
     conn: ServedWebSocket = websocket.scope["extensions"][EXTENSION]
     await websocket.accept(subprotocol="phoenix" if "phoenix" in subprotocols else None)
-    limit = websocket.app.state.settings.socket_queue
-    sock = Socket(
-        gateway.new_socket_id(), conn, serializer, limit, gateway.counters, gateway.outbox
-    )
-    session = ClientSession(sock, gateway, Channels(policy, admission.user))
-    if admission.expires is not None:
-        session.expire_at(admission.expires, policy.clock())
-    gateway.counters.sockets_opened += 1
-    conn.detach(session.received, session.closed)
+    queue: int = websocket.app.state.settings.socket_queue
+    user, expires = admission.user, admission.expires
+
+    def session_for(opened: DetachedWebSocket) -> ClientSession:
+        sock = Socket(
+            gateway.new_socket_id(), opened, serializer, queue, gateway.counters, gateway.outbox
+        )
+        session = ClientSession(sock, gateway, Channels(policy, user))
+        if expires is not None:
+            session.expire_at(expires, policy.clock())
+        gateway.counters.sockets_opened += 1
+        return session
+
+    conn.detach(session_for)
 
 
 async def _admit(

@@ -18,7 +18,7 @@ import logging
 from typing import Any
 
 from app.counters import Counters
-from app.served.websocket import ServedWebSocket
+from app.served.detached import DetachedWebSocket
 from ws_gateway.serializers import Serializer, encode_reply
 
 log = logging.getLogger("dps.gateway")
@@ -62,7 +62,7 @@ class Socket:
     def __init__(
         self,
         id: int,
-        conn: ServedWebSocket,
+        conn: DetachedWebSocket,
         serializer: Serializer,
         limit: int,
         counters: Counters,
@@ -123,7 +123,7 @@ class Socket:
         self.send(encode_reply(self.serializer, join_ref, ref, topic, status, response))
 
     def close(self, code: int, reason: str, hang_up: bool = False) -> None:
-        """Close with `code` and `reason` (see `ServedWebSocket.close_now` for `hang_up`),
+        """Close with `code` and `reason` (see `DetachedWebSocket.close_now` for `hang_up`),
         after what was already queued for this socket (the replies before the close)."""
         self.flush()
         self.conn.close_now(code, reason, hang_up)

@@ -2,7 +2,7 @@
 
 `DialedLink` is one connection: an asyncio protocol around the `websockets` library's
 sans-I/O client, so that received batches are handled as they arrive and sent batches
-are written without an await, like the listening end (`app.served.websocket`). It pings the
+are written without an await, like the listening end (`app.served.detached`). It pings the
 peer every `ping_interval` and declares it down when nothing at all has been heard for
 `ping_timeout`: a peer that hangs (SIGSTOP, a lost network) is noticed, not only one
 that closes its socket.
@@ -34,7 +34,7 @@ from app.link.connection import LinkConnection, LinkOptions
 from app.link.handshake import Handshake, HandshakeError, HandshakeState
 from app.link.hub import LinkHub
 from app.ring import RingConfig
-from app.served.websocket import close_reason
+from app.served.detached import close_reason
 from app.settings import Role
 
 log = logging.getLogger("dps.link")

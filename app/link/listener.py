@@ -2,10 +2,10 @@
 
 It sends the handshake's hello, authenticates the dialer (which must prove the cluster
 secret before this end says who it is), welcomes it, then hands the open link to the
-node's hub and feeds it every batch received. Keep-alive on this end is uvicorn's ping
-and pong on the served connection (configured in `app.roles`): a dialer that stops answering is
-dropped after the link timeout. A refused dialer (wrong secret, wrong role, a broken
-handshake) is closed with a reason and logged.
+node's hub and feeds it every batch received. Keep-alive on this end is the detached
+connection's ping and pong (`app.served.keepalive`, configured in `app.roles`): a dialer
+that stops answering is dropped after the link timeout. A refused dialer (wrong secret,
+wrong role, a broken handshake) is closed with a reason and logged.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from app.link.codec import LinkClose
 from app.link.connection import LinkConnection, LinkOptions
 from app.link.handshake import Handshake, HandshakeError, HandshakeState
 from app.link.hub import LinkHub
-from app.served.websocket import EXTENSION, ServedWebSocket, frame
+from app.served.detached import DetachedWebSocket, frame
+from app.served.websocket import EXTENSION, ServedWebSocket
 from app.settings import Role
 
 log = logging.getLogger("dps.link")
@@ -31,7 +32,7 @@ class ServedLink:
 
     __slots__ = ("conn",)
 
-    def __init__(self, conn: ServedWebSocket) -> None:
+    def __init__(self, conn: DetachedWebSocket) -> None:
         self.conn = conn
 
     def write_message(self, data: bytes) -> None:
@@ -60,9 +61,13 @@ def link_endpoint(
             return
         await websocket.accept()
         address = client.host if client else "?"
-        listener = Listener(hub, options, accept, conn, address, linked_for())
-        conn.transport.write(frame(listener.handshake.hello().encode()))
-        conn.detach(listener.received, listener.closed)
+
+        def listener_for(opened: DetachedWebSocket) -> Listener:
+            listener = Listener(hub, options, accept, opened, address, linked_for())
+            opened.transport.write(frame(listener.handshake.hello().encode()))
+            return listener
+
+        listener = conn.detach(listener_for)
         # Anyone who reaches the port can open a link and say nothing: bound the wait.
         asyncio.get_running_loop().call_later(options.handshake_timeout, listener.too_slow)
 
@@ -79,7 +84,7 @@ class Listener:
         hub: LinkHub,
         options: LinkOptions,
         accept: frozenset[Role],
-        conn: ServedWebSocket,
+        conn: DetachedWebSocket,
         address: str,
         linked_for: float,
     ) -> None:

@@ -15,6 +15,7 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from types import FrameType
+from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
@@ -29,7 +30,9 @@ from app.link.listener import link_endpoint
 from app.roles.embedded import EmbeddedNode
 from app.served import capacity
 from app.served import tls as client_tls
+from app.served.detached import DetachedWebSocket
 from app.served.http import ServedHttp
+from app.served.keepalive import KeepAlive
 from app.served.websocket import ServedWebSocket
 from app.settings import ConfigError, Role, Settings, SettingsError
 from topic_server.node import TopicServerNode
@@ -108,23 +111,7 @@ def serve(settings: Settings) -> int:
             capacity.RESERVE,
             limits.descriptors,
         )
-    idle = None if links or not settings.idle_timeout else settings.idle_timeout
-    config = uvicorn.Config(
-        app,
-        ws=ServedWebSocket.configured(idle, node.counters),
-        ws_max_size=settings.link_queue if links else settings.max_frame_bytes,
-        ws_ping_interval=settings.link_timeout / 4 if links else settings.ping_interval,
-        ws_ping_timeout=settings.link_timeout if links else settings.ping_interval,
-        ws_per_message_deflate=False,
-        loop="uvloop",
-        http=ServedHttp.configured(settings.handshake_timeout, limits.connections, node.counters),
-        lifespan="on",
-        access_log=False,
-        log_level="debug" if settings.log_level == "debug" else "warning",
-        backlog=4096,
-        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN,
-        **tls_options,
-    )
+    config = uvicorn_config(settings, node, app, limits, tls_options)
     path = LINK_PATH if links else routes.SOCKET_PATH
     url = f"{'wss' if tls_options else 'ws'}://{address(settings.host, settings.port)}{path}"
     served = "gateways link to" if links else "clients connect to"
@@ -145,6 +132,41 @@ def serve(settings: Settings) -> int:
         for sock in sockets:
             sock.close()
     return 0
+
+
+def uvicorn_config(
+    settings: Settings,
+    node: ops.Node,
+    app: Starlette,
+    limits: capacity.Capacity,
+    tls_options: dict[str, Any],
+) -> uvicorn.Config:
+    """How uvicorn serves `app`: its protocols (see `app.served`) and their settings."""
+    links = settings.app is Role.TOPIC_SERVER
+    keepalive: KeepAlive[DetachedWebSocket] = KeepAlive(
+        RunningLoop(),
+        node.counters,
+        ping_interval=settings.link_timeout / 4 if links else settings.ping_interval,
+        ping_timeout=settings.link_timeout if links else settings.ping_interval,
+        idle_timeout=None if links or not settings.idle_timeout else settings.idle_timeout,
+    )
+    return uvicorn.Config(
+        app,
+        ws=ServedWebSocket.configured(keepalive),
+        ws_max_size=settings.link_queue if links else settings.max_frame_bytes,
+        # Served sockets are detached as soon as they are accepted; their keep-alive is
+        # `keepalive`'s, not uvicorn's.
+        ws_ping_interval=None,
+        ws_per_message_deflate=False,
+        loop="uvloop",
+        http=ServedHttp.configured(settings.handshake_timeout, limits.connections, node.counters),
+        lifespan="on",
+        access_log=False,
+        log_level="debug" if settings.log_level == "debug" else "warning",
+        backlog=4096,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN,
+        **tls_options,
+    )
 
 
 class _Server(uvicorn.Server):

@@ -1,134 +1,84 @@
-"""A served WebSocket (client socket or node link): uvicorn's sans-I/O protocol plus a
-synchronous writer.
+"""A served WebSocket up to its detaching: uvicorn's sans-I/O protocol, then a handover.
 
-The gateway fans one message out to thousands of sockets. Through ASGI that would be one
-`await send(...)` per socket, a coroutine chain that re-frames the same bytes every time.
-This protocol (given to uvicorn as its `ws` class) exposes itself to the app in the ASGI
-scope's extensions, so the fan-out can write frames that were built once, straight to each
-socket's transport, with no await; node links use the same writer for their batches.
-Everything else (handshake, pings, the closing handshake, inbound frames) stays uvicorn's.
-
-Once the app has accepted a connection it can `detach` it: received messages then go to
-a callback as they are parsed, synchronously, instead of through an ASGI queue and a task
-per connection, and the ASGI app returns without closing it. An idle socket then costs
-its transport, its protocol objects and the app's own state, not a task with a stack of
-coroutine frames and queues (about half of the memory of an idle socket), and a received
-message is handled without a task switch.
-
-Three more behaviours differ from uvicorn's: a server shutdown closes sockets with 1001
-(going away, so every client reconnects elsewhere); `close_now` starts the closing
-handshake at once even when the write buffer is full, for slow consumers that stopped
-reading; and with an `idle_timeout`, a socket from which no message has arrived for that
-long is closed with 1000 when its next keep-alive ping is due (pongs do not count: a
-client library that answers pings by itself is not a client that is there, as Phoenix
-has it).
+uvicorn does the opening handshake and runs the ASGI app, which finds this protocol in
+the scope's extensions (`EXTENSION`). Once the app has accepted the connection it
+`detach`es it: a `DetachedWebSocket` (`app.served.detached`) takes the transport over, and
+the ASGI app returns without closing it. The gateway fans one message out to thousands of
+sockets; through ASGI that would be one `await send(...)` per socket, a coroutine chain
+that re-frames the same bytes every time, and each idle socket would keep a task with its
+stack of coroutine frames, queues, the scope and the request's headers. A detached socket
+is written to straight, with frames built once, and keeps only what an open connection
+needs.
 """
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Callable
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
 from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.http11 import Request
 
-from app.counters import Counters
+from app.served.detached import DetachedWebSocket, Receiver
+from app.served.keepalive import KeepAlive
 
 EXTENSION = "dps.connection"
-NORMAL_CLOSURE = 1000
-GOING_AWAY = 1001
-HANG_UP_GRACE = 1.0  # seconds a close frame has to leave before a hung-up client is cut off
-MAX_REASON = 123  # bytes of a close frame's reason: its payload is at most 125, with the code
 
-
-def close_reason(reason: str) -> str:
-    """`reason`, cut to whole UTF-8 characters that fit a close frame: a longer one makes
-    the WebSocket library raise instead of closing."""
-    return reason.encode()[:MAX_REASON].decode(errors="ignore")
-
-
-def frame(payload: bytes, binary: bool = False) -> bytes:
-    """An unmasked, unfragmented server-to-client WebSocket message."""
-    head = 0x82 if binary else 0x81
-    size = len(payload)
-    if size < 126:
-        return bytes((head, size)) + payload
-    if size < 65536:
-        return struct.pack("!BBH", head, 126, size) + payload
-    return struct.pack("!BBQ", head, 127, size) + payload
-
-
-class _Discard:
-    """Stands in for the ASGI receive queue of a detached connection."""
-
-    @staticmethod
-    def put_nowait(message: object) -> None:
-        pass
+R = TypeVar("R", bound=Receiver)
 
 
 class ServedWebSocket(WebSocketsSansIOProtocol):
     # Set on the subclass `configured` makes, one per node.
-    idle_timeout: ClassVar[float | None] = None
-    counters: ClassVar[Counters | None] = None
+    keepalive: ClassVar[KeepAlive[DetachedWebSocket]]
 
-    on_message: Callable[[bytes, bool], None] | None = None
-    on_close: Callable[[], None] | None = None
-    heard = 0.0  # loop time of the last message received
+    detached = False
 
     @classmethod
-    def configured(cls, idle_timeout: float | None, counters: Counters) -> type[ServedWebSocket]:
-        attributes = {"idle_timeout": idle_timeout, "counters": counters}
-        return type("ConfiguredWebSocket", (cls,), attributes)
+    def configured(cls, keepalive: KeepAlive[DetachedWebSocket]) -> type[ServedWebSocket]:
+        return type("ConfiguredWebSocket", (cls,), {"keepalive": keepalive})
 
-    def detach(
-        self, on_message: Callable[[bytes, bool], None], on_close: Callable[[], None]
-    ) -> None:
-        """Deliver each message to `on_message(data, is_text)` and the end to `on_close()`;
-        the ASGI app may then return. Messages already queued are delivered first."""
-        queued = []
+    def detach(self, receiver_for: Callable[[DetachedWebSocket], R]) -> R:
+        """Hand the accepted connection over to a `DetachedWebSocket`, and return what
+        `receiver_for` makes of it: the receiver of its messages (those that arrived before
+        the handover first) and of its end. The ASGI app may then return."""
+        self.detached = True
+        self.stop_keepalive()  # the detached socket's own keep-alive takes over
+        opened = DetachedWebSocket(
+            self.keepalive,
+            self.transport,
+            self.conn,
+            self.client,
+            self.connections,  # type: ignore[arg-type]
+        )
+        opened.close_sent = self.close_sent
+        if self.frames:  # a fragmented message had begun
+            opened.fragments, opened.text = self.frames, self.curr_msg_data_type == "text"
+        receiver = receiver_for(opened)
+        queued: list[tuple[bytes, bool]] = []
         while not self.queue.empty():
-            queued.append(self.queue.get_nowait())
-        self.queue = _Discard()  # type: ignore[assignment]
-        self.request = self.response = None  # type: ignore[assignment]
-        self.on_message, self.on_close = on_message, on_close
-        for message in queued:
+            message = self.queue.get_nowait()
             if message["type"] == "websocket.receive":
-                text = message.get("text")
-                if text is not None:
-                    on_message(text.encode(), True)
+                string = message.get("text")
+                if string is not None:
+                    queued.append((string.encode(), True))
                 else:
-                    on_message(message.get("bytes") or b"", False)
-        if self.transport.is_closing() or self.disconnected:
-            self._closed()
-        elif self.read_paused:
+                    queued.append((message.get("bytes") or b"", False))
+        if self.disconnected:  # the end came before the handover
+            for data, text in queued:
+                receiver.received(data, text)
+            receiver.closed()
+            return receiver
+        self.connections.discard(self)
+        self.connections.add(opened)  # type: ignore[arg-type]
+        self.transport.set_protocol(opened)
+        if self.read_paused and not self.transport.is_closing():
             # uvicorn pauses reading while its queue holds a message, until the app takes
-            # it; nobody will now, so reading must resume here.
-            self.read_paused = False
+            # it; nobody will now. Resumed before the queued messages are handled, which
+            # may pause it again.
             self.transport.resume_reading()
-
-    def send_receive_event_to_app(self) -> None:
-        on_message = self.on_message
-        if on_message is None:
-            super().send_receive_event_to_app()
-            return
-        frames = self.frames
-        data = frames[0] if len(frames) == 1 else b"".join(frames)
-        self.frames = []
-        self.heard = self.loop.time()
-        if not self.close_sent:
-            on_message(data, self.curr_msg_data_type == "text")
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        super().connection_lost(exc)
-        self._closed()
-
-    def _closed(self) -> None:
-        on_close = self.on_close
-        self.on_message = self.on_close = None
-        if on_close is not None:
-            on_close()
+        opened.start(receiver, queued)
+        return receiver
 
     async def run_asgi(self) -> None:
         # uvicorn's run_asgi, except that a detached connection outlives the ASGI app.
@@ -145,55 +95,14 @@ class ServedWebSocket(WebSocketsSansIOProtocol):
                 self.send_500_response()
             elif result is not None:
                 self.logger.error("ASGI callable should return None, but returned %r.", result)
-        if self.close_timer is None and self.on_close is None:
+        if self.close_timer is None and not self.detached:
             self.transport.close()
 
     def handle_connect(self, event: Request) -> None:
-        self.heard = self.loop.time()
         super().handle_connect(event)
+        # uvicorn has copied the headers into the scope. websockets' parser keeps the
+        # request for as long as the connection lasts: its headers (about 2.5 KB) need not.
+        event.headers.clear()
         scope = getattr(self, "scope", None)  # set only when the upgrade goes ahead
         if scope is not None:
             scope["extensions"][EXTENSION] = self
-
-    @property
-    def closing(self) -> bool:
-        return self.close_sent or self.transport.is_closing()
-
-    def close_now(self, code: int, reason: str, hang_up: bool = False) -> None:
-        """Send a close frame now; abort the connection if the client never answers it.
-
-        With `hang_up` (a client that floods, or stopped reading, or sends what cannot be
-        understood), nothing more is read from it: reading what it has sent only to find
-        its close reply would cost as much as the abuse. The connection is aborted once
-        the close frame has had `HANG_UP_GRACE` seconds to leave."""
-        if self.closing:
-            return
-        self.conn.send_close(code, close_reason(reason))
-        self.transport.write(b"".join(self.conn.data_to_send()))
-        self.close_sent = True
-        self.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
-        if hang_up:
-            self.read_paused = True
-            self.transport.pause_reading()
-            self.close_timer = self.loop.call_later(HANG_UP_GRACE, self.transport.abort)
-            return
-        # Keep reading (whoever paused it) so that the client's close reply is seen.
-        self.read_paused = False
-        self.transport.resume_reading()
-        self.close_timer = self.loop.call_later(self.close_timeout, self.transport.abort)
-
-    def send_keepalive_ping(self) -> None:
-        idle = self.idle_timeout
-        if idle is not None and self.loop.time() - self.heard >= idle:
-            self.ping_timer = None
-            if self.counters is not None:
-                self.counters.sockets_idle_closed += 1
-            self.close_now(NORMAL_CLOSURE, f"idle: no message for {idle:g} s")
-            return
-        super().send_keepalive_ping()
-
-    def shutdown(self) -> None:
-        if self.handshake_complete and not self.close_sent:
-            self.stop_keepalive()
-            self.close_now(GOING_AWAY, "server shutting down")
-        super().shutdown()

@@ -26,7 +26,7 @@ from app.link.connection import LinkConnection, LinkOptions
 from app.link.dialer import CLOSE_TIMEOUT, DialedLink, backoff
 from app.link.handshake import VERSION, Handshake, Identity, _mac
 from app.link.hub import LinkHub
-from app.served.websocket import close_reason
+from app.served.detached import close_reason
 from app.settings import Role
 from tests.clock import FakeClock
 from tests.pg.frames import wild_values

@@ -1,8 +1,8 @@
 """The listening end of a link: the handshake, its refusals, then batches, without a socket.
 
-A fake stands in for the served connection (`app.served.websocket.ServedWebSocket`): a transport
-that records the frames written, and `close_now`. The dialer is the real handshake's other
-side.
+A fake stands in for the served connection (`app.served.detached.DetachedWebSocket`): a
+transport that records the frames written, and `close_now`. The dialer is the real
+handshake's other side.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ serializer does three things, all pure:
   and written as the same bytes to every socket of that lane (`lane`), or None when the
   format cannot carry it (V1 has no binary frames).
 
-Every output is a complete WebSocket message (`app.served.websocket.frame`), ready to write.
+Every output is a complete WebSocket message (`app.served.detached.frame`), ready to write.
 
     v1      `vsn=1.0.0` (or none): JSON objects
     v2      `vsn=2.0.0`: JSON arrays, and binary frames through `binary`

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from app.served.websocket import frame
+from app.served.detached import frame
 from ws_gateway import payloads
 from ws_gateway.serializers import binary
 from ws_gateway.serializers.protocol import (
