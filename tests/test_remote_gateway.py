@@ -24,6 +24,9 @@ from app.link.codec import (
     LinkPresenceQuery,
     LinkPresenceState,
     LinkPublish,
+    LinkPublishKept,
+    LinkRecover,
+    LinkResubscribe,
     LinkSubscribe,
     LinkTrack,
     LinkUnsubscribe,
@@ -267,7 +270,10 @@ RING = RingConfig({"ts-a": Declared("ts-a", 1, None)}, 160, Path("ring.toml"))
 GATEWAY = Identity("gw-a", Role.GATEWAY, "inc-g")
 SERVER_TAKES = (
     LinkPublish,
+    LinkPublishKept,
     LinkSubscribe,
+    LinkResubscribe,
+    LinkRecover,
     LinkUnsubscribe,
     LinkTrack,
     LinkUntrack,

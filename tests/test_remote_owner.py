@@ -19,14 +19,18 @@ from hypothesis import HealthCheck, given, settings
 from app.counters import Counters
 from app.link import codec
 from app.link.codec import (
+    LinkAccepted,
     LinkAck,
     LinkClose,
     LinkDeliver,
+    LinkDeliverKept,
     LinkFrame,
     LinkPg,
     LinkPresenceQuery,
     LinkPresenceState,
     LinkPublish,
+    LinkRecovered,
+    LinkRefused,
     LinkSubscribe,
     LinkTrack,
     LinkUnsubscribe,
@@ -238,7 +242,16 @@ async def test_a_frame_only_gateways_send_closes_the_link(caplog: pytest.LogCapt
 # only server, with a V2 socket joined to "t" and a V1 socket to "u".
 
 RING = RingConfig({"ts-a": Declared("ts-a", 1, None)}, 160, Path("ring.toml"))
-GATEWAY_TAKES = (LinkAck, LinkDeliver, LinkPresenceState, LinkPg)
+GATEWAY_TAKES = (
+    LinkAck,
+    LinkDeliver,
+    LinkDeliverKept,
+    LinkAccepted,
+    LinkRefused,
+    LinkRecovered,
+    LinkPresenceState,
+    LinkPg,
+)
 
 
 SETTINGS = Settings(
