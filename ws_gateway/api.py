@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse, Response
 
 from app.link.interface import Outcome, Recovery
 from app.ops import authorized, unauthorized
+from app.served.http import BodyRefused, read_body
 from app.settings import Settings
 from ws_gateway import payloads
 from ws_gateway.access.policy import Policy
@@ -33,25 +34,14 @@ def _error(status: int, reason: str, close: bool = False) -> JSONResponse:
 
 async def _body(request: Request, settings: Settings) -> bytes | JSONResponse:
     """The request's body, or the answer for a body too large or too slow to arrive."""
-    limit = settings.max_frame_bytes
-    too_large = _error(413, f"body larger than DPS_MAX_FRAME_BYTES ({limit} bytes)", close=True)
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        return too_large
-    data = bytearray()
-    try:
-        async with asyncio.timeout(settings.handshake_timeout):
-            async for chunk in request.stream():
-                data += chunk
-                if len(data) > limit:
-                    return too_large
-    except TimeoutError:
-        return _error(
-            408,
-            f"body not received within DPS_HANDSHAKE_TIMEOUT ({settings.handshake_timeout:g} s)",
-            close=True,
-        )
-    return bytes(data)
+    limit, timeout = settings.max_frame_bytes, settings.handshake_timeout
+    body = await read_body(request, limit, timeout)
+    if body is BodyRefused.TOO_LARGE:
+        return _error(413, f"body larger than DPS_MAX_FRAME_BYTES ({limit} bytes)", close=True)
+    if body is BodyRefused.TOO_SLOW:
+        reason = f"body not received within DPS_HANDSHAKE_TIMEOUT ({timeout:g} s)"
+        return _error(408, reason, close=True)
+    return body
 
 
 def _number(text: str, below: int) -> int | None:

@@ -4,7 +4,6 @@ nodes, and the page's static files. See `app.dashboard.access` for who may see w
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -59,14 +58,13 @@ async def login(request: Request) -> Response:
     key = settings.api_key
     if key is None:
         return RedirectResponse("/dashboard", 303)
-    form = bytearray()
     try:
-        async with asyncio.timeout(settings.handshake_timeout):
-            async for chunk in request.stream():
-                form += chunk
-                if len(form) > LOGIN_BODY:
-                    return _login_page("That form was too large.")
-    except (TimeoutError, ClientDisconnect):
+        form = await http.read_body(request, LOGIN_BODY, settings.handshake_timeout)
+    except ClientDisconnect:
+        form = http.BodyRefused.TOO_SLOW  # nobody is left to read an answer
+    if form is http.BodyRefused.TOO_LARGE:
+        return _login_page("That form was too large.")
+    if form is http.BodyRefused.TOO_SLOW:
         return Response(status_code=400, headers={"connection": "close"})
     given = parse_qs(form.decode(errors="replace")).get("key", [""])[0]
     if not access.matches(given, key):

@@ -4,7 +4,7 @@ uvicorn holds a connection that never finishes its request for as long as the cl
 likes: a slow (or silent) client can hold descriptors until none is left for anyone else.
 Here every request's head (an upgrade's included) must arrive within `handshake_timeout`
 of the connection or of the request's first byte, else the connection gets a 408 and is
-closed. A body is the application's to time (`ws_gateway.api`). And beyond `max_connections`
+closed. A body is the application's to time (`read_body`). And beyond `max_connections`
 open connections, a new one is answered 503 and closed before anything else is done, so
 that the descriptors kept in reserve stay free for node links and the operations
 endpoints. Both are counted, and logged at most once a second.
@@ -20,8 +20,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from enum import Enum
 from typing import ClassVar
 
+from starlette.requests import Request
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from app.counters import Counters
@@ -114,3 +116,29 @@ class ServedHttp(HttpToolsProtocol):
         )
         self.transport.write(TIMED_OUT)
         self.transport.close()
+
+
+class BodyRefused(Enum):
+    """Why a request's body was not read."""
+
+    TOO_LARGE = "too large"
+    TOO_SLOW = "too slow"
+
+
+async def read_body(request: Request, limit: int, timeout: float) -> bytes | BodyRefused:
+    """The request's body, at most `limit` bytes (a larger Content-Length is refused before
+    anything is read) that arrive within `timeout` seconds; else why not. A client that goes
+    away meanwhile raises Starlette's `ClientDisconnect`."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return BodyRefused.TOO_LARGE
+    data = bytearray()
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                data += chunk
+                if len(data) > limit:
+                    return BodyRefused.TOO_LARGE
+    except TimeoutError:
+        return BodyRefused.TOO_SLOW
+    return bytes(data)
