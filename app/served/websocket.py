@@ -15,6 +15,15 @@ its transport, its protocol objects and the app's own state, not a task with a s
 coroutine frames and queues (about half of the memory of an idle socket), and a received
 message is handled without a task switch.
 
+A detached connection reads its whole data frames itself (`app.served.frames`), websockets'
+parser costing several times more per message, and hands websockets the rest: control
+frames one by one, and from anything else on (a fragment, a frame it refuses, or once a
+close went either way) the whole connection. It takes over at a frame boundary only,
+counting frames from the end of the upgrade request: uvicorn's HTTP protocol hands this
+one the request alone, rebuilt from its parsed headers (bytes a client sent with it,
+against RFC 6455, are dropped), and should a request come with more, websockets alone
+reads the connection.
+
 Three more behaviours differ from uvicorn's: a server shutdown closes sockets with 1001
 (going away, so every client reconnects elsewhere); `close_now` starts the closing
 handshake at once even when the write buffer is full, for slow consumers that stopped
@@ -33,14 +42,19 @@ from typing import ClassVar
 from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.http11 import Request
+from websockets.protocol import OPEN
 
 from app.counters import Counters
+from app.served import frames
 
 EXTENSION = "dps.connection"
 NORMAL_CLOSURE = 1000
 GOING_AWAY = 1001
 HANG_UP_GRACE = 1.0  # seconds a close frame has to leave before a hung-up client is cut off
 MAX_REASON = 123  # bytes of a close frame's reason: its payload is at most 125, with the code
+END_OF_REQUEST = b"\r\n\r\n"
+MAX_UNREAD = 65536  # bytes of a frame in progress followed while websockets reads (beyond:
+# not followed, and websockets goes on reading the connection)
 
 
 def close_reason(reason: str) -> str:
@@ -76,6 +90,11 @@ class ServedWebSocket(WebSocketsSansIOProtocol):
     on_message: Callable[[bytes, bool], None] | None = None
     on_close: Callable[[], None] | None = None
     heard = 0.0  # loop time of the last message received
+    # The bytes of the frame in progress at the end of what was received, when the frame
+    # boundaries are known (None: unknown); `reading`: they are this class's to read, not
+    # websockets' (which then stands at the boundary before them).
+    unread: bytes | None = None
+    reading = False
 
     @classmethod
     def configured(cls, idle_timeout: float | None, counters: Counters) -> type[ServedWebSocket]:
@@ -102,19 +121,67 @@ class ServedWebSocket(WebSocketsSansIOProtocol):
                     on_message(message.get("bytes") or b"", False)
         if self.transport.is_closing() or self.disconnected:
             self._closed()
-        elif self.read_paused:
+            return
+        self.reading = self.unread == b"" and self.conn.state is OPEN
+        if self.read_paused:
             # uvicorn pauses reading while its queue holds a message, until the app takes
             # it; nobody will now, so reading must resume here.
             self.read_paused = False
             self.transport.resume_reading()
+
+    def data_received(self, data: bytes) -> None:
+        if self.reading:
+            self._read(data)
+            return
+        initiated = self.handshake_initiated
+        super().data_received(data)
+        unread = self.unread
+        if unread is not None:  # follow the frames websockets reads
+            unread += data
+            unread = unread[frames.complete(unread) :]
+            self.unread = unread if len(unread) <= MAX_UNREAD else None
+        elif not initiated and self.handshake_initiated:
+            # The request has been read: the frames start after it, if nothing came with it
+            # (its end is the first blank line; one cut across reads is not looked for).
+            end = data.find(END_OF_REQUEST)
+            self.unread = b"" if 0 <= end == len(data) - len(END_OF_REQUEST) else None
+        if self.on_message is not None and self.unread == b"" and self.conn.state is OPEN:
+            self.reading = True  # websockets stands at a boundary: read from here on
+
+    def _read(self, data: bytes) -> None:
+        """Read whole frames (see `app.served.frames`) until websockets must read on."""
+        if self.unread:
+            data = self.unread + data
+        limit = self.config.ws_max_size
+        while not self.close_sent and self.conn.state is OPEN:
+            messages, end, following = frames.split(data, True, limit)
+            if messages:
+                self.heard = self.loop.time()
+                for message, text in messages:
+                    on_message = self.on_message
+                    if on_message is None or self.close_sent:
+                        break  # closed by this side: the rest is not for anyone
+                    on_message(message, text)
+            if following == end and not self.close_sent:
+                self.unread = data[end:]
+                return
+            data = data[end:]
+            if following < 0 or self.close_sent:
+                break
+            super().data_received(data[: following - end])  # a ping, pong or close
+            data = data[following - end :]
+        self.reading = False  # websockets reads from here on
+        self.unread = None
+        if data:
+            super().data_received(data)
 
     def send_receive_event_to_app(self) -> None:
         on_message = self.on_message
         if on_message is None:
             super().send_receive_event_to_app()
             return
-        frames = self.frames
-        data = frames[0] if len(frames) == 1 else b"".join(frames)
+        parts = self.frames
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
         self.frames = []
         self.heard = self.loop.time()
         if not self.close_sent:
