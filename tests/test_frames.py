@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from websockets.frames import Frame, Opcode
 from websockets.protocol import CLIENT, OPEN, SERVER, Protocol
 
-from app.served.frames import complete, split
+from app.served.frames import complete, masked, split
 
 MAX = 1000
 
@@ -109,3 +109,11 @@ def test_reading_with_websockets_for_the_rest_gets_what_websockets_alone_gets(
             chunk = chunk[following:]
     assert kept == b""
     assert got == expected
+
+
+@given(st.binary(max_size=70_000), st.binary(min_size=4, max_size=4))
+def test_masked_is_a_frame_websockets_reads_from_a_client(payload: bytes, key: bytes) -> None:
+    server = Protocol(SERVER, state=OPEN, max_size=None)
+    server.receive_data(masked(payload, key))
+    [frame] = server.events_received()
+    assert (frame.opcode, frame.data, frame.fin) == (Opcode.BINARY, payload, True)

@@ -16,7 +16,8 @@ frame, and the caller hands that one to websockets:
 
 The two readers share one stream, so websockets must stand at a frame boundary whenever
 this one takes over. `complete` follows the boundaries of what websockets reads: the end of
-the last whole frame of any kind.
+the last whole frame of any kind. `masked` frames a message as a client sends it, for a
+link's dialling end.
 """
 
 from __future__ import annotations
@@ -103,6 +104,18 @@ def split(data: bytes, masked: bool, max_size: int | None) -> tuple[Messages, in
         messages.append((payload, opcode == TEXT))
         pos = end
     return messages, pos, pos
+
+
+def masked(payload: bytes, key: bytes) -> bytes:
+    """A binary frame with FIN set, masked with the 4 bytes of `key`, as a client sends it."""
+    size = len(payload)
+    if size < 126:
+        head = bytes((FIN | BINARY, MASK | size))
+    elif size < 65536:
+        head = bytes((FIN | BINARY, MASK | 126)) + size.to_bytes(2, "big")
+    else:
+        head = bytes((FIN | BINARY, MASK | 127)) + size.to_bytes(8, "big")
+    return head + key + apply_mask(payload, key)
 
 
 def complete(data: bytes) -> int:
