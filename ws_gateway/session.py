@@ -8,7 +8,8 @@ channel rules and the backlog is handled, in order. Other sockets never wait for
 
 A socket is held as well once it has sent `frames_per_turn` frames in one turn of the
 event loop, until the next turn: a client that writes thousands of frames at once gets
-its turn like everybody else, and what it wrote waits, unread, in its own socket.
+its turn like everybody else, and what it wrote waits, unread, in its own socket. The
+turns are the gateway's `Outbox`'s, which ends each one where a socket sent frames.
 
 A frame the serializer cannot decode closes this socket, and only this one, with the
 serializer's close code and reason.
@@ -59,6 +60,7 @@ class ClientSession:
         "open",
         "sock",
         "spent",
+        "turn",
         "waiting",
     )
 
@@ -69,7 +71,8 @@ class ClientSession:
         self.open = True
         self.backlog: list[tuple[bytes, bool]] | None = None  # frames read while held
         self.waiting = False  # held for a join or a hook (not only for the turn)
-        self.spent = 0  # frames handled in this turn of the event loop
+        self.spent = 0  # frames handled in turn `turn` of the event loop
+        self.turn = -1
         self.expiry: asyncio.TimerHandle | None = None
 
     def expire_at(self, when: float, now: float) -> None:
@@ -89,15 +92,19 @@ class ClientSession:
             return
         if not self.open:
             return  # closed by this side: what was already read is not for anyone
+        sock = self.sock
+        outbox = sock.outbox
+        if not outbox.scheduled:
+            outbox.schedule()
+        if self.turn != outbox.turn:
+            self.turn, self.spent = outbox.turn, 0
         self.spent += 1
-        if self.spent == 1:
-            asyncio.get_running_loop().call_soon(self._next_turn)
-        elif self.spent > self.channels.policy.frames_per_turn:
+        if self.spent > self.channels.policy.frames_per_turn:
             self.gateway.counters.ingress_paused += 1
             self._hold()
             self.backlog = [(data, text)]
+            outbox.held.append(self._next_turn)
             return
-        sock = self.sock
         try:
             msg = sock.serializer.decode(data, text)
         except ClientFrameError as exc:
@@ -214,6 +221,5 @@ class ClientSession:
             self.received(data, text)
 
     def _next_turn(self) -> None:
-        self.spent = 0
         if self.backlog is not None and not self.waiting:
             self._resume([])
