@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from websockets.frames import Frame, Opcode
 from websockets.protocol import CLIENT, OPEN, SERVER, Protocol
 
-from app.served.frames import complete, masked, split
+from app.served.frames import Partial, complete, masked, split
 
 MAX = 1000
 
@@ -93,21 +93,26 @@ def test_reading_with_websockets_for_the_rest_gets_what_websockets_alone_gets(
 
     shared = Protocol(side, state=OPEN, max_size=MAX)
     got: list[tuple[Opcode, bytes]] = []
-    kept = b""
+    cut: Partial | None = None
     points = sorted({0, len(data), *(c for c in cuts if c < len(data))})
     for begin, end in itertools.pairwise(points):
-        chunk = kept + data[begin:end]
+        chunk: bytes | None = data[begin:end]
+        if cut is not None:
+            chunk = cut.add(data[begin:end])
+            if chunk is None:
+                continue  # not whole yet
+            cut = None
         while True:
             messages, stop, following = split(chunk, masked, MAX)
             got.extend((Opcode.TEXT if text else Opcode.BINARY, m) for m, text in messages)
             assert following >= stop  # nothing here is left to websockets for good
             if following == stop:
-                kept = chunk[stop:]
+                cut = Partial(chunk[stop:]) if stop < len(chunk) else None
                 break
             shared.receive_data(chunk[stop:following])
             got.extend((f.opcode, f.data) for f in shared.events_received())
             chunk = chunk[following:]
-    assert kept == b""
+    assert cut is None
     assert got == expected
 
 
@@ -117,3 +122,13 @@ def test_masked_is_a_frame_websockets_reads_from_a_client(payload: bytes, key: b
     server.receive_data(masked(payload, key))
     [frame] = server.events_received()
     assert (frame.opcode, frame.data, frame.fin) == (Opcode.BINARY, payload, True)
+
+
+def test_a_frame_cut_across_many_reads_is_joined_once_whole() -> None:
+    data = wire(Opcode.BINARY, b"z" * 100_000)
+    cut = Partial(data[:1])  # not even its header yet
+    assert cut.add(data[1:3]) == data[:3]  # the header may be whole: try
+    cut = Partial(data[:20])  # its header (14 bytes) whole: the frame's size is known
+    pieces = [data[i : i + 1000] for i in range(20, len(data), 1000)]
+    assert [cut.add(piece) for piece in pieces[:-1]] == [None] * (len(pieces) - 1)
+    assert cut.add(pieces[-1]) == data

@@ -83,10 +83,12 @@ class DialedLink(asyncio.Protocol):
         self.last_heard = clock.time()
         self.timer: Timer | None = None
         self.failure: str | None = None
-        # The bytes of the frame in progress at the end of what was received, when the
-        # frame boundaries are known; `reading`: this class reads them, not websockets.
+        # While websockets reads: the bytes of the frame in progress at the end of what was
+        # received, when the frame boundaries are known. `reading`: this class reads the
+        # frames, websockets standing before `partial`, a frame cut across reads.
         self.unread: bytes | None = None
         self.reading = False
+        self.partial: frames.Partial | None = None
         self.keys = b""  # random bytes for the masks of the frames to send, from `key_at` on
         self.key_at = 0
 
@@ -100,6 +102,8 @@ class DialedLink(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.last_heard = self.clock.time()
         if self.reading:
+            if self.partial is not None and self.ws.state is not OPEN:
+                data, self.partial = self.partial.joined() + data, None  # websockets' now
             self._read(data)
             return
         connecting = self.ws.state is CONNECTING
@@ -165,14 +169,19 @@ class DialedLink(asyncio.Protocol):
 
     def _read(self, data: bytes) -> None:
         """Read whole frames (see `app.served.frames`) until websockets must read on."""
-        if self.unread:
-            data = self.unread + data
+        cut = self.partial
+        if cut is not None:
+            whole = cut.add(data)
+            if whole is None:
+                return
+            self.partial, data = None, whole
         while self.ws.state is OPEN:
             messages, end, following = frames.split(data, False, None)
             for message, text in messages:
                 self._message(message, text)
             if following == end:
-                self.unread = data[end:]
+                if end < len(data):
+                    self.partial = frames.Partial(data[end:])
                 return
             data = data[end:]
             if following < 0:

@@ -16,8 +16,8 @@ frame, and the caller hands that one to websockets:
 
 The two readers share one stream, so websockets must stand at a frame boundary whenever
 this one takes over. `complete` follows the boundaries of what websockets reads: the end of
-the last whole frame of any kind. `masked` frames a message as a client sends it, for a
-link's dialling end.
+the last whole frame of any kind. `Partial` keeps a frame cut across reads until it is
+whole. `masked` frames a message as a client sends it, for a link's dialling end.
 """
 
 from __future__ import annotations
@@ -104,6 +104,28 @@ def split(data: bytes, masked: bool, max_size: int | None) -> tuple[Messages, in
         messages.append((payload, opcode == TEXT))
         pos = end
     return messages, pos, pos
+
+
+class Partial:
+    """The start of a frame cut across reads, and the reads after it, joined once the frame
+    is whole: joined at every read, a large frame would be copied over and over."""
+
+    __slots__ = ("chunks", "missing")
+
+    def __init__(self, start: bytes) -> None:
+        self.chunks = [start]
+        bounds = _bounds(start, 0)
+        # Bytes until the frame is whole; while its header is not, until the next read.
+        self.missing = 1 if bounds is None else bounds[1] - len(start)
+
+    def add(self, data: bytes) -> bytes | None:
+        """All that was read since the frame started, once it may be whole (else None)."""
+        self.chunks.append(data)
+        self.missing -= len(data)
+        return b"".join(self.chunks) if self.missing <= 0 else None
+
+    def joined(self) -> bytes:
+        return b"".join(self.chunks)
 
 
 def masked(payload: bytes, key: bytes) -> bytes:

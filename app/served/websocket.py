@@ -90,11 +90,13 @@ class ServedWebSocket(WebSocketsSansIOProtocol):
     on_message: Callable[[bytes, bool], None] | None = None
     on_close: Callable[[], None] | None = None
     heard = 0.0  # loop time of the last message received
-    # The bytes of the frame in progress at the end of what was received, when the frame
-    # boundaries are known (None: unknown); `reading`: they are this class's to read, not
-    # websockets' (which then stands at the boundary before them).
+    # While websockets reads: the bytes of the frame in progress at the end of what was
+    # received, when the frame boundaries are known (None: unknown). `reading`: this class
+    # reads the frames, websockets standing at the boundary before `partial`, a frame cut
+    # across reads.
     unread: bytes | None = None
     reading = False
+    partial: frames.Partial | None = None
 
     @classmethod
     def configured(cls, idle_timeout: float | None, counters: Counters) -> type[ServedWebSocket]:
@@ -131,6 +133,8 @@ class ServedWebSocket(WebSocketsSansIOProtocol):
 
     def data_received(self, data: bytes) -> None:
         if self.reading:
+            if self.partial is not None and (self.close_sent or self.conn.state is not OPEN):
+                data, self.partial = self.partial.joined() + data, None  # websockets' now
             self._read(data)
             return
         initiated = self.handshake_initiated
@@ -150,8 +154,12 @@ class ServedWebSocket(WebSocketsSansIOProtocol):
 
     def _read(self, data: bytes) -> None:
         """Read whole frames (see `app.served.frames`) until websockets must read on."""
-        if self.unread:
-            data = self.unread + data
+        cut = self.partial
+        if cut is not None:
+            whole = cut.add(data)
+            if whole is None:
+                return
+            self.partial, data = None, whole
         limit = self.config.ws_max_size
         while not self.close_sent and self.conn.state is OPEN:
             messages, end, following = frames.split(data, True, limit)
@@ -163,7 +171,8 @@ class ServedWebSocket(WebSocketsSansIOProtocol):
                         break  # closed by this side: the rest is not for anyone
                     on_message(message, text)
             if following == end and not self.close_sent:
-                self.unread = data[end:]
+                if end < len(data):
+                    self.partial = frames.Partial(data[end:])
                 return
             data = data[end:]
             if following < 0 or self.close_sent:
