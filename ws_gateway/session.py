@@ -129,7 +129,17 @@ class ClientSession:
 
     def run(self, action: Action) -> None:
         sock, gateway = self.sock, self.gateway
-        match action:
+        match action:  # the commonest first: a publish, a reply
+            case Publish(join_ref, ref, topic, event, payload, binary, echo, kept):
+
+                def reply(outcome: Outcome) -> None:
+                    if isinstance(outcome, Accepted):
+                        status, response = "ok", EMPTY
+                    else:
+                        status, response = "error", error("publish failed", outcome)
+                    sock.reply(join_ref, ref, topic, status, response)
+
+                gateway.publish(topic, event, payload, binary, reply, 0 if echo else sock.id, kept)
             case Reply(join_ref, ref, topic, status, response):
                 sock.reply(join_ref, ref, topic, status, response)
             case Push(join_ref, ref, topic, event, payload):
@@ -142,16 +152,6 @@ class ClientSession:
                 gateway.presence.track(sock, topic, join_ref, tracked)
             case UpdatePresence(topic, meta):
                 gateway.presence.update(sock, topic, meta)
-            case Publish(join_ref, ref, topic, event, payload, binary, echo, kept):
-
-                def reply(outcome: Outcome) -> None:
-                    if isinstance(outcome, Accepted):
-                        status, response = "ok", EMPTY
-                    else:
-                        status, response = "error", error("publish failed", outcome)
-                    sock.reply(join_ref, ref, topic, status, response)
-
-                gateway.publish(topic, event, payload, binary, reply, 0 if echo else sock.id, kept)
             case AskJoin() | AskPublish():
                 self._ask(action)
             case Replay():
