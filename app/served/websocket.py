@@ -161,7 +161,9 @@ class ServedWebSocket(WebSocketsSansIOProtocol):
                 return
             self.partial, data = None, whole
         limit = self.config.ws_max_size
-        while not self.close_sent and self.conn.state is OPEN:
+        # websockets leaves OPEN only through what it reads here (a close), or as this side
+        # closes (close_sent): its state is looked at after a control frame only.
+        while not self.close_sent:
             messages, end, following = frames.split(data, True, limit)
             if messages:
                 self.heard = self.loop.time()
@@ -179,6 +181,8 @@ class ServedWebSocket(WebSocketsSansIOProtocol):
                 break
             super().data_received(data[: following - end])  # a ping, pong or close
             data = data[following - end :]
+            if self.conn.state is not OPEN:
+                break  # a close came: websockets reads on, and discards what follows
         self.reading = False  # websockets reads from here on
         self.unread = None
         if data:
