@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+from functools import partial
 from typing import Any
 
 import orjson
@@ -130,16 +131,12 @@ class ClientSession:
     def run(self, action: Action) -> None:
         sock, gateway = self.sock, self.gateway
         match action:  # the commonest first: a publish, a reply
-            case Publish(join_ref, ref, topic, event, payload, binary, echo, kept):
-
-                def reply(outcome: Outcome) -> None:
-                    if isinstance(outcome, Accepted):
-                        status, response = "ok", EMPTY
-                    else:
-                        status, response = "error", error("publish failed", outcome)
-                    sock.reply(join_ref, ref, topic, status, response)
-
-                gateway.publish(topic, event, payload, binary, reply, 0 if echo else sock.id, kept)
+            case Publish():
+                # Not a closure: its variables would be cells made at every call of run.
+                p = action
+                reply = partial(_publish_reply, sock, p.join_ref, p.ref, p.topic)
+                excluded = 0 if p.echo else sock.id
+                gateway.publish(p.topic, p.event, p.payload, p.binary, reply, excluded, p.kept)
             case Reply(join_ref, ref, topic, status, response):
                 sock.reply(join_ref, ref, topic, status, response)
             case Push(join_ref, ref, topic, event, payload):
@@ -223,3 +220,13 @@ class ClientSession:
     def _next_turn(self) -> None:
         if self.backlog is not None and not self.waiting:
             self._resume([])
+
+
+def _publish_reply(
+    sock: Socket, join_ref: str | None, ref: str | None, topic: str, outcome: Outcome
+) -> None:
+    """The reply to a publish, once its owner accepted it or it failed."""
+    if isinstance(outcome, Accepted):
+        sock.reply(join_ref, ref, topic, "ok", EMPTY)
+    else:
+        sock.reply(join_ref, ref, topic, "error", error("publish failed", outcome))
