@@ -105,12 +105,14 @@ class Socket:
 
     def flush(self) -> None:
         out, self.out = self.out, None
-        if out is None or self.conn.closing:
+        transport = self.transport
+        # conn.closing, without the property and its second look into the connection
+        if out is None or self.conn.close_sent or transport.is_closing():
             return
-        if self.transport.get_write_buffer_size() > self.limit:
+        if transport.get_write_buffer_size() > self.limit:
             self._overflowed()
             return
-        self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+        transport.write(out[0] if len(out) == 1 else b"".join(out))
 
     def _overflowed(self) -> None:
         self.out = None  # what was queued is dropped with the socket
