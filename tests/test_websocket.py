@@ -194,3 +194,122 @@ async def test_shutdown_closes_detached_sockets_with_going_away() -> None:
 def test_close_reasons_are_cut_to_what_a_close_frame_carries(reason: str, sent: str) -> None:
     assert close_reason(reason) == sent
     assert Close.parse(Close(4002, close_reason(reason)).serialize()).reason == sent
+
+
+async def open_raw(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, ClientProtocol]:
+    """A client whose writes reach the server as they are made (one read each, here)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    protocol = ClientProtocol(parse_uri(f"ws://127.0.0.1:{port}/ws"))
+    protocol.send_request(protocol.connect())
+    writer.write(b"".join(protocol.data_to_send()))
+    return reader, writer, protocol
+
+
+def masked(opcode: Opcode, data: bytes, fin: bool = True) -> bytes:
+    return Frame(opcode, data, fin).serialize(mask=True)
+
+
+async def until(check: Callable[[], bool]) -> None:
+    async with asyncio.timeout(5):
+        while not check():
+            await asyncio.sleep(0.01)
+
+
+async def test_a_detached_connection_reads_whole_frames_and_leaves_the_rest_to_websockets() -> None:
+    received: list[tuple[bytes, bool]] = []
+    conns: list[ServedWebSocket] = []
+
+    async def endpoint(websocket: WebSocket) -> None:
+        conn: ServedWebSocket = websocket.scope["extensions"][EXTENSION]
+        await websocket.accept()
+        conn.detach(lambda data, text: received.append((data, text)), lambda: None)
+        conns.append(conn)
+
+    async with serve(endpoint) as (_, port):
+        reader, writer, protocol = await open_raw(port)
+        await until(lambda: bool(conns))
+        conn = conns[0]
+        assert conn.reading  # nothing came with the request: frames are read here
+        message = masked(Opcode.TEXT, b"y" * 300)
+        writer.write(masked(Opcode.TEXT, b"one") + masked(Opcode.BINARY, b"\x00two"))
+        writer.write(masked(Opcode.PING, b"p") + message[:5])  # a ping, a frame cut short
+        await until(lambda: len(received) == 2)
+        writer.write(message[5:])
+        await until(lambda: len(received) == 3)
+        pongs: list[bytes] = []
+        async with asyncio.timeout(5):  # websockets answered the ping
+            while not pongs:
+                protocol.receive_data(await reader.read(65536))
+                events = protocol.events_received()
+                pongs += [f.data for f in events if isinstance(f, Frame)]
+        assert pongs == [b"p"]
+        assert conn.reading
+        # A fragmented message: websockets reads the connection from then on.
+        writer.write(masked(Opcode.TEXT, b"fou", fin=False) + masked(Opcode.CONT, b"r"))
+        writer.write(masked(Opcode.TEXT, b"five"))
+        await until(lambda: len(received) == 5)
+        assert not conn.reading
+        assert received == [
+            (b"one", True),
+            (b"\x00two", False),
+            (b"y" * 300, True),
+            (b"four", True),
+            (b"five", True),
+        ]
+        writer.close()
+
+
+async def test_frames_after_this_side_closed_are_not_delivered_and_the_close_completes() -> None:
+    received: list[bytes] = []
+    conns: list[ServedWebSocket] = []
+
+    def on_message(data: bytes, text: bool) -> None:
+        received.append(data)
+        conns[0].close_now(1008, "enough")
+
+    async def endpoint(websocket: WebSocket) -> None:
+        conn: ServedWebSocket = websocket.scope["extensions"][EXTENSION]
+        await websocket.accept()
+        conn.detach(on_message, lambda: None)
+        conns.append(conn)
+
+    async with serve(endpoint) as (_, port):
+        reader, writer, _ = await open_raw(port)
+        await until(lambda: bool(conns))
+        writer.write(masked(Opcode.TEXT, b"1") + masked(Opcode.TEXT, b"2"))
+        await until(lambda: bool(received))
+        data = bytearray()
+        async with asyncio.timeout(5):  # the server's close frame, after the 101
+            while Close(1008, "enough").serialize() not in data:
+                data += await reader.read(65536)
+        writer.write(masked(Opcode.TEXT, b"3") + masked(Opcode.CLOSE, Close(1008, "").serialize()))
+        async with asyncio.timeout(5):  # websockets read the close reply: the server hangs up
+            while await reader.read(65536):
+                pass
+        assert received == [b"1"]
+        writer.close()
+
+
+async def test_frames_sent_with_the_request_are_dropped_and_the_next_ones_read_here() -> None:
+    """uvicorn hands the WebSocket protocol the upgrade request alone (what a client sends
+    with it, against RFC 6455, is dropped), so frames are counted from the request's end."""
+    received: list[bytes] = []
+    conns: list[ServedWebSocket] = []
+
+    async def endpoint(websocket: WebSocket) -> None:
+        conn: ServedWebSocket = websocket.scope["extensions"][EXTENSION]
+        await websocket.accept()
+        conn.detach(lambda data, text: received.append(data), lambda: None)
+        conns.append(conn)
+
+    async with serve(endpoint) as (_, port):
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        protocol = ClientProtocol(parse_uri(f"ws://127.0.0.1:{port}/ws"))
+        protocol.send_request(protocol.connect())
+        writer.write(b"".join(protocol.data_to_send()) + masked(Opcode.TEXT, b"early"))
+        await until(lambda: bool(conns))
+        assert conns[0].reading
+        writer.write(masked(Opcode.TEXT, b"late"))
+        await until(lambda: bool(received))
+        assert received == [b"late"]
+        writer.close()

@@ -153,8 +153,18 @@ class RemoteOwner:
         self.link.send(codec.presence_query(id, topic))
 
     def on_frame(self, frame: LinkFrame) -> None:
+        # The frames of every message first: a deliver, then a publish's ack.
         if isinstance(frame, LinkDeliver | LinkDeliverKept):
             self.on_deliver(self, frame)
+        elif isinstance(frame, LinkAck):
+            entry = self.pending.pop(frame.id, None)
+            if entry is not None:
+                self.on_ack_latency(self.now() - entry[1])
+                entry[0](Accepted(self.owner, frame.seq))
+            else:
+                entry = self.subscribing.pop(frame.id, None)
+                if entry is not None:
+                    entry[0](Accepted(self.owner, 0))
         elif isinstance(frame, LinkAccepted):
             entry = self.pending.pop(frame.id, None)
             if entry is not None:
@@ -170,15 +180,6 @@ class RemoteOwner:
             if waiting is not None:
                 f = frame
                 waiting[0](Recovery(f.recovered, f.epoch, f.last, f.entries))
-        elif isinstance(frame, LinkAck):
-            entry = self.pending.pop(frame.id, None)
-            if entry is not None:
-                self.on_ack_latency(self.now() - entry[1])
-                entry[0](Accepted(self.owner, frame.seq))
-            else:
-                entry = self.subscribing.pop(frame.id, None)
-                if entry is not None:
-                    entry[0](Accepted(self.owner, 0))
         elif isinstance(frame, LinkPresenceState):
             query = self.querying.pop(frame.id, None)
             if query is not None:

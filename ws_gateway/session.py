@@ -8,7 +8,8 @@ channel rules and the backlog is handled, in order. Other sockets never wait for
 
 A socket is held as well once it has sent `frames_per_turn` frames in one turn of the
 event loop, until the next turn: a client that writes thousands of frames at once gets
-its turn like everybody else, and what it wrote waits, unread, in its own socket.
+its turn like everybody else, and what it wrote waits, unread, in its own socket. The
+turns are the gateway's `Outbox`'s, which ends each one where a socket sent frames.
 
 A frame the serializer cannot decode closes this socket, and only this one, with the
 serializer's close code and reason.
@@ -19,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+from functools import partial
 from typing import Any
 
 import orjson
@@ -59,6 +61,7 @@ class ClientSession:
         "open",
         "sock",
         "spent",
+        "turn",
         "waiting",
     )
 
@@ -69,7 +72,8 @@ class ClientSession:
         self.open = True
         self.backlog: list[tuple[bytes, bool]] | None = None  # frames read while held
         self.waiting = False  # held for a join or a hook (not only for the turn)
-        self.spent = 0  # frames handled in this turn of the event loop
+        self.spent = 0  # frames handled in turn `turn` of the event loop
+        self.turn = -1
         self.expiry: asyncio.TimerHandle | None = None
 
     def expire_at(self, when: float, now: float) -> None:
@@ -89,15 +93,19 @@ class ClientSession:
             return
         if not self.open:
             return  # closed by this side: what was already read is not for anyone
+        sock = self.sock
+        outbox = sock.outbox
+        if not outbox.scheduled:
+            outbox.schedule()
+        if self.turn != outbox.turn:
+            self.turn, self.spent = outbox.turn, 0
         self.spent += 1
-        if self.spent == 1:
-            asyncio.get_running_loop().call_soon(self._next_turn)
-        elif self.spent > self.channels.policy.frames_per_turn:
+        if self.spent > self.channels.policy.frames_per_turn:
             self.gateway.counters.ingress_paused += 1
             self._hold()
             self.backlog = [(data, text)]
+            outbox.held.append(self._next_turn)
             return
-        sock = self.sock
         try:
             msg = sock.serializer.decode(data, text)
         except ClientFrameError as exc:
@@ -122,7 +130,13 @@ class ClientSession:
 
     def run(self, action: Action) -> None:
         sock, gateway = self.sock, self.gateway
-        match action:
+        match action:  # the commonest first: a publish, a reply
+            case Publish():
+                # Not a closure: its variables would be cells made at every call of run.
+                p = action
+                reply = partial(_publish_reply, sock, p.join_ref, p.ref, p.topic)
+                excluded = 0 if p.echo else sock.id
+                gateway.publish(p.topic, p.event, p.payload, p.binary, reply, excluded, p.kept)
             case Reply(join_ref, ref, topic, status, response):
                 sock.reply(join_ref, ref, topic, status, response)
             case Push(join_ref, ref, topic, event, payload):
@@ -135,16 +149,6 @@ class ClientSession:
                 gateway.presence.track(sock, topic, join_ref, tracked)
             case UpdatePresence(topic, meta):
                 gateway.presence.update(sock, topic, meta)
-            case Publish(join_ref, ref, topic, event, payload, binary, echo, kept):
-
-                def reply(outcome: Outcome) -> None:
-                    if isinstance(outcome, Accepted):
-                        status, response = "ok", EMPTY
-                    else:
-                        status, response = "error", error("publish failed", outcome)
-                    sock.reply(join_ref, ref, topic, status, response)
-
-                gateway.publish(topic, event, payload, binary, reply, 0 if echo else sock.id, kept)
             case AskJoin() | AskPublish():
                 self._ask(action)
             case Replay():
@@ -214,6 +218,15 @@ class ClientSession:
             self.received(data, text)
 
     def _next_turn(self) -> None:
-        self.spent = 0
         if self.backlog is not None and not self.waiting:
             self._resume([])
+
+
+def _publish_reply(
+    sock: Socket, join_ref: str | None, ref: str | None, topic: str, outcome: Outcome
+) -> None:
+    """The reply to a publish, once its owner accepted it or it failed."""
+    if isinstance(outcome, Accepted):
+        sock.reply(join_ref, ref, topic, "ok", EMPTY)
+    else:
+        sock.reply(join_ref, ref, topic, "error", error("publish failed", outcome))

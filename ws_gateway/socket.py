@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from app.counters import Counters
@@ -27,13 +28,17 @@ TRY_AGAIN_LATER = 1013
 
 
 class Outbox:
-    """The sockets with frames to write at the end of this turn of the event loop."""
+    """The sockets with frames to write at the end of this turn of the event loop; and the
+    turn's number, with what waits for the next (sockets that spent their frames of this
+    turn, `ws_gateway.session`): one callback per turn for all of them, not one each."""
 
-    __slots__ = ("pending", "scheduled")
+    __slots__ = ("held", "pending", "scheduled", "turn")
 
     def __init__(self) -> None:
         self.pending: list[Socket] = []
+        self.held: list[Callable[[], None]] = []
         self.scheduled = False
+        self.turn = 0  # turns that ended with something to do
 
     def schedule(self) -> None:
         self.scheduled = True
@@ -41,9 +46,13 @@ class Outbox:
 
     def flush(self) -> None:
         self.scheduled = False
+        self.turn += 1
         pending, self.pending = self.pending, []
         for sock in pending:
             sock.flush()
+        held, self.held = self.held, []
+        for resume in held:
+            resume()
 
 
 class Socket:
@@ -96,12 +105,14 @@ class Socket:
 
     def flush(self) -> None:
         out, self.out = self.out, None
-        if out is None or self.conn.closing:
+        transport = self.transport
+        # conn.closing, without the property and its second look into the connection
+        if out is None or self.conn.close_sent or transport.is_closing():
             return
-        if self.transport.get_write_buffer_size() > self.limit:
+        if transport.get_write_buffer_size() > self.limit:
             self._overflowed()
             return
-        self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+        transport.write(out[0] if len(out) == 1 else b"".join(out))
 
     def _overflowed(self) -> None:
         self.out = None  # what was queued is dropped with the socket

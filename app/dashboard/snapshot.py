@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prometheus_client import Histogram
-
+from app.metrics import LatencyHistogram
 from app.ops import Node
 
 
@@ -35,7 +34,7 @@ def snapshot(node: Node, now: float) -> dict[str, Any]:
     }
 
 
-def buckets(histogram: Histogram) -> list[float]:
+def buckets(histogram: LatencyHistogram) -> list[float]:
     """The cumulative count of each of `app.metrics.LATENCY_BUCKETS`, then of +Inf."""
     [metric] = histogram.collect()
     return [sample.value for sample in metric.samples if sample.name.endswith("_bucket")]

@@ -514,57 +514,110 @@ class _Reader:
         return topic, event, binary, self.long()
 
 
+def _text(batch: bytes, pos: int) -> tuple[str, int]:
+    """The short string at `pos` (its size byte, then UTF-8), and where it ends."""
+    if pos >= len(batch):
+        raise LinkFrameError("frame truncated")
+    end = pos + 1 + batch[pos]
+    if end > len(batch):
+        raise LinkFrameError("frame truncated")
+    return batch[pos + 1 : end].decode(), end
+
+
+def _payload(batch: bytes, pos: int) -> tuple[bytes, int]:
+    """The sized bytes at `pos` (u32 size, then the bytes), and where they end."""
+    start = pos + 4
+    if start > len(batch):
+        raise LinkFrameError("frame truncated")
+    end = start + _U32.unpack_from(batch, pos)[0]
+    if end > len(batch):
+        raise LinkFrameError("frame truncated")
+    return batch[start:end], end
+
+
 def decode(batch: bytes) -> Iterator[LinkFrame]:
     """The frames of one batch, in order; `LinkFrameError` if any is malformed (the
-    frames before it have been yielded by then)."""
+    frames before it have been yielded by then).
+
+    The frames every message crosses (deliver, publish, ack) are read with `unpack_from`
+    at an offset, without the reader's calls: a link carries one of each per message."""
     if not batch:
         raise LinkFrameError("empty batch")
-    reader = _Reader(batch)
+    size = len(batch)
+    reader = None
+    pos = 0
     try:
-        while reader.pos < len(batch):
-            kind = batch[reader.pos : reader.pos + 1]
-            if kind == b"D":
-                _, seq, sent_at, exclude = reader.unpack(_DELIVER_HEAD)
+        while pos < size:
+            kind = batch[pos]
+            if kind == 0x44:  # D
+                if pos + _DELIVER_HEAD.size > size:
+                    raise LinkFrameError("frame truncated")
+                _, seq, sent_at, exclude = _DELIVER_HEAD.unpack_from(batch, pos)
                 if not math.isfinite(sent_at):
                     raise LinkFrameError(f"sent_at {sent_at} is not a time")
-                topic, event = reader.short(), reader.short()
-                flags = reader.flags(BINARY | PRESENCE)
+                topic, pos = _text(batch, pos + _DELIVER_HEAD.size)
+                event, pos = _text(batch, pos)
+                if pos >= size:
+                    raise LinkFrameError("frame truncated")
+                flags = batch[pos]
+                if flags & ~(BINARY | PRESENCE):
+                    raise LinkFrameError(f"unknown flags {flags:#04x}")
+                payload, pos = _payload(batch, pos + 1)
                 binary, presence = bool(flags & BINARY), bool(flags & PRESENCE)
-                yield LinkDeliver(
-                    seq, sent_at, exclude, topic, event, binary, reader.long(), presence
-                )
-            elif kind == b"P":
-                _, id, exclude = reader.unpack(_PUBLISH_HEAD)
-                yield LinkPublish(id, exclude, *reader.message())
-            elif kind == b"T":
-                reader.pos += 1
-                topic, key, ref, prev = (reader.short() for _ in range(4))
-                yield LinkTrack(topic, key, ref, prev or None, reader.long())
-            elif kind == b"X":
-                reader.pos += 1
-                yield LinkUntrack(reader.short(), reader.short(), reader.short())
-            elif kind == b"Q":
-                _, id = reader.unpack(_ID)
-                yield LinkPresenceQuery(id, reader.short())
-            elif kind == b"R":
-                _, id = reader.unpack(_ID)
-                yield LinkPresenceState(id, reader.long())
-            elif kind == b"A":
-                _, id, seq = reader.unpack(_ACK)
+                yield LinkDeliver(seq, sent_at, exclude, topic, event, binary, payload, presence)
+            elif kind == 0x50:  # P
+                if pos + _PUBLISH_HEAD.size > size:
+                    raise LinkFrameError("frame truncated")
+                _, id, exclude = _PUBLISH_HEAD.unpack_from(batch, pos)
+                topic, pos = _text(batch, pos + _PUBLISH_HEAD.size)
+                event, pos = _text(batch, pos)
+                if pos >= size:
+                    raise LinkFrameError("frame truncated")
+                flags = batch[pos]
+                if flags & ~BINARY:
+                    raise LinkFrameError(f"unknown flags {flags:#04x}")
+                payload, pos = _payload(batch, pos + 1)
+                yield LinkPublish(id, exclude, topic, event, flags == BINARY, payload)
+            elif kind == 0x41:  # A
+                if pos + _ACK.size > size:
+                    raise LinkFrameError("frame truncated")
+                _, id, seq = _ACK.unpack_from(batch, pos)
+                pos += _ACK.size
                 yield LinkAck(id, seq)
-            elif kind == b"S":
-                _, id = reader.unpack(_ID)
-                yield LinkSubscribe(id, reader.short())
-            elif kind == b"U":
-                reader.pos += 1
-                yield LinkUnsubscribe(reader.short())
-            elif kind == b"G":
-                reader.pos += 1
-                yield LinkPg(orjson.loads(reader.long()))
             else:
-                yield _decode_kept(kind, reader)
+                reader = reader or _Reader(batch)
+                reader.pos = pos
+                yield _decode_other(batch[pos : pos + 1], reader)
+                pos = reader.pos
     except (UnicodeDecodeError, orjson.JSONDecodeError) as exc:
         raise LinkFrameError(f"undecodable frame: {exc}") from None
+
+
+def _decode_other(kind: bytes, reader: _Reader) -> LinkFrame:
+    """One frame of the kinds a message does not cross: subscriptions, presence, pg."""
+    if kind == b"T":
+        reader.pos += 1
+        topic, key, ref, prev = (reader.short() for _ in range(4))
+        return LinkTrack(topic, key, ref, prev or None, reader.long())
+    if kind == b"X":
+        reader.pos += 1
+        return LinkUntrack(reader.short(), reader.short(), reader.short())
+    if kind == b"Q":
+        _, id = reader.unpack(_ID)
+        return LinkPresenceQuery(id, reader.short())
+    if kind == b"R":
+        _, id = reader.unpack(_ID)
+        return LinkPresenceState(id, reader.long())
+    if kind == b"S":
+        _, id = reader.unpack(_ID)
+        return LinkSubscribe(id, reader.short())
+    if kind == b"U":
+        reader.pos += 1
+        return LinkUnsubscribe(reader.short())
+    if kind == b"G":
+        reader.pos += 1
+        return LinkPg(orjson.loads(reader.long()))
+    return _decode_kept(kind, reader)
 
 
 def _decode_kept(kind: bytes, reader: _Reader) -> LinkFrame:

@@ -2,10 +2,12 @@
 
 `DialedLink` is one connection: an asyncio protocol around the `websockets` library's
 sans-I/O client, so that received batches are handled as they arrive and sent batches
-are written without an await, like the listening end (`app.served.detached`). It pings the
-peer every `ping_interval` and declares it down when nothing at all has been heard for
-`ping_timeout`: a peer that hangs (SIGSTOP, a lost network) is noticed, not only one
-that closes its socket.
+are written without an await, like the listening end (`app.served.detached`). Once the
+link is open it reads whole data frames itself (`app.served.frames`) and hands websockets
+the rest, and it frames its batches itself: websockets' parser and serializer
+cost more per batch than a small batch's frames. It pings the peer every `ping_interval`
+and declares it down when nothing at all has been heard for `ping_timeout`: a peer that
+hangs (SIGSTOP, a lost network) is noticed, not only one that closes its socket.
 
 `Dialer` keeps one peer linked: it redials with exponential backoff and jitter after a
 failure or a lost link, for as long as the peer is wanted (`backoff`).
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 from collections.abc import Callable
 from functools import partial
@@ -24,7 +27,7 @@ from websockets.client import ClientProtocol
 from websockets.frames import Frame as WebSocketFrame
 from websockets.frames import Opcode
 from websockets.http11 import Response
-from websockets.protocol import OPEN
+from websockets.protocol import CONNECTING, OPEN
 from websockets.uri import parse_uri
 
 from app.clock import Clock, Timer
@@ -34,7 +37,9 @@ from app.link.connection import LinkConnection, LinkOptions
 from app.link.handshake import Handshake, HandshakeError, HandshakeState
 from app.link.hub import LinkHub
 from app.ring import RingConfig
+from app.served import frames
 from app.served.detached import close_reason
+from app.served.frames import MAX_UNREAD
 from app.settings import Role
 
 log = logging.getLogger("dps.link")
@@ -45,6 +50,8 @@ CONNECT_TIMEOUT = 2.0
 BACKOFF = (0.05, 2.0)  # base and longest pause between attempts, before jitter
 STABLE = 10.0  # a link that lived this long resets the backoff
 VERDICT_DELAY = 0.01
+END_OF_RESPONSE = b"\r\n\r\n"
+MASK_KEYS = 4096  # bytes of randomness drawn at a time for the masks of sent frames
 
 
 def backoff(failures: int, jitter: float) -> float:
@@ -77,6 +84,14 @@ class DialedLink(asyncio.Protocol):
         self.last_heard = clock.time()
         self.timer: Timer | None = None
         self.failure: str | None = None
+        # While websockets reads: the bytes of the frame in progress at the end of what was
+        # received, when the frame boundaries are known. `reading`: this class reads the
+        # frames, websockets standing before `partial`, a frame cut across reads.
+        self.unread: bytes | None = None
+        self.reading = False
+        self.partial: frames.Partial | None = None
+        self.keys = b""  # random bytes for the masks of the frames to send, from `key_at` on
+        self.key_at = 0
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -87,16 +102,25 @@ class DialedLink(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_heard = self.clock.time()
-        self.ws.receive_data(data)
-        self._flush()
-        for event in self.ws.events_received():
-            if isinstance(event, WebSocketFrame):
-                self._frame(event)
-            elif isinstance(event, Response) and event.status_code != 101:
-                self._fail(f"refused the link with HTTP {event.status_code}")
-                return
-        if self.ws.close_expected():
-            self.clock.call_later(CLOSE_TIMEOUT, self._abort)
+        if self.reading:
+            if self.partial is not None and self.ws.state is not OPEN:
+                data, self.partial = self.partial.joined() + data, None  # websockets' now
+            self._read(data)
+            return
+        connecting = self.ws.state is CONNECTING
+        self._receive(data)
+        unread = self.unread
+        if unread is not None:  # follow the frames websockets reads
+            unread += data
+            unread = unread[frames.complete(unread) :]
+            self.unread = unread if len(unread) <= MAX_UNREAD else None
+        elif connecting and self.ws.state is OPEN:  # the frames start after the response
+            end = data.find(END_OF_RESPONSE)
+            if end >= 0:
+                after = data[end + len(END_OF_RESPONSE) :]
+                self.unread = after[frames.complete(after) :]
+        if self.link is not None and self.unread == b"" and self.ws.state is OPEN:
+            self.reading = True
 
     def eof_received(self) -> None:
         self.ws.receive_eof()
@@ -113,9 +137,12 @@ class DialedLink(asyncio.Protocol):
 
     # app.link.connection.Writer
     def write_message(self, data: bytes) -> None:
-        if self.ws.state is OPEN:  # not once a close frame went either way
-            self.ws.send_binary(data)
-            self._flush()
+        if self.ws.state is OPEN and self.transport is not None:  # not once a close went
+            at = self.key_at
+            if at == len(self.keys):
+                self.keys, at = os.urandom(MASK_KEYS), 0
+            self.key_at = at + 4
+            self.transport.write(frames.masked(data, self.keys[at : at + 4]))
 
     def buffered(self) -> int:
         return self.transport.get_write_buffer_size() if self.transport else 0
@@ -128,22 +155,65 @@ class DialedLink(asyncio.Protocol):
         self.clock.call_later(CLOSE_TIMEOUT, self._abort)
 
     # internals
+    def _receive(self, data: bytes) -> None:
+        """Hand `data` to websockets, and act on what it reads."""
+        self.ws.receive_data(data)
+        self._flush()
+        for event in self.ws.events_received():
+            if isinstance(event, WebSocketFrame):
+                self._frame(event)
+            elif isinstance(event, Response) and event.status_code != 101:
+                self._fail(f"refused the link with HTTP {event.status_code}")
+                return
+        if self.ws.close_expected():
+            self.clock.call_later(CLOSE_TIMEOUT, self._abort)
+
+    def _read(self, data: bytes) -> None:
+        """Read whole frames (see `app.served.frames`) until websockets must read on."""
+        cut = self.partial
+        if cut is not None:
+            whole = cut.add(data)
+            if whole is None:
+                return
+            self.partial, data = None, whole
+        while self.ws.state is OPEN:
+            messages, end, following = frames.split(data, False, None)
+            for message, text in messages:
+                self._message(message, text)
+            if following == end:
+                if end < len(data):
+                    self.partial = frames.Partial(data[end:])
+                return
+            data = data[end:]
+            if following < 0:
+                break
+            self._receive(data[: following - end])  # a ping, pong or close
+            data = data[following - end :]
+        self.reading = False  # websockets reads from here on
+        self.unread = None
+        if data:
+            self._receive(data)
+
     def _frame(self, frame: WebSocketFrame) -> None:
-        if frame.opcode is Opcode.BINARY:
-            if self.link is not None:
-                self.link.receive(bytes(frame.data))
-        elif frame.opcode is Opcode.TEXT:
-            self._handshake(frame)
+        if frame.opcode is Opcode.BINARY or frame.opcode is Opcode.TEXT:
+            self._message(bytes(frame.data), frame.opcode is Opcode.TEXT)
         elif frame.opcode is Opcode.CLOSE:
             close = self.ws.close_rcvd
             if close is not None and close.code >= 4000:
                 self.failure = close.reason
 
-    def _handshake(self, event: WebSocketFrame) -> None:
+    def _message(self, data: bytes, text: bool) -> None:
+        if not text:
+            if self.link is not None:
+                self.link.receive(data)
+        else:
+            self._handshake(data)
+
+    def _handshake(self, data: bytes) -> None:
         if self.failure is not None:
             return  # refused already: what the peer says next changes nothing
         try:
-            reply = self.handshake.receive(bytes(event.data))
+            reply = self.handshake.receive(data)
             peer = self.handshake.peer  # known only once it proved the secret
             if peer is not None and (
                 peer.name != self.expect or peer.role is not Role.TOPIC_SERVER

@@ -175,6 +175,27 @@ async def test_the_handshake_opens_the_link_and_hands_it_to_the_hub() -> None:
     assert [f.data for f in conn.frames_to_server(Opcode.BINARY)] == [codec.ack(1, 0)]
 
 
+async def test_an_open_link_reads_its_frames_however_they_are_cut() -> None:
+    conn = Connection(QUIET)
+    link = conn.open()
+    assert conn.link.reading  # whole data frames are read here, not by websockets
+    received: list[LinkFrame] = []
+    link.on_frame = received.append
+    conn.server.send_binary(codec.subscribe(1, "a"))
+    conn.server.send_ping(b"p")
+    conn.server.send_binary(codec.subscribe(2, "b" * 200))
+    data = b"".join(conn.server.data_to_send())
+    for byte in range(len(data)):
+        conn.link.data_received(data[byte : byte + 1])
+    assert received == [LinkSubscribe(1, "a"), LinkSubscribe(2, "b" * 200)]
+    assert [f.data for f in conn.frames_to_server(Opcode.PONG)] == [b"p"]  # websockets'
+    conn.server.send_frame(Frame(Opcode.BINARY, codec.subscribe(3, "c"), fin=False))
+    conn.server.send_frame(Frame(Opcode.CONT, b""))
+    conn.to_dialer()  # a fragmented message: websockets reads the link from then on
+    assert not conn.link.reading
+    assert received[-1] == LinkSubscribe(3, "c")
+
+
 async def test_an_upgrade_refused_over_http_fails_the_attempt() -> None:
     conn = Connection(QUIET)
     assert len(conn.to_server()) == 1  # the upgrade request

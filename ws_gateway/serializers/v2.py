@@ -58,7 +58,7 @@ class V2Serializer:
             text_field(topic, "topic"),
             text_field(event, "event"),
             payload,
-            payloads.v2_payload(data) if len(value) == 5 else None,
+            payloads.v2_payload(data, value[:4]) if len(value) == 5 else None,
         )
 
     def encode(
