@@ -85,7 +85,6 @@ class LoadSession(WebSocketClient):
             topic_name(t).encode(): s for t, s in zip(spec.topics, self.subs, strict=True)
         }
         self.join_refs: dict[int, tuple[int, int]] = {}  # ref -> (sub, sent ns)
-        self.join_payload = PRESENCE_JOIN if spec.presence else b"{}"
         self.beats: dict[int, int] = {}  # heartbeat ref -> sent ns
         # A subscriber that reconnects (one topic).
         self.positions = positions
@@ -123,7 +122,7 @@ class LoadSession(WebSocketClient):
 
     def _join_payload(self) -> bytes:
         if not self.positions:
-            return self.join_payload
+            return PRESENCE_JOIN if self.spec.presence else b"{}"
         if self.position is None:
             return b'{"recover":null}'
         epoch, _, offset = self.position.rpartition(b":")
