@@ -20,6 +20,7 @@ from app.served.keepalive import KeepAlive
 from tests.clock import FakeClock
 
 INTERVAL, TIMEOUT, IDLE, CLOSE_TIMEOUT = 20.0, 10.0, 60.0, 5.0
+MAX_SIZE = 1000
 
 
 class Transport:
@@ -61,8 +62,22 @@ class Receiver:
         self.ends += 1
 
 
+@pytest.fixture(params=[b"", None], ids=["whole-frames", "websockets"])
+def unread(request: pytest.FixtureRequest) -> bytes | None:
+    """What the socket knows of websockets' frame boundaries at the handover: b"" (at one:
+    the socket reads whole frames itself, `app.served.reader`) or None (not known: websockets
+    reads every frame)."""
+    value: bytes | None = request.param
+    return value
+
+
 class Fixture:
-    def __init__(self, idle: float | None = IDLE, queued: tuple[tuple[bytes, bool], ...] = ()):
+    def __init__(
+        self,
+        unread: bytes | None,
+        idle: float | None = IDLE,
+        queued: tuple[tuple[bytes, bool], ...] = (),
+    ):
         self.clock = FakeClock(1000.0)
         self.counters = Counters()
         self.keepalive: KeepAlive[DetachedWebSocket] = KeepAlive(
@@ -76,6 +91,8 @@ class Fixture:
             ServerProtocol(state=OPEN),
             ("10.0.0.1", 5000),
             self.connections,
+            MAX_SIZE,
+            unread,
         )
         self.connections.add(self.sock)
         self.receiver = Receiver()
@@ -103,8 +120,8 @@ class Fixture:
         self.sock.connection_lost(None)
 
 
-def test_messages_go_to_the_receiver_queued_first_fragments_joined() -> None:
-    f = Fixture(queued=((b"early", True),))
+def test_messages_go_to_the_receiver_queued_first_fragments_joined(unread: bytes | None) -> None:
+    f = Fixture(unread, queued=((b"early", True),))
     f.send(
         Frame(Opcode.TEXT, b"hello"),
         Frame(Opcode.BINARY, b"\x00\x01"),
@@ -123,15 +140,15 @@ def test_messages_go_to_the_receiver_queued_first_fragments_joined() -> None:
     assert f.receiver.messages[-1] == (b"binary", False)
 
 
-def test_a_ping_is_answered() -> None:
-    f = Fixture()
+def test_a_ping_is_answered(unread: bytes | None) -> None:
+    f = Fixture(unread)
     f.send(Frame(Opcode.PING, b"are you there"))
     [pong] = f.frames()
     assert (pong.opcode, pong.data) == (Opcode.PONG, b"are you there")
 
 
-def test_pinged_every_interval_after_the_pong() -> None:
-    f = Fixture(idle=None)
+def test_pinged_every_interval_after_the_pong(unread: bytes | None) -> None:
+    f = Fixture(unread, idle=None)
     for _ in range(3):
         f.clock.advance(INTERVAL - 0.01)
         assert f.frames() == []
@@ -145,8 +162,8 @@ def test_pinged_every_interval_after_the_pong() -> None:
     assert not f.transport.closed
 
 
-def test_no_pong_in_time_closes_with_1011() -> None:
-    f = Fixture(idle=None)
+def test_no_pong_in_time_closes_with_1011(unread: bytes | None) -> None:
+    f = Fixture(unread, idle=None)
     f.clock.advance(INTERVAL + INTERVAL / 8)
     assert [frame.opcode for frame in f.frames()] == [Opcode.PING]
     f.clock.advance(TIMEOUT - 0.01 - INTERVAL / 8)
@@ -158,8 +175,10 @@ def test_no_pong_in_time_closes_with_1011() -> None:
     assert f.receiver.ends == 1 and f.connections == set()
 
 
-def test_a_socket_that_sends_nothing_is_closed_at_the_ping_after_the_idle_timeout() -> None:
-    f = Fixture()
+def test_a_socket_that_sends_nothing_is_closed_at_the_ping_after_the_idle_timeout(
+    unread: bytes | None,
+) -> None:
+    f = Fixture(unread)
 
     def answer_pings(seconds: float) -> None:
         for _ in range(int(seconds)):
@@ -176,8 +195,10 @@ def test_a_socket_that_sends_nothing_is_closed_at_the_ping_after_the_idle_timeou
     assert f.counters.sockets_idle_closed == 1
 
 
-def test_close_now_sends_one_close_and_aborts_a_client_that_never_answers() -> None:
-    f = Fixture()
+def test_close_now_sends_one_close_and_aborts_a_client_that_never_answers(
+    unread: bytes | None,
+) -> None:
+    f = Fixture(unread)
     f.transport.pause_reading()  # as a held session would have it
     f.sock.close_now(1013, "slow consumer")
     f.sock.close_now(1013, "twice")  # a second call does nothing
@@ -190,8 +211,8 @@ def test_close_now_sends_one_close_and_aborts_a_client_that_never_answers() -> N
     assert f.frames() == []  # no ping after the close
 
 
-def test_a_close_answered_ends_the_closing_handshake() -> None:
-    f = Fixture()
+def test_a_close_answered_ends_the_closing_handshake(unread: bytes | None) -> None:
+    f = Fixture(unread)
     f.sock.close_now(1000, "bye")
     f.send(Frame(Opcode.CLOSE, Close(1000, "bye").serialize()))
     assert f.transport.closed and not f.transport.aborted
@@ -201,8 +222,8 @@ def test_a_close_answered_ends_the_closing_handshake() -> None:
     assert f.receiver.ends == 1
 
 
-def test_hang_up_stops_reading_and_aborts_after_the_grace() -> None:
-    f = Fixture()
+def test_hang_up_stops_reading_and_aborts_after_the_grace(unread: bytes | None) -> None:
+    f = Fixture(unread)
     f.sock.close_now(1008, "flood", hang_up=True)
     assert f.close_frame() == Close(1008, "flood")
     assert not f.transport.reading
@@ -210,8 +231,8 @@ def test_hang_up_stops_reading_and_aborts_after_the_grace() -> None:
     assert f.transport.aborted
 
 
-def test_the_client_closing_gets_its_close_answered() -> None:
-    f = Fixture()
+def test_the_client_closing_gets_its_close_answered(unread: bytes | None) -> None:
+    f = Fixture(unread)
     f.send(Frame(Opcode.CLOSE, Close(1001, "leaving").serialize()))
     assert f.close_frame() == Close(1001, "leaving")
     assert f.transport.closed
@@ -220,23 +241,23 @@ def test_the_client_closing_gets_its_close_answered() -> None:
     assert f.receiver.ends == 1
 
 
-def test_a_frame_that_breaks_the_protocol_closes_with_the_reason() -> None:
-    f = Fixture()
+def test_a_frame_that_breaks_the_protocol_closes_with_the_reason(unread: bytes | None) -> None:
+    f = Fixture(unread)
     f.sock.data_received(b"\x81\x05hello")  # unmasked, from a client
     assert f.close_frame().code == 1002
     assert f.transport.closed and f.receiver.messages == []
 
 
-def test_shutdown_closes_with_going_away() -> None:
-    f = Fixture()
+def test_shutdown_closes_with_going_away(unread: bytes | None) -> None:
+    f = Fixture(unread)
     f.sock.shutdown()
     assert f.close_frame() == Close(GOING_AWAY, "server shutting down")
     assert f.transport.closed
 
 
 @pytest.mark.parametrize("closed_first", [False, True])
-def test_a_lost_connection_has_nothing_more_to_do(closed_first: bool) -> None:
-    f = Fixture()
+def test_a_lost_connection_has_nothing_more_to_do(unread: bytes | None, closed_first: bool) -> None:
+    f = Fixture(unread)
     if closed_first:
         f.sock.close_now(1000, "bye")
         f.frames()

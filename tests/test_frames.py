@@ -1,15 +1,14 @@
-"""`app.served.frames`, without sockets: the frames it reads, where it stops, and that it
-reads whole messages exactly as websockets' own parser does, however the bytes are cut."""
+"""`app.served.frames`, without sockets: the frames it reads and where it stops. That a
+connection reading with it reads exactly what websockets' own parser does, however the
+bytes are cut, is `test_reader.py`."""
 
 from __future__ import annotations
-
-import itertools
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from websockets.frames import Frame, Opcode
-from websockets.protocol import CLIENT, OPEN, SERVER, Protocol
+from websockets.protocol import OPEN, SERVER, Protocol
 
 from app.served.frames import Partial, complete, masked, split
 
@@ -68,52 +67,6 @@ def test_complete_is_the_end_of_the_last_whole_frame_of_any_kind() -> None:
     assert complete(data) == len(data)
     assert complete(data + wire(Opcode.TEXT, b"c")[:3]) == len(data)
     assert complete(b"\x81") == 0
-
-
-frames = st.lists(
-    st.one_of(
-        st.tuples(st.sampled_from([Opcode.TEXT, Opcode.BINARY]), st.binary(max_size=300)),
-        st.tuples(st.sampled_from([Opcode.PING, Opcode.PONG]), st.binary(max_size=125)),
-    ),
-    max_size=8,
-)
-
-
-@given(frames, st.lists(st.integers(0, 3000), max_size=6), st.booleans())
-def test_reading_with_websockets_for_the_rest_gets_what_websockets_alone_gets(
-    sent: list[tuple[Opcode, bytes]], cuts: list[int], masked: bool
-) -> None:
-    """The reader as `ServedWebSocket` and `DialedLink` use it: its messages, websockets'
-    for the control frames it hands over, the data kept until the next chunk."""
-    data = b"".join(wire(opcode, payload, masked=masked) for opcode, payload in sent)
-    side = SERVER if masked else CLIENT
-    alone = Protocol(side, state=OPEN, max_size=MAX)
-    alone.receive_data(data)
-    expected = [(f.opcode, f.data) for f in alone.events_received() if isinstance(f, Frame)]
-
-    shared = Protocol(side, state=OPEN, max_size=MAX)
-    got: list[tuple[Opcode, bytes]] = []
-    cut: Partial | None = None
-    points = sorted({0, len(data), *(c for c in cuts if c < len(data))})
-    for begin, end in itertools.pairwise(points):
-        chunk: bytes | None = data[begin:end]
-        if cut is not None:
-            chunk = cut.add(data[begin:end])
-            if chunk is None:
-                continue  # not whole yet
-            cut = None
-        while True:
-            messages, stop, following = split(chunk, masked, MAX)
-            got.extend((Opcode.TEXT if text else Opcode.BINARY, m) for m, text in messages)
-            assert following >= stop  # nothing here is left to websockets for good
-            if following == stop:
-                cut = Partial(chunk[stop:]) if stop < len(chunk) else None
-                break
-            shared.receive_data(chunk[stop:following])
-            got.extend((f.opcode, f.data) for f in shared.events_received())
-            chunk = chunk[following:]
-    assert cut is None
-    assert got == expected
 
 
 @given(st.binary(max_size=70_000), st.binary(min_size=4, max_size=4))

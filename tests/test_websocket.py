@@ -21,6 +21,7 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 from websockets.client import ClientProtocol
 from websockets.frames import Close, Frame, Opcode
+from websockets.protocol import OPEN
 from websockets.uri import parse_uri
 
 from app.clock import RunningLoop
@@ -181,6 +182,51 @@ async def test_shutdown_closes_detached_sockets_with_going_away() -> None:
                 "server shutting down",
             )
         await asyncio.wait_for(receiver.ended.wait(), 10)
+
+
+@pytest.mark.parametrize("cut", [0, 3])
+async def test_frames_read_before_the_handover_are_followed_to_a_frame_boundary(cut: int) -> None:
+    """uvicorn's websockets reads what arrives before the handover; the detached socket
+    reads whole frames itself from the first frame boundary after that (here the handover
+    comes at one, or `cut` bytes into a frame)."""
+    receiver = Received()
+    conns: list[DetachedWebSocket] = []
+
+    def receiver_for(opened: DetachedWebSocket) -> Received:
+        conns.append(opened)
+        return receiver
+
+    async def endpoint(websocket: WebSocket) -> None:
+        conn: ServedWebSocket = websocket.scope["extensions"][EXTENSION]
+        await websocket.accept()
+        while conn.queue.empty():  # the first message, and what came with it, read
+            await asyncio.sleep(0.01)
+        conn.detach(receiver_for)
+
+    async with serve(endpoint) as (_, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        protocol = ClientProtocol(parse_uri(f"ws://127.0.0.1:{port}/ws"))
+        protocol.send_request(protocol.connect())
+        writer.write(b"".join(protocol.data_to_send()))
+        async with asyncio.timeout(5):
+            while protocol.state is not OPEN:
+                protocol.receive_data(await reader.read(65536))
+        for n in range(3):
+            protocol.send_text(f"message {n}".encode())
+        first, second, third = protocol.data_to_send()
+        writer.write(first + second[:cut])  # one read for uvicorn's websockets
+        async with asyncio.timeout(5):
+            while not conns:
+                await asyncio.sleep(0.01)
+        assert conns[0].reading is (cut == 0)
+        writer.write(second[cut:] + third)
+        async with asyncio.timeout(5):
+            while len(receiver.messages) < 3:
+                await asyncio.sleep(0.01)
+        assert receiver.messages == [(f"message {n}".encode(), True) for n in range(3)]
+        assert conns[0].reading  # whole frames, past the handover
+        writer.close()
+        await asyncio.wait_for(receiver.ended.wait(), 5)
 
 
 @pytest.mark.parametrize(

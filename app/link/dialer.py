@@ -3,7 +3,7 @@
 `DialedLink` is one connection: an asyncio protocol around the `websockets` library's
 sans-I/O client, so that received batches are handled as they arrive and sent batches
 are written without an await, like the listening end (`app.served.detached`). Once the
-link is open it reads whole data frames itself (`app.served.frames`) and hands websockets
+link is open it reads whole data frames itself (`app.served.reader`) and hands websockets
 the rest, and it frames its batches itself: websockets' parser and serializer
 cost more per batch than a small batch's frames. It pings the peer every `ping_interval`
 and declares it down when nothing at all has been heard for `ping_timeout`: a peer that
@@ -39,7 +39,7 @@ from app.link.hub import LinkHub
 from app.ring import RingConfig
 from app.served import frames
 from app.served.detached import close_reason
-from app.served.frames import MAX_UNREAD
+from app.served.reader import FrameReader
 from app.settings import Role
 
 log = logging.getLogger("dps.link")
@@ -62,7 +62,7 @@ def backoff(failures: int, jitter: float) -> float:
     return min(ceiling, base * 2.0 ** min(failures, 16)) * jitter
 
 
-class DialedLink(asyncio.Protocol):
+class DialedLink(FrameReader):
     def __init__(
         self,
         url: str,
@@ -72,6 +72,7 @@ class DialedLink(asyncio.Protocol):
         options: LinkOptions,
         clock: Clock,
     ) -> None:
+        super().__init__()
         self.ws = ClientProtocol(parse_uri(url), max_size=None)
         self.handshake = handshake
         self.expect = expect
@@ -84,12 +85,6 @@ class DialedLink(asyncio.Protocol):
         self.last_heard = clock.time()
         self.timer: Timer | None = None
         self.failure: str | None = None
-        # While websockets reads: the bytes of the frame in progress at the end of what was
-        # received, when the frame boundaries are known. `reading`: this class reads the
-        # frames, websockets standing before `partial`, a frame cut across reads.
-        self.unread: bytes | None = None
-        self.reading = False
-        self.partial: frames.Partial | None = None
         self.keys = b""  # random bytes for the masks of the frames to send, from `key_at` on
         self.key_at = 0
 
@@ -102,25 +97,15 @@ class DialedLink(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_heard = self.clock.time()
-        if self.reading:
-            if self.partial is not None and self.ws.state is not OPEN:
-                data, self.partial = self.partial.joined() + data, None  # websockets' now
-            self._read(data)
+        if self.ws.state is not CONNECTING:
+            super().data_received(data)
             return
-        connecting = self.ws.state is CONNECTING
-        self._receive(data)
-        unread = self.unread
-        if unread is not None:  # follow the frames websockets reads
-            unread += data
-            unread = unread[frames.complete(unread) :]
-            self.unread = unread if len(unread) <= MAX_UNREAD else None
-        elif connecting and self.ws.state is OPEN:  # the frames start after the response
+        self._parse(data)
+        if self.ws.state is OPEN:  # the frames start after the response
             end = data.find(END_OF_RESPONSE)
             if end >= 0:
-                after = data[end + len(END_OF_RESPONSE) :]
-                self.unread = after[frames.complete(after) :]
-        if self.link is not None and self.unread == b"" and self.ws.state is OPEN:
-            self.reading = True
+                self.unread = b""
+                self.follow(data[end + len(END_OF_RESPONSE) :])
 
     def eof_received(self) -> None:
         self.ws.receive_eof()
@@ -154,8 +139,14 @@ class DialedLink(asyncio.Protocol):
         self._flush()
         self.clock.call_later(CLOSE_TIMEOUT, self._abort)
 
-    # internals
-    def _receive(self, data: bytes) -> None:
+    # app.served.reader.FrameReader
+    def _reads_whole(self) -> bool:
+        return self.link is not None and self.ws.state is OPEN
+
+    def _limits(self) -> tuple[bool, int | None]:
+        return False, None
+
+    def _parse(self, data: bytes) -> None:
         """Hand `data` to websockets, and act on what it reads."""
         self.ws.receive_data(data)
         self._flush()
@@ -167,32 +158,6 @@ class DialedLink(asyncio.Protocol):
                 return
         if self.ws.close_expected():
             self.clock.call_later(CLOSE_TIMEOUT, self._abort)
-
-    def _read(self, data: bytes) -> None:
-        """Read whole frames (see `app.served.frames`) until websockets must read on."""
-        cut = self.partial
-        if cut is not None:
-            whole = cut.add(data)
-            if whole is None:
-                return
-            self.partial, data = None, whole
-        while self.ws.state is OPEN:
-            messages, end, following = frames.split(data, False, None)
-            for message, text in messages:
-                self._message(message, text)
-            if following == end:
-                if end < len(data):
-                    self.partial = frames.Partial(data[end:])
-                return
-            data = data[end:]
-            if following < 0:
-                break
-            self._receive(data[: following - end])  # a ping, pong or close
-            data = data[following - end :]
-        self.reading = False  # websockets reads from here on
-        self.unread = None
-        if data:
-            self._receive(data)
 
     def _frame(self, frame: WebSocketFrame) -> None:
         if frame.opcode is Opcode.BINARY or frame.opcode is Opcode.TEXT:

@@ -8,8 +8,10 @@ protocol, its ASGI scope, the request's headers and its queues are dropped with 
 app. An idle socket then costs a few hundred bytes here, not several kilobytes.
 
 Received messages go to `receiver.received(data, is_text)` as they are parsed,
-synchronously, and the end of the connection to `receiver.closed()`, once. Frames are
-written straight to `transport`, built once for any number of sockets (`frame`).
+synchronously, and the end of the connection to `receiver.closed()`, once: whole frames
+read in one pass, once websockets stands at a frame boundary (`app.served.reader`), the
+rest by websockets. Frames are written straight to `transport`, built once for any number
+of sockets (`frame`).
 
 Keep-alive (`app.served.keepalive`): a ping every `ping_interval` after the last pong;
 no pong within `ping_timeout` closes with 1011; with an `idle_timeout`, a socket from which
@@ -28,10 +30,12 @@ import struct
 from typing import Protocol, cast
 
 from websockets.frames import Frame, Opcode
+from websockets.protocol import OPEN
 from websockets.server import ServerProtocol
 
 from app.clock import Timer
 from app.served.keepalive import KeepAlive
+from app.served.reader import FrameReader
 
 NORMAL_CLOSURE = 1000
 GOING_AWAY = 1001
@@ -65,7 +69,7 @@ class Receiver(Protocol):
     def closed(self) -> None: ...
 
 
-class DetachedWebSocket(asyncio.Protocol):
+class DetachedWebSocket(FrameReader):
     __slots__ = (
         "client",
         "close_sent",
@@ -76,6 +80,7 @@ class DetachedWebSocket(asyncio.Protocol):
         "fragments",
         "heard",
         "keepalive",
+        "max_size",
         "ping",
         "receiver",
         "text",
@@ -89,7 +94,14 @@ class DetachedWebSocket(asyncio.Protocol):
         conn: ServerProtocol,
         client: tuple[str, int] | None,
         connections: set[asyncio.Protocol],
+        max_size: int | None,
+        unread: bytes | None,
     ) -> None:
+        """`unread`: what websockets was given after the request that is not a whole
+        frame, if known (`app.served.reader`)."""
+        super().__init__()
+        self.unread = unread
+        self.max_size = max_size  # of a received message
         self.keepalive = keepalive
         self.transport = transport
         self.conn = conn  # websockets' protocol, past its handshake
@@ -112,12 +124,19 @@ class DetachedWebSocket(asyncio.Protocol):
         keepalive.due_at(self, self.heard + keepalive.ping_interval)
         for data, text in queued:
             self._message(data, text)
+        self.follow(b"")  # whole frames from here, if websockets stands at a boundary
 
     @property
     def closing(self) -> bool:
         return self.close_sent or self.transport.is_closing()
 
-    def data_received(self, data: bytes) -> None:
+    def _reads_whole(self) -> bool:
+        return self.conn.state is OPEN
+
+    def _limits(self) -> tuple[bool, int | None]:
+        return True, self.max_size
+
+    def _parse(self, data: bytes) -> None:
         conn = self.conn
         conn.receive_data(data)
         if conn.parser_exc is not None:

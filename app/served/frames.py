@@ -143,6 +143,14 @@ def masked(payload: bytes, key: bytes) -> bytes:
     return head + key + apply_mask(payload, key)
 
 
+def follow(unread: bytes, data: bytes) -> bytes | None:
+    """What of a frame in progress is at the end of `unread` + `data`, given that `unread`
+    starts a frame; None once that is more than MAX_UNREAD bytes (no longer followed)."""
+    unread += data
+    unread = unread[complete(unread) :]
+    return unread if len(unread) <= MAX_UNREAD else None
+
+
 def complete(data: bytes) -> int:
     """Where the last whole frame of `data`, of any kind, ends (0 if none is whole)."""
     pos = 0

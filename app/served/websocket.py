@@ -20,10 +20,12 @@ from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.http11 import Request
 
+from app.served import frames
 from app.served.detached import DetachedWebSocket, Receiver
 from app.served.keepalive import KeepAlive
 
 EXTENSION = "dps.connection"
+END_OF_REQUEST = b"\r\n\r\n"
 
 R = TypeVar("R", bound=Receiver)
 
@@ -33,6 +35,10 @@ class ServedWebSocket(WebSocketsSansIOProtocol):
     keepalive: ClassVar[KeepAlive[DetachedWebSocket]]
 
     detached = False
+    read = False  # whether anything was received yet
+    # What websockets was given after the request that is not a whole frame yet, when the
+    # request came in one read (as it does): the frame boundaries for `app.served.reader`.
+    unread: bytes | None = None
 
     @classmethod
     def configured(cls, keepalive: KeepAlive[DetachedWebSocket]) -> type[ServedWebSocket]:
@@ -50,6 +56,8 @@ class ServedWebSocket(WebSocketsSansIOProtocol):
             self.conn,
             self.client,
             self.connections,  # type: ignore[arg-type]
+            self.config.ws_max_size,
+            self.unread,
         )
         opened.close_sent = self.close_sent
         if self.frames:  # a fragmented message had begun
@@ -79,6 +87,18 @@ class ServedWebSocket(WebSocketsSansIOProtocol):
             self.transport.resume_reading()
         opened.start(receiver, queued)
         return receiver
+
+    def data_received(self, data: bytes) -> None:
+        requested, first = self.handshake_initiated, not self.read
+        self.read = True
+        super().data_received(data)
+        if requested:
+            if self.unread is not None:
+                self.unread = frames.follow(self.unread, data)
+        elif first and self.handshake_initiated:
+            end = data.find(END_OF_REQUEST)
+            if end >= 0:
+                self.unread = frames.follow(b"", data[end + len(END_OF_REQUEST) :])
 
     async def run_asgi(self) -> None:
         # uvicorn's run_asgi, except that a detached connection outlives the ASGI app.
