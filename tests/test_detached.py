@@ -140,6 +140,26 @@ def test_messages_go_to_the_receiver_queued_first_fragments_joined(unread: bytes
     assert f.receiver.messages[-1] == (b"binary", False)
 
 
+def test_websockets_protocol_is_dropped_while_whole_frames_are_read(
+    unread: bytes | None,
+) -> None:
+    """An idle socket reading whole frames keeps no websockets protocol: pings and pongs
+    are answered without it, and it is made again for a frame it must read."""
+    f = Fixture(unread)
+    assert (f.sock.conn is None) is (unread == b"")
+    f.send(Frame(Opcode.PING, b"ping"), Frame(Opcode.TEXT, b"hello"))
+    f.clock.advance(INTERVAL + INTERVAL / 8)
+    [pong, ping] = f.frames()
+    f.send(Frame(Opcode.PONG, ping.data))
+    assert (pong.opcode, pong.data, ping.opcode) == (Opcode.PONG, b"ping", Opcode.PING)
+    assert (f.sock.conn is None) is (unread == b"")
+    f.send(Frame(Opcode.TEXT, b"frag", fin=False), Frame(Opcode.CONT, b"ment"))
+    assert f.sock.conn is not None and not f.sock.reading  # websockets reads on
+    assert f.receiver.messages == [(b"hello", True), (b"fragment", True)]
+    f.clock.advance(INTERVAL * 2)  # pinged, the pong never comes: closed with 1011
+    assert [frame.opcode for frame in f.frames()] == [Opcode.PING, Opcode.CLOSE]
+
+
 def test_a_ping_is_answered(unread: bytes | None) -> None:
     f = Fixture(unread)
     f.send(Frame(Opcode.PING, b"are you there"))

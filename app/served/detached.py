@@ -34,6 +34,7 @@ from websockets.protocol import OPEN
 from websockets.server import ServerProtocol
 
 from app.clock import Timer
+from app.served import frames
 from app.served.keepalive import KeepAlive
 from app.served.reader import FrameReader
 
@@ -42,12 +43,18 @@ GOING_AWAY = 1001
 INTERNAL_ERROR = 1011
 HANG_UP_GRACE = 1.0  # seconds a close frame has to leave before a hung-up client is cut off
 MAX_REASON = 123  # bytes of a close frame's reason: its payload is at most 125, with the code
+PING, PONG = 0x9, 0xA
 
 
 def close_reason(reason: str) -> str:
     """`reason`, cut to whole UTF-8 characters that fit a close frame: a longer one makes
     the WebSocket library raise instead of closing."""
     return reason.encode()[:MAX_REASON].decode(errors="ignore")
+
+
+def control(opcode: int, payload: bytes) -> bytes:
+    """An unmasked control frame (ping, pong) of at most 125 bytes of payload."""
+    return bytes((0x80 | opcode, len(payload))) + payload
 
 
 def frame(payload: bytes, binary: bool = False) -> bytes:
@@ -104,7 +111,8 @@ class DetachedWebSocket(FrameReader):
         self.max_size = max_size  # of a received message
         self.keepalive = keepalive
         self.transport = transport
-        self.conn = conn  # websockets' protocol, past its handshake
+        # websockets' protocol, past its handshake; None while not needed (`start`)
+        self.conn: ServerProtocol | None = conn
         self.client = client
         self.connections = connections  # the server's open connections, this one among them
         self.receiver: Receiver | None = None  # None until started, and once closed
@@ -125,19 +133,45 @@ class DetachedWebSocket(FrameReader):
         for data, text in queued:
             self._message(data, text)
         self.follow(b"")  # whole frames from here, if websockets stands at a boundary
+        conn = self.conn
+        if self.reading and self.fragments is None and conn is not None and not conn.extensions:
+            # websockets' protocol and parser are a third of an idle socket's bytes: made
+            # again when a close or a frame it must refuse comes (`_protocol`).
+            self.conn = None
 
     @property
     def closing(self) -> bool:
         return self.close_sent or self.transport.is_closing()
 
     def _reads_whole(self) -> bool:
-        return self.conn.state is OPEN
+        conn = self.conn
+        return conn is None or conn.state is OPEN
 
     def _limits(self) -> tuple[bool, int | None]:
         return True, self.max_size
 
-    def _parse(self, data: bytes) -> None:
+    def _protocol(self) -> ServerProtocol:
+        """websockets' protocol, made again in the open state if it was dropped: this
+        socket was then reading whole frames, at a frame boundary."""
         conn = self.conn
+        if conn is None:
+            conn = self.conn = ServerProtocol(state=OPEN, max_size=self.max_size)
+        return conn
+
+    def _control(self, data: bytes) -> None:
+        if self.conn is not None:
+            self._parse(data)
+            return
+        opcode = data[0] & 0x0F
+        if opcode == PING:
+            self.transport.write(control(PONG, frames.payload(data)))
+        elif opcode == PONG:
+            self._pong(frames.payload(data))
+        else:  # a close: websockets runs the closing handshake
+            self._parse(data)
+
+    def _parse(self, data: bytes) -> None:
+        conn = self._protocol()
         conn.receive_data(data)
         if conn.parser_exc is not None:
             # websockets has queued the close frame that says why (1002, 1007, 1009).
@@ -194,7 +228,7 @@ class DetachedWebSocket(FrameReader):
         keepalive = self.keepalive
         if self.ping is not None:
             self.ping = None
-            self.conn.fail(INTERNAL_ERROR, "keepalive ping timeout")
+            self._protocol().fail(INTERNAL_ERROR, "keepalive ping timeout")
             self._write_queued()
             self._closed_by_us()
             return
@@ -205,8 +239,7 @@ class DetachedWebSocket(FrameReader):
             return
         # A random payload tells this ping's pong from a late one, or an unsolicited one.
         self.ping = struct.pack("!I", random.getrandbits(32))
-        self.conn.send_ping(self.ping)
-        self._write_queued()
+        self.transport.write(control(PING, self.ping))
         keepalive.due_at(self, now + keepalive.ping_timeout)
 
     def close_now(self, code: int, reason: str, hang_up: bool = False) -> None:
@@ -218,7 +251,7 @@ class DetachedWebSocket(FrameReader):
         the close frame has had `HANG_UP_GRACE` seconds to leave."""
         if self.closing:
             return
-        self.conn.send_close(code, close_reason(reason))
+        self._protocol().send_close(code, close_reason(reason))
         self._write_queued()
         self.close_sent = True
         keepalive = self.keepalive
@@ -234,7 +267,7 @@ class DetachedWebSocket(FrameReader):
     def shutdown(self) -> None:
         """The server is stopping (uvicorn calls this on each of its connections)."""
         if not self.closing:
-            self.conn.send_close(GOING_AWAY, "server shutting down")
+            self._protocol().send_close(GOING_AWAY, "server shutting down")
             self._write_queued()
         self._closed_by_us()
 
@@ -247,7 +280,8 @@ class DetachedWebSocket(FrameReader):
             receiver.closed()
 
     def _write_queued(self) -> None:
-        self.transport.write(b"".join(self.conn.data_to_send()))
+        if self.conn is not None:
+            self.transport.write(b"".join(self.conn.data_to_send()))
 
     def _closed_by_us(self) -> None:
         """Close after what was written, the close frame included."""

@@ -131,6 +131,14 @@ class Partial:
         return b"".join(self.chunks)
 
 
+def payload(data: bytes) -> bytes:
+    """The payload of the whole frame `data`, unmasked."""
+    bounds = _bounds(data, 0)
+    assert bounds is not None, "a whole frame"
+    start, end, mask = bounds
+    return apply_mask(data[start:end], data[mask:start]) if mask else data[start:end]
+
+
 def masked(payload: bytes, key: bytes) -> bytes:
     """A binary frame with FIN set, masked with the 4 bytes of `key`, as a client sends it."""
     size = len(payload)

@@ -38,6 +38,10 @@ class FrameReader(asyncio.Protocol):
         """A whole message read by either reader."""
         raise NotImplementedError
 
+    def _control(self, data: bytes) -> None:
+        """A whole ping, pong or close frame read here: websockets answers it."""
+        self._parse(data)
+
     def _reads_whole(self) -> bool:
         """Whether whole frames may be read here now (the connection is open, and what
         its messages are for is ready)."""
@@ -83,7 +87,7 @@ class FrameReader(asyncio.Protocol):
             data = data[end:]
             if following < 0:
                 break
-            self._parse(data[: following - end])  # a ping, pong or close
+            self._control(data[: following - end])
             data = data[following - end :]
         self.reading = False  # websockets reads from here on
         self.unread = None
