@@ -153,6 +153,15 @@ async def test_bad_frames_close_only_that_socket(
         assert len([await good.recv(), await good.recv()]) == 2
 
 
+async def test_a_text_frame_that_is_not_utf8_closes_with_1007(server: Server) -> None:
+    """Whole frames are read without websockets' UTF-8 check: the serializer's decoding
+    refuses them instead, with the same close code."""
+    async with connect(server.ws()) as bad:
+        await bad.join(TOPIC)
+        await bad.conn.send(b'["1", "2", "t", "publish", ["e", {"x": "\xff"}]]', text=True)
+        assert await bad.closed() == (1007, "frame is not valid JSON")
+
+
 async def test_oversized_frame_closes_with_1009(spawn: object) -> None:
     server = spawn({"DPS_MAX_FRAME_BYTES": "4096"})  # type: ignore[operator]
     async with connect(server.ws()) as a, connect(server.ws()) as b:

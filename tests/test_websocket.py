@@ -86,9 +86,11 @@ async def serve(
         await asyncio.wait_for(task, 10)
 
 
-async def test_detach_delivers_queued_then_live_messages_and_the_end() -> None:
-    receiver = Received()
-    returned = asyncio.Event()
+def detaching(
+    receiver: Received, after_a_message: bool = False
+) -> tuple[list[DetachedWebSocket], Endpoint]:
+    """An endpoint that accepts each connection and detaches it (once its first message
+    has queued up the ASGI way, `after_a_message`), and the detached sockets it made."""
     conns: list[DetachedWebSocket] = []
 
     def receiver_for(opened: DetachedWebSocket) -> Received:
@@ -98,18 +100,30 @@ async def test_detach_delivers_queued_then_live_messages_and_the_end() -> None:
     async def endpoint(websocket: WebSocket) -> None:
         conn: ServedWebSocket = websocket.scope["extensions"][EXTENSION]
         await websocket.accept()
-        while conn.queue.empty():  # let the client's first message queue up, the ASGI way
+        while after_a_message and conn.queue.empty():
             await asyncio.sleep(0.01)
         conn.detach(receiver_for)
-        returned.set()
 
+    return conns, endpoint
+
+
+async def detached(conns: list[DetachedWebSocket]) -> DetachedWebSocket:
+    async with asyncio.timeout(5):
+        while not conns:
+            await asyncio.sleep(0.01)
+    return conns[0]
+
+
+async def test_detach_delivers_queued_then_live_messages_and_the_end() -> None:
+    receiver = Received()
+    conns, endpoint = detaching(receiver, after_a_message=True)
     async with serve(endpoint) as (_, port):
         async with websockets.connect(f"ws://127.0.0.1:{port}/ws") as client:
             await client.send("first")
-            await asyncio.wait_for(returned.wait(), 5)
+            conn = await detached(conns)
             await client.send(b"\x00second")
             # The ASGI app has returned, and the connection still carries frames both ways.
-            conns[0].transport.write(frame(b"from the server"))
+            conn.transport.write(frame(b"from the server"))
             assert await asyncio.wait_for(client.recv(), 5) == "from the server"
             async with asyncio.timeout(5):
                 while len(receiver.messages) < 2:
@@ -120,17 +134,7 @@ async def test_detach_delivers_queued_then_live_messages_and_the_end() -> None:
 
 
 async def test_close_now_sends_the_close_at_once_and_aborts_a_silent_client() -> None:
-    conns: list[DetachedWebSocket] = []
-
-    def receiver_for(opened: DetachedWebSocket) -> Received:
-        conns.append(opened)
-        return Received()
-
-    async def endpoint(websocket: WebSocket) -> None:
-        conn: ServedWebSocket = websocket.scope["extensions"][EXTENSION]
-        await websocket.accept()
-        conn.detach(receiver_for)
-
+    conns, endpoint = detaching(Received())
     async with serve(endpoint, close_timeout=0.3) as (_, port):
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         protocol = ClientProtocol(parse_uri(f"ws://127.0.0.1:{port}/ws"))
@@ -190,19 +194,7 @@ async def test_frames_read_before_the_handover_are_followed_to_a_frame_boundary(
     reads whole frames itself from the first frame boundary after that (here the handover
     comes at one, or `cut` bytes into a frame)."""
     receiver = Received()
-    conns: list[DetachedWebSocket] = []
-
-    def receiver_for(opened: DetachedWebSocket) -> Received:
-        conns.append(opened)
-        return receiver
-
-    async def endpoint(websocket: WebSocket) -> None:
-        conn: ServedWebSocket = websocket.scope["extensions"][EXTENSION]
-        await websocket.accept()
-        while conn.queue.empty():  # the first message, and what came with it, read
-            await asyncio.sleep(0.01)
-        conn.detach(receiver_for)
-
+    conns, endpoint = detaching(receiver, after_a_message=True)
     async with serve(endpoint) as (_, port):
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         protocol = ClientProtocol(parse_uri(f"ws://127.0.0.1:{port}/ws"))
@@ -215,16 +207,14 @@ async def test_frames_read_before_the_handover_are_followed_to_a_frame_boundary(
             protocol.send_text(f"message {n}".encode())
         first, second, third = protocol.data_to_send()
         writer.write(first + second[:cut])  # one read for uvicorn's websockets
-        async with asyncio.timeout(5):
-            while not conns:
-                await asyncio.sleep(0.01)
-        assert conns[0].reading is (cut == 0)
+        conn = await detached(conns)
+        assert conn.reading is (cut == 0)
         writer.write(second[cut:] + third)
         async with asyncio.timeout(5):
             while len(receiver.messages) < 3:
                 await asyncio.sleep(0.01)
         assert receiver.messages == [(f"message {n}".encode(), True) for n in range(3)]
-        assert conns[0].reading  # whole frames, past the handover
+        assert conn.reading  # whole frames, past the handover
         writer.close()
         await asyncio.wait_for(receiver.ended.wait(), 5)
 

@@ -2,10 +2,12 @@
 
 uvicorn does the opening handshake (`app.served.websocket`); once the app has accepted the
 connection and detached it, this object takes the transport over. It holds only what an
-open connection needs, in slots: the transport, websockets' sans-I/O protocol (framing and
-the closing handshake), the receiver of its messages, and its keep-alive state; uvicorn's
-protocol, its ASGI scope, the request's headers and its queues are dropped with the ASGI
-app. An idle socket then costs a few hundred bytes here, not several kilobytes.
+open connection needs, in slots: the transport, the receiver of its messages, its
+keep-alive state, and websockets' sans-I/O protocol while it is needed (a close, a
+fragment, a frame to refuse: not while whole frames are read, nor for pings and pongs,
+`_control`); uvicorn's protocol, its ASGI scope, the request's headers and its queues are
+dropped with the ASGI app. An idle socket then costs a few hundred bytes here, not
+several kilobytes.
 
 Received messages go to `receiver.received(data, is_text)` as they are parsed,
 synchronously, and the end of the connection to `receiver.closed()`, once: whole frames
@@ -69,7 +71,8 @@ def frame(payload: bytes, binary: bool = False) -> bytes:
 
 
 class Receiver(Protocol):
-    """What gets a detached socket's messages and its end."""
+    """What gets a detached socket's messages and its end. A text message's bytes are not
+    checked for UTF-8 on the way: its receiver decodes them, and refuses what does not."""
 
     def received(self, data: bytes, text: bool) -> None: ...
 

@@ -127,9 +127,6 @@ class Partial:
         self.missing -= len(data)
         return b"".join(self.chunks) if self.missing <= 0 else None
 
-    def joined(self) -> bytes:
-        return b"".join(self.chunks)
-
 
 def payload(data: bytes) -> bytes:
     """The payload of the whole frame `data`, unmasked."""
