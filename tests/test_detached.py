@@ -6,7 +6,6 @@ keep-alive. The handover from uvicorn is tested on a real server in `test_websoc
 from __future__ import annotations
 
 import asyncio
-import socket
 
 import pytest
 from websockets.client import ClientProtocol
@@ -30,11 +29,6 @@ class Transport:
         self.closed = False
         self.aborted = False
         self.reading = True
-        self.socket: socket.socket | None = None  # what the kernel holds unread, if set
-
-    def get_extra_info(self, name: str) -> object:
-        assert name == "socket"
-        return self.socket
 
     def write(self, data: bytes) -> None:
         assert not self.closed, "written after close"
@@ -199,37 +193,6 @@ def test_no_pong_in_time_closes_with_1011(unread: bytes | None) -> None:
     assert f.transport.closed
     f.lost()
     assert f.receiver.ends == 1 and f.connections == set()
-
-
-def test_a_ping_from_the_client_answers_ours(unread: bytes | None) -> None:
-    f = Fixture(unread, idle=None)
-    f.clock.advance(INTERVAL + INTERVAL / 8)
-    [ping] = f.frames()
-    f.send(Frame(Opcode.PING, b"mine"))  # its own, not a pong: it is there all the same
-    [pong] = f.frames()
-    assert (ping.opcode, pong.opcode, pong.data) == (Opcode.PING, Opcode.PONG, b"mine")
-    f.clock.advance(TIMEOUT + INTERVAL / 8)
-    assert not f.transport.closed
-    f.clock.advance(INTERVAL - TIMEOUT)  # the next ping, an interval after the client's
-    assert [frame.opcode for frame in f.frames()] == [Opcode.PING]
-
-
-def test_a_pong_waiting_unread_is_not_a_silent_client(unread: bytes | None) -> None:
-    """A process busy with thousands of sockets reads each only every so often: what the
-    kernel holds for this one may be the pong."""
-    f = Fixture(unread, idle=None)
-    ours, theirs = socket.socketpair()
-    with ours, theirs:
-        f.transport.socket = ours
-        f.clock.advance(INTERVAL + INTERVAL / 8)
-        [ping] = f.frames()
-        theirs.send(b"\x8a\x84")  # the start of the client's pong, not read yet
-        f.clock.advance(TIMEOUT + INTERVAL / 8)
-        assert not f.transport.closed
-        ours.recv(16)  # read at last: and the rest of it never comes
-        f.clock.advance(TIMEOUT + INTERVAL / 8)
-        assert f.close_frame() == Close(1011, "keepalive ping timeout")
-    assert ping.opcode is Opcode.PING
 
 
 def test_a_socket_that_sends_nothing_is_closed_at_the_ping_after_the_idle_timeout(

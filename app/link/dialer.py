@@ -39,7 +39,7 @@ from app.link.hub import LinkHub
 from app.ring import RingConfig
 from app.served import frames
 from app.served.detached import close_reason
-from app.served.reader import FrameReader, waiting
+from app.served.reader import FrameReader
 from app.settings import Role
 
 log = logging.getLogger("dps.link")
@@ -203,7 +203,7 @@ class DialedLink(FrameReader):
     def _keepalive(self) -> None:
         if self.transport is None or self.transport.is_closing():
             return
-        if self._silence() > self.options.ping_timeout:
+        if self.clock.time() - self.last_heard > self.options.ping_timeout:
             # After a stall of this process, timers can run before the pending input is
             # read: give the input one more chance before judging the peer.
             self.timer = self.clock.call_later(VERDICT_DELAY, self._verdict)
@@ -212,16 +212,8 @@ class DialedLink(FrameReader):
         self._flush()
         self.timer = self.clock.call_later(self.options.ping_interval, self._keepalive)
 
-    def _silence(self) -> float:
-        """Seconds since the peer was last heard: since something was received, or found
-        waiting unread (this process, busy with thousands of other sockets, may not have
-        read it yet)."""
-        if self.transport is not None and waiting(self.transport):
-            self.last_heard = self.clock.time()
-        return self.clock.time() - self.last_heard
-
     def _verdict(self) -> None:
-        silent = self._silence()
+        silent = self.clock.time() - self.last_heard
         if silent <= self.options.ping_timeout:
             self._keepalive()
             return

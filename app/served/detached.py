@@ -15,14 +15,13 @@ read in one pass, once websockets stands at a frame boundary (`app.served.reader
 rest by websockets. Frames are written straight to `transport`, built once for any number
 of sockets (`frame`).
 
-Keep-alive (`app.served.keepalive`): a ping every `ping_interval` after the last pong (or
-ping from the peer); no pong within `ping_timeout`, and nothing waiting unread, closes
-with 1011; with an `idle_timeout`, a socket from which no message has arrived for that
-long is closed with 1000 when its next ping is due (pongs do not count: a client library
-that answers pings by itself is not a client that is there, as Phoenix has it). A server
-shutdown closes with 1001 (going away, so every client reconnects elsewhere). `close_now`
-starts the closing handshake at once, even when the write buffer is full, for slow
-consumers that stopped reading.
+Keep-alive (`app.served.keepalive`): a ping every `ping_interval` after the last pong;
+no pong within `ping_timeout` closes with 1011; with an `idle_timeout`, a socket from which
+no message has arrived for that long is closed with 1000 when its next ping is due (pongs
+do not count: a client library that answers pings by itself is not a client that is
+there, as Phoenix has it). A server shutdown closes with 1001 (going away, so every client
+reconnects elsewhere). `close_now` starts the closing handshake at once, even when the
+write buffer is full, for slow consumers that stopped reading.
 """
 
 from __future__ import annotations
@@ -39,7 +38,7 @@ from websockets.server import ServerProtocol
 from app.clock import Timer
 from app.served import frames
 from app.served.keepalive import KeepAlive
-from app.served.reader import FrameReader, waiting
+from app.served.reader import FrameReader
 
 NORMAL_CLOSURE = 1000
 GOING_AWAY = 1001
@@ -169,7 +168,6 @@ class DetachedWebSocket(FrameReader):
         opcode = data[0] & 0x0F
         if opcode == PING:
             self.transport.write(control(PONG, frames.payload(data)))
-            self._pinged()
         elif opcode == PONG:
             self._pong(frames.payload(data))
         else:  # a close: websockets runs the closing handshake
@@ -199,7 +197,6 @@ class DetachedWebSocket(FrameReader):
                         self._message(whole, self.text)
             elif opcode is Opcode.PING:
                 self._write_queued()  # the pong websockets queued
-                self._pinged()
             elif opcode is Opcode.PONG:
                 self._pong(bytes(data))
             elif opcode is Opcode.CLOSE:
@@ -214,16 +211,6 @@ class DetachedWebSocket(FrameReader):
     def _pong(self, payload: bytes) -> None:
         if self.ping is None or payload != self.ping:
             return  # unsolicited, or for an earlier ping
-        self._answered()
-
-    def _pinged(self) -> None:
-        """The peer pings: it is there, even if its pong to ours is late (a node link's
-        dialling end pings on a timer, which runs even while its process, busy with
-        thousands of sockets, is slow to read this link)."""
-        if self.ping is not None:
-            self._answered()
-
-    def _answered(self) -> None:
         self.ping = None
         keepalive = self.keepalive
         keepalive.due_at(self, keepalive.clock.time() + keepalive.ping_interval)
@@ -243,11 +230,6 @@ class DetachedWebSocket(FrameReader):
             return
         keepalive = self.keepalive
         if self.ping is not None:
-            if waiting(self.transport):
-                # Its pong may be there: this process, busy with other sockets, has not
-                # read this one for a while. Not a silent peer.
-                keepalive.due_at(self, now + keepalive.ping_timeout)
-                return
             self.ping = None
             self._protocol().fail(INTERNAL_ERROR, "keepalive ping timeout")
             self._write_queued()

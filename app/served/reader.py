@@ -12,33 +12,13 @@ it reads the connection again for good, or refuses it as it always did.
 While websockets reads, `unread` follows its frame boundaries: the bytes of the frame in
 progress at the end of what it was given, or None when they are not known (then
 websockets reads on). The switch happens when it is b"" and the connection allows it.
-
-`waiting` tells a peer that has gone quiet from one this process has not yet read: a
-process busy with thousands of other sockets (a reconnection storm, a mass close) reads
-each only every so often, and a pong may sit in the kernel's buffer meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
-import fcntl
-import struct
-import termios
 
 from app.served import frames
-
-
-def waiting(transport: asyncio.BaseTransport) -> int:
-    """Bytes the kernel has received on `transport`'s socket that nobody has read yet (0
-    when that cannot be told)."""
-    sock = transport.get_extra_info("socket")
-    if sock is None:
-        return 0
-    try:
-        count: int = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0" * 4))[0]
-    except (OSError, ValueError):  # closed meanwhile
-        return 0
-    return count
 
 
 class FrameReader(asyncio.Protocol):

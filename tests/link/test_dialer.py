@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-import socket
 from typing import Any
 
 import orjson
@@ -63,7 +62,6 @@ class Transport:
         self.protocol = protocol
         self.data = bytearray()
         self.aborted = False
-        self.socket: socket.socket | None = None  # what the kernel holds unread, if set
 
     def write(self, data: bytes) -> None:
         self.data += data
@@ -79,10 +77,6 @@ class Transport:
 
     def get_write_buffer_size(self) -> int:
         return 0
-
-    def get_extra_info(self, name: str) -> object:
-        assert name == "socket"
-        return self.socket
 
     def abort(self) -> None:
         if not self.aborted:
@@ -358,23 +352,6 @@ async def test_after_a_stall_input_that_waited_is_heard_before_the_verdict() -> 
     assert len(conn.frames_to_server(Opcode.PING)) == 1  # the keep-alive carries on
     conn.clock.advance(0.25)
     assert len(conn.frames_to_server(Opcode.PING)) == 1
-
-
-async def test_a_peer_whose_words_wait_unread_is_not_declared_down() -> None:
-    """A gateway busy with thousands of sockets reads its link only every so often: what
-    the kernel holds for it is the peer speaking."""
-    conn = Connection(KEEPALIVE)
-    conn.open()
-    ours, theirs = socket.socketpair()
-    with ours, theirs:
-        conn.transport.socket = ours
-        theirs.send(b"\x89\x00")  # a ping from the peer, not read yet
-        conn.clock.advance(3.0)
-        assert not conn.transport.aborted
-        assert len(conn.frames_to_server(Opcode.PING)) == 12  # pinging on, every 0.25 s
-        ours.recv(16)  # read at last; then nothing more
-        conn.clock.advance(1.3)
-    assert conn.transport.aborted
 
 
 # Redialling
