@@ -261,6 +261,26 @@ def test_the_client_closing_gets_its_close_answered(unread: bytes | None) -> Non
     assert f.receiver.ends == 1
 
 
+@pytest.mark.parametrize(
+    ("payload", "answer"),
+    [
+        (Close(1000, "bye").serialize(), Close(1000, "bye")),  # echoed
+        (b"", Close(1005, "")),  # no code: the answer carries none either
+        (Close(3999, "").serialize(), Close(3999, "")),
+        (b"\x03\xe7", 1002),  # code 999: a protocol error, in websockets' words
+        (b"\x03\xe8\xff", 1007),  # a reason that is not UTF-8
+    ],
+)
+def test_a_close_is_answered_as_websockets_answers_it(
+    unread: bytes | None, payload: bytes, answer: Close | int
+) -> None:
+    f = Fixture(unread)
+    f.send(Frame(Opcode.CLOSE, payload))
+    close = f.close_frame()
+    assert close == answer if isinstance(answer, Close) else close.code == answer
+    assert f.transport.closed
+
+
 def test_a_frame_that_breaks_the_protocol_closes_with_the_reason(unread: bytes | None) -> None:
     f = Fixture(unread)
     f.sock.data_received(b"\x81\x05hello")  # unmasked, from a client
