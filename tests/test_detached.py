@@ -275,10 +275,10 @@ def test_a_close_is_answered_as_websockets_answers_it(
     unread: bytes | None, payload: bytes, answer: Close | int
 ) -> None:
     f = Fixture(unread)
-    f.send(Frame(Opcode.CLOSE, payload))
-    close = f.close_frame()
+    f.send(Frame(Opcode.CLOSE, payload), Frame(Opcode.TEXT, b"after"), Frame(Opcode.PING, b""))
+    close = f.close_frame()  # and nothing for what came after the close
     assert close == answer if isinstance(answer, Close) else close.code == answer
-    assert f.transport.closed
+    assert f.transport.closed and f.receiver.messages == []
 
 
 def test_a_frame_that_breaks_the_protocol_closes_with_the_reason(unread: bytes | None) -> None:

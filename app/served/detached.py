@@ -166,6 +166,8 @@ class DetachedWebSocket(FrameReader):
         if self.conn is not None:
             self._parse(data)
             return
+        if self.close_sent:
+            return  # the client closed: what follows its close is not read (RFC 6455, 1.4)
         opcode, payload = data[0] & 0x0F, frames.payload(data)
         if opcode == PING:
             self.transport.write(control(PONG, payload))
@@ -187,9 +189,11 @@ class DetachedWebSocket(FrameReader):
             return
         if not self.transport.is_closing():
             self.transport.write(control(CLOSE, payload))
-            self.transport.close()
+        self._closed_by_us()
 
     def _parse(self, data: bytes) -> None:
+        if self.transport.is_closing():
+            return  # closed by this side (a protocol error, a close answered): read no more
         conn = self._protocol()
         conn.receive_data(data)
         if conn.parser_exc is not None:

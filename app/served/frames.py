@@ -8,16 +8,17 @@ binary frames with FIN set, masked when the peer is a client (`masked`), no larg
 `max_size`, without reserved bits (DPS negotiates no extension). It stops at any other
 frame, and the caller hands that one to websockets:
 
-- a control frame (ping, pong, close) alone, once it is complete: websockets answers it,
-  and this reader goes on after it;
+- a control frame (ping, pong, close) alone, once it is complete: websockets answers it
+  (or the connection does, `app.served.detached`), and this reader goes on after it;
 - anything else (a fragment, a reserved opcode or bit, a wrong mask bit, a frame over
   `max_size` or a control frame over 125 bytes) with all that follows: websockets reads it,
   or refuses it as it always did, and reads the connection from then on.
 
 The two readers share one stream, so websockets must stand at a frame boundary whenever
-this one takes over. `complete` follows the boundaries of what websockets reads: the end of
-the last whole frame of any kind. `Partial` keeps a frame cut across reads until it is
-whole. `masked` frames a message as a client sends it, for a link's dialling end.
+this one takes over. `complete` and `follow` follow the boundaries of what websockets
+reads: the end of the last whole frame of any kind. `Partial` keeps a frame cut across
+reads until it is whole. `payload` unmasks a whole frame's payload; `masked` frames a
+message as a client sends it, for a link's dialling end.
 """
 
 from __future__ import annotations
