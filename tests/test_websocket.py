@@ -88,13 +88,13 @@ async def serve(
 
 def detaching(
     receiver: Received, after_a_message: bool = False
-) -> tuple[list[DetachedWebSocket], Endpoint]:
-    """An endpoint that accepts each connection and detaches it (once its first message
-    has queued up the ASGI way, `after_a_message`), and the detached sockets it made."""
-    conns: list[DetachedWebSocket] = []
+) -> tuple[asyncio.Future[DetachedWebSocket], Endpoint]:
+    """An endpoint that accepts a connection and detaches it (once its first message has
+    queued up the ASGI way, `after_a_message`), and the detached socket it will make."""
+    detached: asyncio.Future[DetachedWebSocket] = asyncio.get_running_loop().create_future()
 
     def receiver_for(opened: DetachedWebSocket) -> Received:
-        conns.append(opened)
+        detached.set_result(opened)
         return receiver
 
     async def endpoint(websocket: WebSocket) -> None:
@@ -104,23 +104,16 @@ def detaching(
             await asyncio.sleep(0.01)
         conn.detach(receiver_for)
 
-    return conns, endpoint
-
-
-async def detached(conns: list[DetachedWebSocket]) -> DetachedWebSocket:
-    async with asyncio.timeout(5):
-        while not conns:
-            await asyncio.sleep(0.01)
-    return conns[0]
+    return detached, endpoint
 
 
 async def test_detach_delivers_queued_then_live_messages_and_the_end() -> None:
     receiver = Received()
-    conns, endpoint = detaching(receiver, after_a_message=True)
+    detached, endpoint = detaching(receiver, after_a_message=True)
     async with serve(endpoint) as (_, port):
         async with websockets.connect(f"ws://127.0.0.1:{port}/ws") as client:
             await client.send("first")
-            conn = await detached(conns)
+            conn = await asyncio.wait_for(detached, 5)
             await client.send(b"\x00second")
             # The ASGI app has returned, and the connection still carries frames both ways.
             conn.transport.write(frame(b"from the server"))
@@ -134,16 +127,16 @@ async def test_detach_delivers_queued_then_live_messages_and_the_end() -> None:
 
 
 async def test_close_now_sends_the_close_at_once_and_aborts_a_silent_client() -> None:
-    conns, endpoint = detaching(Received())
+    detached, endpoint = detaching(Received())
     async with serve(endpoint, close_timeout=0.3) as (_, port):
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         protocol = ClientProtocol(parse_uri(f"ws://127.0.0.1:{port}/ws"))
         protocol.send_request(protocol.connect())
         writer.write(b"".join(protocol.data_to_send()))
         async with asyncio.timeout(5):
-            while not conns:
+            while protocol.state is not OPEN:  # the handshake's response
                 protocol.receive_data(await reader.read(65536))
-        conn = conns[0]
+        conn = await asyncio.wait_for(detached, 5)
         # The client stops reading: the server's writes pile up in its transport's buffer.
         chunk = frame(b"x" * 65536)
         while conn.transport.get_write_buffer_size() < 4 * 1024 * 1024:
@@ -194,7 +187,7 @@ async def test_frames_read_before_the_handover_are_followed_to_a_frame_boundary(
     reads whole frames itself from the first frame boundary after that (here the handover
     comes at one, or `cut` bytes into a frame)."""
     receiver = Received()
-    conns, endpoint = detaching(receiver, after_a_message=True)
+    detached, endpoint = detaching(receiver, after_a_message=True)
     async with serve(endpoint) as (_, port):
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         protocol = ClientProtocol(parse_uri(f"ws://127.0.0.1:{port}/ws"))
@@ -207,7 +200,7 @@ async def test_frames_read_before_the_handover_are_followed_to_a_frame_boundary(
             protocol.send_text(f"message {n}".encode())
         first, second, third = protocol.data_to_send()
         writer.write(first + second[:cut])  # one read for uvicorn's websockets
-        conn = await detached(conns)
+        conn = await asyncio.wait_for(detached, 5)
         assert conn.reading is (cut == 0)
         writer.write(second[cut:] + third)
         async with asyncio.timeout(5):

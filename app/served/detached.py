@@ -149,7 +149,9 @@ class DetachedWebSocket(FrameReader):
 
     def _reads_whole(self) -> bool:
         conn = self.conn
-        return conn is None or conn.state is OPEN
+        if conn is None:  # open, unless this side closed it (a client's close answered)
+            return not self.transport.is_closing()
+        return conn.state is OPEN
 
     def _limits(self) -> tuple[bool, int | None]:
         return True, self.max_size
@@ -166,8 +168,6 @@ class DetachedWebSocket(FrameReader):
         if self.conn is not None:
             self._parse(data)
             return
-        if self.close_sent:
-            return  # the client closed: what follows its close is not read (RFC 6455, 1.4)
         opcode, payload = data[0] & 0x0F, frames.payload(data)
         if opcode == PING:
             self.transport.write(control(PONG, payload))
@@ -187,9 +187,8 @@ class DetachedWebSocket(FrameReader):
         except (ProtocolError, UnicodeDecodeError):
             self._parse(data)  # websockets refuses it, and says why
             return
-        if not self.transport.is_closing():
-            self.transport.write(control(CLOSE, payload))
-        self._closed_by_us()
+        self.transport.write(control(CLOSE, payload))
+        self._closed_by_us()  # what follows the close is not read (RFC 6455, 1.4)
 
     def _parse(self, data: bytes) -> None:
         if self.transport.is_closing():

@@ -35,9 +35,8 @@ class ServedWebSocket(WebSocketsSansIOProtocol):
     keepalive: ClassVar[KeepAlive[DetachedWebSocket]]
 
     detached = False
-    read = False  # whether anything was received yet
-    # What websockets was given after the request that is not a whole frame yet, when the
-    # request came in one read (as it does): the frame boundaries for `app.served.reader`.
+    # What websockets was given after the request that is not a whole frame yet: the frame
+    # boundaries for `app.served.reader`.
     unread: bytes | None = None
 
     @classmethod
@@ -89,13 +88,14 @@ class ServedWebSocket(WebSocketsSansIOProtocol):
         return receiver
 
     def data_received(self, data: bytes) -> None:
-        requested, first = self.handshake_initiated, not self.read
-        self.read = True
+        requested = self.handshake_initiated
         super().data_received(data)
         if requested:
             if self.unread is not None:
                 self.unread = frames.follow(self.unread, data)
-        elif first and self.handshake_initiated:
+        elif self.handshake_initiated:
+            # uvicorn's HTTP protocol parsed the request for the upgrade, and hands it over
+            # in one piece: its end is this data's first blank line.
             end = data.find(END_OF_REQUEST)
             if end >= 0:
                 self.unread = frames.follow(b"", data[end + len(END_OF_REQUEST) :])
