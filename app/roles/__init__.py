@@ -8,6 +8,7 @@ uvicorn. Nothing below it (`app`'s kernel, `ws_gateway`, `topic_server`) imports
 from __future__ import annotations
 
 import errno
+import gc
 import logging
 import signal
 import socket
@@ -179,6 +180,10 @@ class _Server(uvicorn.Server):
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         if self.started:
+            # What exists now (modules, the app, the node) lives as long as the process:
+            # out of the collector's way, a full collection walks only what came since.
+            gc.collect()
+            gc.freeze()
             log.info("%s", self.serving)
 
 
