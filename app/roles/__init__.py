@@ -66,6 +66,9 @@ def build(settings: Settings) -> tuple[ops.Node, Starlette]:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await node.start()
+        # What exists now (modules, the app, the node) lives as long as the process: out
+        # of the collector's way, a full collection walks only what came since.
+        gc.freeze()
         yield
         await node.stop()
 
@@ -180,10 +183,6 @@ class _Server(uvicorn.Server):
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         if self.started:
-            # What exists now (modules, the app, the node) lives as long as the process:
-            # out of the collector's way, a full collection walks only what came since.
-            gc.collect()
-            gc.freeze()
             log.info("%s", self.serving)
 
 
