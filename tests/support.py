@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import signal
 import socket
 import ssl
@@ -25,6 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 5.0  # seconds any single expected frame or event may take
 PATIENCE = 10.0  # seconds a cluster may take to reach an expected state
 POLL = 0.05  # seconds between two looks at it
+EPHEMERAL_PORTS = Path("/proc/sys/net/ipv4/ip_local_port_range")  # "low high"
 
 
 def free_port() -> int:
@@ -76,10 +78,15 @@ class Server:
 
 
 def port_base() -> int:
-    """A base port for `dps cluster`: base, base+1, base+1000 and base+1001 are all free."""
-    for _ in range(50):
-        base = free_port()
-        if base + 1001 < 65536 and all(_free(base + d) for d in (1, 1000, 1001)):
+    """A base port for `dps cluster`: base, base+1, base+1000 and base+1001 are all free.
+
+    Drawn below the kernel's range of ephemeral ports, where the client ends of closed
+    connections never sit: after a load test thousands of them wait out TIME_WAIT for a
+    minute, and a port held so cannot be listened on, SO_REUSEADDR or not."""
+    low = int(EPHEMERAL_PORTS.read_text().split()[0])
+    for _ in range(200):
+        base = random.randrange(10_000, low - 1001)
+        if all(_free(base + d) for d in (0, 1, 1000, 1001)):
             return base
     raise RuntimeError("no free port range")
 
