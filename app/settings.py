@@ -85,7 +85,11 @@ class Settings(BaseSettings):
         description="host:port where other nodes reach this one",
     )
     link_timeout: float = Field(
-        1.2, ge=0.2, le=60, description="seconds of silence before a link is declared down"
+        1.2,
+        ge=0.2,
+        le=60,
+        description="seconds of silence before a link is declared down; also the longest a "
+        "starting gateway waits to be ready before it listens",
     )
     link_queue: int = Field(
         16 * MIB,

@@ -34,6 +34,7 @@ from ws_gateway.router import ClusterRouter
 log = logging.getLogger("dps.gateway")
 
 EXPIRY_TICK = 0.05  # seconds between sweeps for publishes that waited too long
+SETTLE_TICK = 0.01  # seconds between two looks at readiness while starting
 
 
 class Move(Enum):
@@ -102,6 +103,17 @@ class GatewayNode(LinkHub):
             self.registry.start()
         else:
             self.dialers.from_ring()
+
+    async def settle(self, within: float) -> None:
+        """Return once ready (`unready`), or after `within` seconds: a gateway that served
+        before its first links were up would refuse its first joins ("no topic server
+        available"), those of clients reconnecting to it after a restart among them."""
+        deadline = self.clock.time() + within
+        while self.unready():
+            if self.clock.time() >= deadline:
+                log.warning("serving before ready: %s", "; ".join(self.unready()))
+                return
+            await asyncio.sleep(SETTLE_TICK)
 
     async def stop(self) -> None:
         for task in self._tasks:

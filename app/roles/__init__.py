@@ -69,6 +69,8 @@ def build(settings: Settings) -> tuple[ops.Node, Starlette]:
         # What exists now (modules, the app, the node) lives as long as the process: out
         # of the collector's way, a full collection walks only what came since.
         gc.freeze()
+        if isinstance(node, GatewayNode):
+            await node.settle(settings.link_timeout)
         yield
         await node.stop()
 

@@ -6,6 +6,7 @@ import asyncio
 import signal
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -59,6 +60,22 @@ async def test_a_gateway_is_ready_only_once_linked_to_the_ring(node: Node) -> No
     node("ts", "ts-a")
     await eventually(lambda: status(gateway.http + "/readyz") == 200, "the gateway never got ready")
     assert (await asyncio.to_thread(http_post, url, message))[0] == 200
+
+
+async def test_a_gateway_listens_once_linked_or_after_the_link_timeout(node: Node) -> None:
+    # ts-a hangs: its lease stays in Redis and its port accepts, but no link comes up.
+    hung = node("ts", "ts-a", DPS_LEASE_TTL="30")
+    hung.proc.send_signal(signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        gateway = node("ws", "gw", ready="/healthz", DPS_LINK_TIMEOUT="2")
+        assert time.monotonic() - started > 2  # it waited for the link before listening
+        assert "serving before ready: not linked yet to live topic servers: ts-a" in (
+            gateway.output()
+        )
+    finally:
+        hung.proc.send_signal(signal.SIGCONT)
+    await eventually(lambda: status(gateway.http + "/readyz") == 200, "never linked to ts-a")
 
 
 async def test_readyz_says_why_a_gateway_is_not_ready(node: Node) -> None:
