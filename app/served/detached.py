@@ -166,7 +166,7 @@ class DetachedWebSocket(FrameReader):
 
     def _control(self, data: bytes) -> None:
         if self.conn is not None:
-            self._parse(data)
+            super()._control(data)  # websockets answers it
             return
         opcode, payload = data[0] & 0x0F, frames.payload(data)
         if opcode == PING:
